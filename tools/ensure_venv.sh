@@ -1,0 +1,17 @@
+# Sourced by demo.sh and run_tests.sh: make sure ./.venv holds the project's requirements, then activate it.
+# Re-installs only when a requirements file changed since the last install (a stamp records their hash).
+_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_venv="${VISUALBERT_VENV:-$_root/.venv}"
+_want="$(cat "$_root"/requirements*.txt "$_root/pyproject.toml" | md5sum | cut -d' ' -f1)"
+if [ ! -x "$_venv/bin/python" ] || [ "$(cat "$_venv/.requirements.md5" 2>/dev/null)" != "$_want" ]; then
+    echo "[setup] installing requirements into $_venv (first run takes a few minutes)"
+    python3 -m venv "$_venv" || { echo "[setup] could not create a venv: install python3-venv" >&2; exit 1; }
+    "$_venv/bin/python" -m pip install -q --upgrade pip || exit 1
+    "$_venv/bin/python" -m pip install -q -r "$_root/requirements-dev.txt" || exit 1
+    "$_venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$_root" || exit 1
+    echo "$_want" > "$_venv/.requirements.md5"
+fi
+# shellcheck disable=SC1091
+. "$_venv/bin/activate"
+# paddle pins OpenMP to one thread on import unless told otherwise
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"

@@ -1,0 +1,94 @@
+"""Loading pickled files that users download, without letting them run code.
+
+imdb ``.npy`` annotation files and PyTorch checkpoints are pickles. A plain ``pickle.load`` (or
+``np.load(allow_pickle=True)``) imports and calls whatever the file names, so a malicious file runs
+code. The unpickler here resolves only an allow-list of names: numpy array reconstruction and plain
+containers. Callers that read PyTorch files add their own few rebuild functions via ``extra``.
+"""
+import collections
+import os
+import pickle
+
+import numpy as np
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The file asked for a global outside the allow-list."""
+
+
+def _base_globals():
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    scalar = np.float64(1.0).__reduce__()[0]
+    allowed = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "complex"): complex,
+        ("__builtin__", "set"): set,
+        ("__builtin__", "frozenset"): frozenset,
+        # Python-2-era pickles store bytes as latin-1 text passed through codecs.encode.
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = reconstruct
+        allowed[(mod, "scalar")] = scalar
+    return allowed
+
+
+def _latin1_encode(text, encoding="latin1", errors="strict"):
+    if not isinstance(text, str):
+        raise UnsafePickleError("codecs.encode was given a non-string")
+    return text.encode(encoding, errors)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only allow-listed globals.
+
+    ``extra`` maps ``(module, name)`` to the object to hand back for it: PyTorch readers use it
+    to substitute their own tensor rebuild functions.
+    """
+
+    def __init__(self, file, source="<pickle>", extra=None, **kwargs):
+        super().__init__(file, **kwargs)
+        self.source = source
+        self.allowed = _base_globals()
+        if extra:
+            self.allowed.update(extra)
+
+    def find_class(self, module, name):
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self.source}: refusing to load '{module}.{name}' — only numpy arrays and plain "
+                "containers are allowed in this file (it may be corrupt or malicious)"
+            ) from None
+
+
+def load_npy(path):
+    """``np.load`` for files that may hold a pickled object array, without trusting the pickle."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+        except (ValueError, EOFError) as e:
+            raise ValueError(f"{path}: not a .npy file ({e})") from None
+        if not dtype.hasobject:
+            f.seek(0)
+            try:
+                return np.load(f, allow_pickle=False)
+            except ValueError as e:
+                raise ValueError(f"{path}: unreadable .npy data ({e})") from None
+        try:
+            array = RestrictedUnpickler(f, source=path, encoding="latin1").load()
+        except UnsafePickleError:
+            raise
+        except Exception as e:  # truncated or corrupt pickle stream
+            raise ValueError(f"{path}: truncated or corrupt pickled .npy ({type(e).__name__}: {e})") from None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{path}: expected a pickled numpy array, found {type(array).__name__}")
+    return array
