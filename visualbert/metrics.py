@@ -5,7 +5,14 @@ current master, which the leaderboard numbers in papers come from); NLVR2 follow
 ``nlvr2/eval/metrics.py``. Where the official code has a quirk that changes scores, it is mirrored
 on purpose and said so next to the code, because a metric that is "more correct" than the
 leaderboard's is not comparable with it.
+
+The scoring functions take in-memory dicts so training code can call them during evaluation;
+the ``load_*`` functions turn the official files into those dicts, and ``visualbert.evaluate``
+is a thin command line over both.
 """
+import json
+import operator
+import os
 import re
 
 # --------------------------------------------------------------------------------------------
@@ -121,3 +128,346 @@ def vqa_soft_score(num_matches: int, num_answers: int = 10) -> float:
     left_out_matched = min(1.0, (num_matches - 1) / 3) if num_matches else 0.0
     left_out_other = min(1.0, num_matches / 3)
     return (num_matches * left_out_matched + (num_answers - num_matches) * left_out_other) / num_answers
+
+
+# --------------------------------------------------------------------------------------------
+# VQA accuracy
+# --------------------------------------------------------------------------------------------
+
+def _id_mismatch(expected, got, what, got_name, expected_name, limit=5):
+    """One line saying which ids one side lacks and which it has in excess, with examples."""
+    missing = sorted(set(expected) - set(got), key=str)
+    extra = sorted(set(got) - set(expected), key=str)
+    parts = []
+    if missing:
+        shown = ", ".join(map(str, missing[:limit]))
+        parts.append(f"{len(missing)} {what} missing from the {got_name} (e.g. {shown})")
+    if extra:
+        shown = ", ".join(map(str, extra[:limit]))
+        parts.append(f"{len(extra)} {what} in the {got_name} are not in the {expected_name} (e.g. {shown})")
+    return "; ".join(parts)
+
+
+def _mean_and_percent(values):
+    # vqaEval rounds 100 * sum / count, not 100 * (sum / count); the two can differ in the last
+    # bit, which decides the second decimal at exact ties.
+    total = float(sum(values))
+    return total / len(values), round(100 * total / len(values), 2)
+
+
+def vqa_question_accuracy(prediction: str, answers: list) -> float:
+    """Official accuracy of one predicted answer against the human answers of one question.
+
+    The prediction is always fully normalised. The human answers are only touched when they
+    disagree, and then only by the punctuation step: vqaEval assumes the annotations were
+    normalised when the dataset was built, so "The dog" as the only answer given by all ten
+    people stays "The dog" and no prediction can match it.
+    """
+    if not answers:
+        raise ValueError("a question needs at least one human answer to be scored")
+    prediction = normalize_vqa_answer(prediction)
+    if len(set(answers)) > 1:
+        answers = [_strip_punctuation(a) for a in answers]
+    # Leave each human answer out in turn (by position: repeated answers are separate people).
+    per_subset = []
+    for left_out in range(len(answers)):
+        matches = sum(1 for i, a in enumerate(answers) if i != left_out and a == prediction)
+        per_subset.append(min(1, float(matches) / 3))
+    return float(sum(per_subset)) / len(per_subset)
+
+
+def vqa_accuracy(predictions: dict, ground_truth: dict) -> dict:
+    """VQA accuracy of ``predictions`` ({question_id: answer}) as vqaEval.py reports it.
+
+    ``ground_truth`` maps question_id to ``{"answers": [ten strings], "answer_type": str or
+    None, "question_type": str or None}``, as the ``load_vqa_ground_truth`` loader returns.
+    Both must cover the same question ids, as the official ``loadRes`` insists.
+
+    Returns fractions in [0, 1] (``overall``, ``per_answer_type``, ``per_question_type``,
+    ``per_question``), ``num_questions``, and ``percent``: the same three summaries as
+    vqaEval prints them, 100x and rounded to two decimals. Questions whose type is None are
+    left out of that breakdown (imdb files carry no types).
+    """
+    if set(predictions) != set(ground_truth):
+        raise ValueError("predictions do not match the ground truth: " + _id_mismatch(
+            ground_truth, predictions, "question ids", "predictions", "ground truth"))
+    if not ground_truth:
+        raise ValueError("no questions to score: the ground truth is empty")
+    per_question = {}
+    by_answer_type, by_question_type = {}, {}
+    for qid, gt in ground_truth.items():
+        answer = predictions[qid]
+        if not isinstance(answer, str):
+            raise ValueError(f"question {qid}: predicted answer must be a string, got {answer!r}")
+        if not gt["answers"]:
+            raise ValueError(f"question {qid}: the ground truth has no human answers")
+        score = vqa_question_accuracy(answer, list(gt["answers"]))
+        per_question[qid] = score
+        if gt.get("answer_type") is not None:
+            by_answer_type.setdefault(gt["answer_type"], []).append(score)
+        if gt.get("question_type") is not None:
+            by_question_type.setdefault(gt["question_type"], []).append(score)
+
+    overall, overall_pct = _mean_and_percent(list(per_question.values()))
+    answer_types = {t: _mean_and_percent(v) for t, v in by_answer_type.items()}
+    question_types = {t: _mean_and_percent(v) for t, v in by_question_type.items()}
+    return {
+        "overall": overall,
+        "per_answer_type": {t: f for t, (f, _) in answer_types.items()},
+        "per_question_type": {t: f for t, (f, _) in question_types.items()},
+        "per_question": per_question,
+        "num_questions": len(per_question),
+        "percent": {
+            "overall": overall_pct,
+            "per_answer_type": {t: p for t, (_, p) in answer_types.items()},
+            "per_question_type": {t: p for t, (_, p) in question_types.items()},
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# NLVR2 accuracy and consistency
+# --------------------------------------------------------------------------------------------
+
+def nlvr2_sentence_key(identifier: str) -> str:
+    """The sentence an NLVR2 example belongs to: its identifier with the image-pair field blanked.
+
+    "dev-850-2-0" -> "dev-850--0": every image pair the same sentence was written for shares it.
+    """
+    fields = identifier.split("-")
+    if len(fields) < 3:
+        raise ValueError(f"NLVR2 identifier {identifier!r} is not of the form split-set-pair-sentence")
+    fields[2] = ""
+    return "-".join(fields)
+
+
+def nlvr2_scores(predictions: dict, labels: dict) -> dict:
+    """Accuracy and consistency of ``predictions`` ({identifier: bool}) against ``labels``.
+
+    Consistency is the share of sentences whose every image pair is predicted right, as
+    lil-lab/nlvr metrics.py computes it. Every labelled example must have exactly one
+    prediction, and no prediction may name an unlabelled example.
+    """
+    if set(predictions) != set(labels):
+        raise ValueError("predictions do not match the labels: " + _id_mismatch(
+            labels, predictions, "identifiers", "predictions", "labels"))
+    if not labels:
+        raise ValueError("no examples to score: the labels are empty")
+    correct = 0
+    sentence_consistent = {}
+    for identifier, label in labels.items():
+        right = bool(predictions[identifier]) == bool(label)
+        correct += right
+        key = nlvr2_sentence_key(identifier)
+        sentence_consistent[key] = sentence_consistent.get(key, True) and right
+    return {
+        "accuracy": correct / len(labels),
+        "consistency": sum(sentence_consistent.values()) / len(sentence_consistent),
+        "num_examples": len(labels),
+        "num_sentences": len(sentence_consistent),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# File loaders
+# --------------------------------------------------------------------------------------------
+
+def _read_json(path, expected):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected {expected})")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); expected {expected}") from None
+
+
+def _question_id(value, where):
+    # Anything usable as an index is an integer id (numpy integers from imdb files included);
+    # bool is excluded because a true/false question id is a broken file, not question 1 or 0.
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{where}: question_id must be an integer, got {value!r}")
+    return operator.index(value)
+
+
+def _load_imdb_ground_truth(path):
+    from visualbert.safeload import load_npy
+
+    items = list(load_npy(path))
+    # Element 0 of an imdb is a header dict (creation time, version, ...), not a question.
+    if items and isinstance(items[0], dict) and "question_id" not in items[0]:
+        items = items[1:]
+    ground_truth = {}
+    for index, item in enumerate(items, start=1):
+        where = f"{path}: imdb item {index}"
+        if not isinstance(item, dict) or "question_id" not in item:
+            raise ValueError(f"{where} is not a dict with a question_id")
+        qid = _question_id(item["question_id"], where)
+        answers = item.get("answers")
+        if answers is None or len(answers) == 0:
+            answers = item.get("valid_answers")
+        if answers is None or len(answers) == 0:
+            raise ValueError(f"{where} (question {qid}) has no 'answers' or 'valid_answers'; "
+                             "a test-split imdb cannot serve as ground truth")
+        if qid in ground_truth:
+            raise ValueError(f"{where}: question {qid} appears twice")
+        ground_truth[qid] = {
+            "answers": [str(a) for a in answers],
+            "answer_type": None,
+            "question_type": None,
+            "question": item.get("question_str"),
+        }
+    if not ground_truth:
+        raise ValueError(f"{path}: the imdb holds no questions")
+    return ground_truth
+
+
+def load_vqa_ground_truth(path, questions=None) -> dict:
+    """Ground truth for ``vqa_accuracy`` from official annotations or a Pythia/MMF imdb.
+
+    ``path`` is a ``v2_mscoco_*_annotations.json`` or an imdb ``.npy`` (read with the restricted
+    unpickler: imdb files come from the internet and a plain pickle load would run their code).
+    ``questions``, an optional ``v2_OpenEnded_mscoco_*_questions.json``, must cover the same
+    question ids (a guard against pairing files of different splits) and adds the question text.
+
+    Returns {question_id: {"answers": [str], "answer_type", "question_type", "question"}}, in
+    file order; types and question are None where the file does not give them.
+    """
+    path = os.fspath(path)
+    if path.endswith(".npy"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file (expected a VQA imdb .npy)")
+        ground_truth = _load_imdb_ground_truth(path)
+    else:
+        data = _read_json(path, "a VQA annotations JSON with an 'annotations' list")
+        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+            raise ValueError(f"{path}: expected a VQA annotations file, a JSON object with an "
+                             "'annotations' list")
+        ground_truth = {}
+        for index, ann in enumerate(data["annotations"]):
+            where = f"{path}: annotation {index}"
+            if not isinstance(ann, dict):
+                raise ValueError(f"{where} is not a JSON object")
+            missing = [k for k in ("question_id", "answers", "answer_type", "question_type") if k not in ann]
+            if missing:
+                raise ValueError(f"{where} lacks {', '.join(map(repr, missing))}")
+            qid = _question_id(ann["question_id"], where)
+            answers = ann["answers"]
+            if not isinstance(answers, list) or not answers or not all(
+                    isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
+                raise ValueError(f"{where} (question {qid}): 'answers' must be a non-empty list of "
+                                 "{\"answer\": str, ...} objects")
+            if qid in ground_truth:
+                raise ValueError(f"{where}: question {qid} appears twice")
+            ground_truth[qid] = {
+                "answers": [a["answer"] for a in answers],
+                "answer_type": ann["answer_type"],
+                "question_type": ann["question_type"],
+                "question": None,
+            }
+        if not ground_truth:
+            raise ValueError(f"{path}: the annotations list is empty")
+
+    if questions is not None:
+        questions = os.fspath(questions)
+        data = _read_json(questions, "a VQA questions JSON with a 'questions' list")
+        if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
+            raise ValueError(f"{questions}: expected a VQA questions file, a JSON object with a "
+                             "'questions' list")
+        texts = {}
+        for index, q in enumerate(data["questions"]):
+            if not isinstance(q, dict) or "question_id" not in q:
+                raise ValueError(f"{questions}: question {index} has no question_id")
+            texts[_question_id(q["question_id"], f"{questions}: question {index}")] = q.get("question")
+        if set(texts) != set(ground_truth):
+            raise ValueError(f"{questions} does not match {path}: " + _id_mismatch(
+                ground_truth, texts, "question ids", "questions file", "annotations"))
+        for qid, text in texts.items():
+            ground_truth[qid]["question"] = text
+    return ground_truth
+
+
+def load_vqa_result(path) -> dict:
+    """Predictions from a VQA result file (the EvalAI upload format) as {question_id: answer}.
+
+    The file is a JSON list of {"question_id": int, "answer": str}, one per question.
+    """
+    path = os.fspath(path)
+    data = _read_json(path, 'a JSON list of {"question_id": int, "answer": str}')
+    if not isinstance(data, list):
+        raise ValueError(f'{path}: expected a JSON list of {{"question_id": int, "answer": str}}, '
+                         f"found a {type(data).__name__}")
+    predictions = {}
+    for index, item in enumerate(data):
+        where = f"{path}: result {index}"
+        if not isinstance(item, dict) or "question_id" not in item or "answer" not in item:
+            raise ValueError(f'{where} is not an object with "question_id" and "answer"')
+        qid = _question_id(item["question_id"], where)
+        if not isinstance(item["answer"], str):
+            raise ValueError(f"{where} (question {qid}): answer must be a string, got {item['answer']!r}")
+        if qid in predictions:
+            raise ValueError(f"{where}: question {qid} is answered twice (expected one answer per question)")
+        predictions[qid] = item["answer"]
+    return predictions
+
+
+def _parse_bool(text, where):
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"{where}: expected True or False, got {text.strip()!r}")
+    return value == "true"
+
+
+def load_nlvr2_labels(path) -> dict:
+    """Labels of an NLVR2 split file (JSON lines with identifier and label) as {identifier: bool}."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected an NLVR2 split, JSON lines with "
+                                "identifier and label)")
+    labels = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                example = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e})") from None
+            if not isinstance(example, dict) or "identifier" not in example or "label" not in example:
+                raise ValueError(f"{where}: expected an object with 'identifier' and 'label'")
+            label = example["label"]
+            label = label if isinstance(label, bool) else _parse_bool(str(label), where)
+            identifier = str(example["identifier"])
+            nlvr2_sentence_key(identifier)  # reject malformed identifiers here, with a line number
+            if identifier in labels:
+                raise ValueError(f"{where}: identifier {identifier} appears twice")
+            labels[identifier] = label
+    if not labels:
+        raise ValueError(f"{path}: no examples (expected JSON lines with identifier and label)")
+    return labels
+
+
+def load_nlvr2_predictions(path) -> dict:
+    """Predictions from an NLVR2 CSV (lines ``identifier,True|False``) as {identifier: bool}.
+
+    Case is ignored, as the official scorer lowercases both sides before comparing.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected CSV lines identifier,True|False)")
+    predictions = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            fields = line.strip().split(",")
+            if len(fields) != 2:
+                raise ValueError(f"{where}: expected identifier,True|False, got {line.strip()!r}")
+            identifier = fields[0].strip()
+            if identifier in predictions:
+                raise ValueError(f"{where}: identifier {identifier} is predicted twice")
+            predictions[identifier] = _parse_bool(fields[1], where)
+    return predictions
