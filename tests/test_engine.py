@@ -1,0 +1,162 @@
+"""The training loop on a toy model: accumulation equivalence, the LR schedule, exact resume."""
+import argparse
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from visualbert import engine
+
+
+class ToyDataset(paddle.io.Dataset):
+    """Regression targets from a fixed linear map; `weights` lets one sample count more than one unit."""
+
+    def __init__(self, n=48, dim=6):
+        rng = np.random.default_rng(0)
+        self.x = rng.normal(size=(n, dim)).astype("float32")
+        self.y = (self.x @ rng.normal(size=(dim, 1))).astype("float32")[:, 0]
+        self.units = rng.integers(1, 4, size=n).astype("float32")
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i], "units": self.units[i]}
+
+
+def collate(items):
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+class ToyModel(paddle.nn.Layer):
+    def __init__(self, dim=6, dropout=0.0):
+        super().__init__()
+        self.hidden = paddle.nn.Linear(dim, 16)
+        self.norm = paddle.nn.LayerNorm(16)
+        self.dropout = paddle.nn.Dropout(dropout)
+        self.out = paddle.nn.Linear(16, 1)
+
+    def forward(self, x, y=None, units=None):
+        pred = self.out(self.dropout(paddle.tanh(self.norm(self.hidden(x)))))[:, 0]
+        # a unit-weighted mean, like the MLM loss is a mean over masked tokens
+        loss = ((pred - y) ** 2 * units).sum() / units.sum()
+        return {"loss": loss, "plain_loss": ((pred - y) ** 2).mean()}
+
+    def save_pretrained(self, path):
+        os.makedirs(path, exist_ok=True)
+        paddle.save(self.state_dict(), os.path.join(path, "model_state.pdparams"))
+
+
+LOSS_TERMS = {"loss": lambda b: float(b["units"].sum()), "plain_loss": lambda b: len(b["x"])}
+
+
+def make_args(tmp_path, name, **kw):
+    parser = engine.add_training_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--output_dir", str(tmp_path / name), "--device", "cpu", "--num_workers", "0"])
+    args.train_batch_size = 16
+    args.learning_rate = 0.05
+    args.num_train_epochs = 3
+    args.logging_steps = 1
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
+
+
+def run(tmp_path, name, dropout=0.0, **kw):
+    args = make_args(tmp_path, name, **kw)
+    engine.set_seed(args.seed)
+    model = ToyModel(dropout=dropout)
+    engine.train(args, model, ToyDataset(), collate, LOSS_TERMS)
+    return model, args
+
+
+def params(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def max_diff(a, b):
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+def test_accumulation_equals_large_batch(tmp_path):
+    big, _ = run(tmp_path, "big", train_batch_size=16, gradient_accumulation_steps=1)
+    acc, _ = run(tmp_path, "acc", train_batch_size=8, gradient_accumulation_steps=2)
+    assert max_diff(params(big), params(acc)) <= 1e-5
+    # and the weighting matters: a naive per-micro-batch mean would differ
+    naive, _ = run(tmp_path, "small", train_batch_size=8, gradient_accumulation_steps=1)
+    assert max_diff(params(big), params(naive)) > 1e-3
+
+
+def test_schedule_reaches_zero_at_last_step(tmp_path):
+    _, args = run(tmp_path, "lr", warmup_proportion=0.25)
+    lines = [json.loads(l) for l in open(os.path.join(args.output_dir, "metrics.jsonl"))]
+    lrs = [l["lr"] for l in lines]
+    total = 3 * 3  # 48 samples / 16 per step x 3 epochs
+    assert [l["step"] for l in lines] == list(range(1, total + 1))
+    assert lrs[0] == pytest.approx(0.0)  # warmup starts at zero
+    assert lrs[2] == pytest.approx(0.05)  # peak after floor(0.25 * 9) = 2 warmup steps
+    # the value after the last optimizer step is exactly zero, and the decay is linear before it
+    state = paddle.load(os.path.join(args.output_dir, f"checkpoint-{total}", "optimizer.pdopt"))
+    assert state["LR_Scheduler"]["last_epoch"] == total
+    assert state["LR_Scheduler"]["last_lr"] == 0.0
+    assert np.allclose(np.diff(lrs[2:]), -0.05 / 7)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):
+    straight, _ = run(tmp_path, "straight", dropout=0.3, save_steps=4)
+    # the same run dies right after writing checkpoint-4 (mid-epoch 2), then a fresh model resumes it
+    real_save = engine.save_checkpoint
+
+    def save_then_die(output_dir, step, *a, **kw):
+        path = real_save(output_dir, step, *a, **kw)
+        if step == 4:
+            raise Killed
+        return path
+
+    monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(tmp_path, "interrupted", dropout=0.3, save_steps=4)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    engine.set_seed(123)  # the resumed process starts from unrelated RNG state
+    resumed, args = run(tmp_path, "interrupted", dropout=0.3, save_steps=4, resume="latest", seed=42)
+    assert max_diff(params(straight), params(resumed)) <= 1e-6
+    steps = [json.loads(l)["step"] for l in open(os.path.join(args.output_dir, "metrics.jsonl"))]
+    assert steps == list(range(1, 10))
+
+
+def test_checkpoints_are_limited_and_complete(tmp_path):
+    _, args = run(tmp_path, "limit", save_steps=2, save_total_limit=2)
+    names = sorted(os.listdir(args.output_dir))
+    assert [n for n in names if n.startswith("checkpoint-")] == ["checkpoint-8", "checkpoint-9"]
+    assert not [n for n in names if n.startswith(".tmp")]
+    assert os.path.exists(os.path.join(args.output_dir, "model", "model_state.pdparams"))
+
+
+def test_nonfinite_loss_stops_with_last_checkpoint(tmp_path):
+    args = make_args(tmp_path, "nan", save_steps=1, learning_rate=1e30, max_grad_norm=0.0)
+    engine.set_seed(0)
+    with pytest.raises(SystemExit, match="non-finite loss at step"):
+        engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS)
+    assert engine.list_checkpoints(args.output_dir)
+
+
+def test_batch_sampler_shards_global_batches():
+    one = engine.EpochBatchSampler(10, 4, seed=3, rank=0, world_size=1)
+    r0 = engine.EpochBatchSampler(10, 2, seed=3, rank=0, world_size=2)
+    r1 = engine.EpochBatchSampler(10, 2, seed=3, rank=1, world_size=2)
+    for s in (one, r0, r1):
+        s.set_epoch(1)
+    for g, a, b in zip(one, r0, r1):
+        assert sorted(g) == sorted(a + b)
+    one.set_epoch(1, skip=2)
+    assert len(list(one)) == 1 and len(one) == 1
+    epoch0 = list(engine.EpochBatchSampler(10, 4, seed=3))
+    one.set_epoch(2)
+    assert list(one) != epoch0  # reshuffled every epoch
+    assert sorted(sum(list(one), [])) == list(range(10))

@@ -1,0 +1,544 @@
+"""The one training loop every script uses.
+
+Read ``train`` top to bottom: it is the whole story. Pieces around it are small helpers.
+
+Two design choices make runs reproducible:
+- The order of samples is a pure function of (seed, epoch) and every random choice inside a
+  sample is a pure function of (seed, epoch, index) (see ``processing``). Resuming therefore only
+  needs the model, optimizer, scheduler, scaler, dropout RNG and how far into the epoch we were.
+- Each loss term is a mean over its own units (masked tokens, sentences, questions). With gradient
+  accumulation and several ranks, averaging per-micro-batch means would weight units unevenly, so
+  every micro-batch loss is weighted by its share of the units in the whole optimizer step. Then
+  batch 8 x accumulation 2, batch 16, and 2 ranks x batch 8 all take exactly the same step.
+"""
+import argparse
+import inspect
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+from paddlenlp.transformers import LinearDecayWithWarmup
+from tqdm import tqdm
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.json"
+
+
+def add_training_args(parser, **defaults):
+    """The flags every training script shares. ``defaults`` overrides per script."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--output_dir", required=True, help="where checkpoints, metrics.jsonl and the final model go")
+    g.add_argument("--num_train_epochs", type=float, default=defaults.get("num_train_epochs", 3),
+                   help="epochs to train (ignored when --max_steps > 0)")
+    g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps to train; overrides --num_train_epochs")
+    g.add_argument("--learning_rate", type=float, default=defaults.get("learning_rate", 2e-5), help="peak learning rate")
+    g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on bias and LayerNorm)")
+    g.add_argument("--adam_epsilon", type=float, default=1e-6, help="AdamW epsilon")
+    g.add_argument("--warmup_proportion", type=float, default=defaults.get("warmup_proportion", 0.1),
+                   help="share of optimizer steps spent warming up linearly")
+    g.add_argument("--warmup_steps", type=int, default=0, help="warmup length in optimizer steps; overrides --warmup_proportion")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="global-norm gradient clipping (0 = off)")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--logging_steps", type=int, default=defaults.get("logging_steps", 20),
+                   help="write a metrics.jsonl line every N optimizer steps")
+    g.add_argument("--save_steps", type=int, default=defaults.get("save_steps", 1000),
+                   help="write a checkpoint every N optimizer steps (and always at the end)")
+    g.add_argument("--save_total_limit", type=int, default=3, help="keep only the newest K checkpoints (0 = keep all)")
+    g.add_argument("--eval_steps", type=int, default=0, help="evaluate every N optimizer steps (0 = once per epoch)")
+    g.add_argument("--seed", type=int, default=42, help="seed for initialisation, shuffling, masking and dropout")
+    g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
+    g.add_argument("--use_amp", action="store_true", help="mixed precision (GPU only; ignored with a note on CPU)")
+    g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"],
+                   help="AMP compute dtype; float16 uses dynamic loss scaling")
+    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    g.add_argument("--resume", default=None, metavar="DIR|latest",
+                   help="continue from a checkpoint dir, or the newest complete one in --output_dir")
+    g.add_argument("--visualdl", action="store_true", help="also log scalars to VisualDL in <output_dir>/visualdl")
+    return parser
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def setup_device(args):
+    """Pick the device, start the process group under paddle.distributed.launch, seed everything."""
+    device = args.device
+    if device == "auto":
+        device = "gpu" if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
+    if device == "gpu" and not paddle.is_compiled_with_cuda():
+        raise SystemExit("error: --device gpu, but this paddle build has no CUDA (install paddlepaddle-gpu)")
+    if dist.get_world_size() > 1:
+        # the launcher sets the visible device per rank; gloo serves CPU ranks
+        paddle.set_device(f"gpu:{dist.ParallelEnv().dev_id}" if device == "gpu" else "cpu")
+        dist.init_parallel_env()
+    else:
+        paddle.set_device(device)
+    if args.use_amp and device != "gpu":
+        log0("note: AMP needs a GPU; training in fp32 on CPU")
+        args.use_amp = False
+    set_seed(args.seed)
+    return device
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def is_main():
+    return dist.get_rank() == 0
+
+
+def log0(*msg):
+    if is_main():
+        print(*msg, flush=True)
+
+
+# ---------------------------------------------------------------------------- data order
+
+
+class EpochBatchSampler(paddle.io.Sampler):
+    """This rank's share of each global batch, in an order fixed by (seed, epoch).
+
+    Global batch g holds perm[g*B*W : (g+1)*B*W]; rank r takes its r-th slice of B. The last
+    global batch is topped up by wrapping around so every rank gets the same number of batches.
+    ``skip`` drops the batches a resumed run already consumed in this epoch.
+    """
+
+    def __init__(self, num_samples, batch_size, seed, rank=0, world_size=1, shuffle=True):
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch, skip=0):
+        self.epoch, self.skip = epoch, skip
+
+    def global_batches(self):
+        order = np.arange(self.num_samples)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        step = self.batch_size * self.world_size
+        for start in range(0, self.num_samples, step):
+            chunk = order[start:start + step]
+            if len(chunk) % self.world_size:
+                chunk = np.concatenate([chunk, order[: self.world_size - len(chunk) % self.world_size]])
+            yield chunk
+
+    def __iter__(self):
+        for g, chunk in enumerate(self.global_batches()):
+            if g >= self.skip:
+                per_rank = len(chunk) // self.world_size
+                yield chunk[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+
+    def __len__(self):
+        return math.ceil(self.num_samples / (self.batch_size * self.world_size)) - self.skip
+
+
+def make_loader(dataset, batch_sampler, collate_fn, num_workers):
+    return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn,
+                                num_workers=num_workers, persistent_workers=False)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(output_dir, step, model, optimizer, scaler, state, save_total_limit):
+    """Write checkpoint-<step> atomically: a temp dir renamed into place only once complete."""
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    tmp = os.path.join(output_dir, f".tmp-checkpoint-{step}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    model.save_pretrained(tmp)
+    paddle.save(_optimizer_state_by_structure(model, optimizer.state_dict()), os.path.join(tmp, "optimizer.pdopt"))
+    if scaler is not None:
+        paddle.save(scaler.state_dict(), os.path.join(tmp, "scaler.pdparams"))
+    paddle.save({"paddle": paddle.get_rng_state(),
+                 "cuda": paddle.get_cuda_rng_state() if paddle.is_compiled_with_cuda() else None},
+                os.path.join(tmp, "rng_state.pdparams"))
+    state = dict(state, numpy_rng=_jsonable_np_state(), python_rng=_jsonable_py_state())
+    with open(os.path.join(tmp, TRAINER_STATE), "w") as f:
+        json.dump(state, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    if save_total_limit > 0:
+        for old in list_checkpoints(output_dir)[:-save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(output_dir):
+    """Complete checkpoints, oldest first (a half-written one never has its final name)."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        m = CHECKPOINT_RE.match(name)
+        path = os.path.join(output_dir, name)
+        if m and os.path.isfile(os.path.join(path, TRAINER_STATE)):
+            found.append((int(m.group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume, output_dir):
+    if resume is None:
+        return None
+    if resume == "latest":
+        ckpts = list_checkpoints(output_dir)
+        if not ckpts:
+            log0(f"note: --resume latest found no checkpoint in {output_dir}; starting fresh")
+            return None
+        return ckpts[-1]
+    if not os.path.isfile(os.path.join(resume, TRAINER_STATE)):
+        raise SystemExit(f"error: --resume {resume}: not a complete checkpoint (no {TRAINER_STATE})")
+    return resume
+
+
+def load_checkpoint(path, model, optimizer, scaler):
+    model.set_state_dict(paddle.load(os.path.join(path, "model_state.pdparams")))
+    saved = paddle.load(os.path.join(path, "optimizer.pdopt"))
+    optimizer.set_state_dict(_optimizer_state_by_structure(model, saved, to_internal=True))
+    if scaler is not None and os.path.exists(os.path.join(path, "scaler.pdparams")):
+        scaler.load_state_dict(paddle.load(os.path.join(path, "scaler.pdparams")))
+    rng = paddle.load(os.path.join(path, "rng_state.pdparams"))
+    paddle.set_rng_state(rng["paddle"])
+    if rng.get("cuda") is not None and paddle.is_compiled_with_cuda():
+        paddle.set_cuda_rng_state(rng["cuda"])
+    with open(os.path.join(path, TRAINER_STATE)) as f:
+        state = json.load(f)
+    np.random.set_state(tuple(state["numpy_rng"]))
+    random.setstate(_tuple_deep(state["python_rng"]))
+    return state
+
+
+def _optimizer_state_by_structure(model, state, to_internal=False):
+    """Key optimizer accumulators by parameter path (``encoder.layer.0...``) instead of paddle's
+    per-process internal names (``linear_12.w_0``), so a checkpoint loads into any new process."""
+    pairs = [(p.name, n) for n, p in model.named_parameters()]
+    if to_internal:
+        pairs = [(n, i) for i, n in pairs]
+    pairs.sort(key=lambda x: -len(x[0]))  # longest first: linear_12.w_0 before linear_1.w_0
+
+    def rename(key):
+        for old, new in pairs:
+            if key.startswith(old + "_") or key == old:
+                return new + key[len(old):]
+        return key
+
+    out = {}
+    for key, value in state.items():
+        if key == "master_weights":
+            value = {rename(k): v for k, v in value.items()}
+        elif key != "LR_Scheduler":
+            key = rename(key)
+        out[key] = value
+    return out
+
+
+def _jsonable_np_state():
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [name, keys.tolist(), pos, has_gauss, gauss]
+
+
+def _jsonable_py_state():
+    return random.getstate()
+
+
+def _tuple_deep(x):
+    return tuple(_tuple_deep(v) for v in x) if isinstance(x, list) else x
+
+
+def save_model(model, path):
+    """Save a loadable model dir atomically (``best/``, the final model)."""
+    tmp = path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- optimisation
+
+
+def build_optimizer(model, args, total_steps):
+    warmup = args.warmup_steps if args.warmup_steps > 0 else args.warmup_proportion
+    scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, warmup)
+    # BERT convention: no weight decay on biases and LayerNorm parameters
+    decay = {p.name for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n or "norm" in n)}
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=scheduler, parameters=model.parameters(), weight_decay=args.weight_decay,
+        epsilon=args.adam_epsilon, apply_decay_param_fun=lambda name: name in decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None,
+    )
+    return optimizer, scheduler
+
+
+def allreduce_gradients(model):
+    """Sum gradients over ranks in one flat buffer (the losses are already weighted globally)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = paddle.concat([g.reshape([-1]) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        n = int(np.prod(g.shape))
+        g.set_value(flat[offset:offset + n].reshape(g.shape))
+        offset += n
+
+
+def global_sum(values):
+    """Sum a small list of numbers over ranks."""
+    t = paddle.to_tensor(np.asarray(values, dtype="float64"))
+    if dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.numpy().tolist()
+
+
+def model_kwargs(model, batch, extra):
+    """The batch keys model.forward accepts, plus per-script extras."""
+    accepted = inspect.signature(model.forward).parameters
+    kwargs = {k: v for k, v in batch.items() if k in accepted and isinstance(v, paddle.Tensor)}
+    kwargs.update(extra or {})
+    return kwargs
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, best_metric=None,
+          forward_kwargs=None):
+    """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).
+
+    loss_terms: {output field: fn(batch) -> number of units that field's mean is over}, e.g.
+        {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}.
+    evaluate: fn(model) -> {name: value}; runs every --eval_steps and at each epoch's end.
+    best_metric: the key of evaluate's result that decides <output_dir>/best (higher is better).
+    """
+    world, rank = dist.get_world_size(), dist.get_rank()
+    os.makedirs(args.output_dir, exist_ok=True)
+    sampler = EpochBatchSampler(len(train_dataset), args.train_batch_size, args.seed, rank, world)
+    batches_per_epoch = math.ceil(len(train_dataset) / (args.train_batch_size * world))
+    if batches_per_epoch == 0:
+        raise SystemExit("error: the training set is empty")
+    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    if args.max_steps > 0:
+        total_steps = args.max_steps
+    else:
+        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    optimizer, scheduler = build_optimizer(model, args, total_steps)
+    scaler = None
+    if args.use_amp and args.amp_dtype == "float16":
+        scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
+
+    step, epoch, batches_done, best = 0, 0, 0, None
+    resume_from = resolve_resume(args.resume, args.output_dir)
+    if resume_from:
+        state = load_checkpoint(resume_from, model, optimizer, scaler)
+        step, epoch, batches_done, best = state["step"], state["epoch"], state["batches_done"], state.get("best")
+        log0(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batches_done}")
+    elif world > 1:
+        for p in model.parameters():  # identical start on every rank whatever the init RNG did
+            dist.broadcast(p, src=0)
+
+    metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
+    writer = None
+    if is_main():
+        _truncate_metrics(metrics_path, step)
+        write_run_config(args, total_steps, steps_per_epoch)
+        if args.visualdl:
+            from visualdl import LogWriter
+            writer = LogWriter(logdir=os.path.join(args.output_dir, "visualdl"))
+    log0(f"training: {len(train_dataset)} samples, {world} rank(s) x batch {args.train_batch_size} x "
+         f"accumulation {args.gradient_accumulation_steps}, {total_steps} optimizer steps")
+
+    amp_ctx = lambda: paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype, level="O1")  # noqa: E731
+    bar = tqdm(total=total_steps, initial=step, disable=not is_main(), desc="train", dynamic_ncols=True)
+    window = {"samples": 0, "time": time.time(), "sums": {}, "steps": 0}
+    last_eval = {}
+    model.train()
+    while step < total_steps:
+        if hasattr(train_dataset, "set_epoch"):
+            train_dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, skip=batches_done)
+        it = iter(make_loader(train_dataset, sampler, collate_fn, args.num_workers))
+        while step < total_steps:
+            micro = _take(it, args.gradient_accumulation_steps)
+            if not micro:
+                break
+            # every loss term's units in the whole optimizer step, over all ranks
+            local_units = [[float(fn(b)) for fn in loss_terms.values()] for b in micro]
+            totals = global_sum(np.sum(local_units, axis=0))
+            step_losses = {name: 0.0 for name in loss_terms}
+            for b, units in zip(micro, local_units):
+                with amp_ctx():
+                    out = model(**model_kwargs(model, b, forward_kwargs))
+                loss = 0.0
+                for (name, _), n, total in zip(loss_terms.items(), units, totals):
+                    if n > 0:
+                        term = out[name].astype("float32")
+                        loss = loss + term * (n / total)
+                        step_losses[name] += float(term) * n / total
+                if not isinstance(loss, paddle.Tensor):
+                    continue
+                if not math.isfinite(float(loss)):
+                    ckpts = list_checkpoints(args.output_dir)
+                    raise SystemExit(f"error: non-finite loss at step {step + 1} (epoch {epoch}); stopping. "
+                                     f"Last good checkpoint: {ckpts[-1] if ckpts else 'none'}")
+                (scaler.scale(loss) if scaler else loss).backward()
+            if world > 1:
+                allreduce_gradients(model)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.clear_grad()
+            lr = scheduler.get_lr()
+            scheduler.step()
+            step += 1
+            batches_done += len(micro)
+            bar.update(1)
+
+            step_losses = dict(zip(step_losses, global_sum(list(step_losses.values()))))
+            window["samples"] += sum(len(_first_tensor(b)) for b in micro) * world
+            window["steps"] += 1
+            for k, v in step_losses.items():
+                window["sums"][k] = window["sums"].get(k, 0.0) + v
+            if step % args.logging_steps == 0 or step == total_steps:
+                elapsed = time.time() - window["time"]
+                losses = {k: v / window["steps"] for k, v in window["sums"].items()}
+                record = {"step": step, "epoch": round(epoch + batches_done / batches_per_epoch, 4), "lr": lr,
+                          "loss": sum(losses.values()), **({} if list(losses) == ["loss"] else losses),
+                          "samples_per_second": round(window["samples"] / max(elapsed, 1e-9), 2)}
+                _log_metrics(metrics_path, writer, record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                window = {"samples": 0, "time": time.time(), "sums": {}, "steps": 0}
+
+            epoch_done = batches_done >= batches_per_epoch
+            if evaluate and ((args.eval_steps and step % args.eval_steps == 0) or
+                             (not args.eval_steps and epoch_done) or step == total_steps):
+                last_eval, best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
+                                            metrics_path, writer)
+            state = {"step": step, "epoch": epoch + epoch_done, "batches_done": 0 if epoch_done else batches_done,
+                     "best": best}
+            if is_main() and (step % args.save_steps == 0 or step == total_steps):
+                save_checkpoint(args.output_dir, step, model, optimizer, scaler, state, args.save_total_limit)
+            if epoch_done:
+                break
+        epoch, batches_done = epoch + 1, 0
+    bar.close()
+    if is_main():
+        save_model(model, os.path.join(args.output_dir, "model"))
+        log0(f"done: {step} steps; model saved to {os.path.join(args.output_dir, 'model')}")
+    if writer:
+        writer.close()
+    if world > 1:
+        dist.barrier()
+    return last_eval
+
+
+def _evaluate(args, model, evaluate, best_metric, best, step, epoch, metrics_path, writer):
+    model.eval()
+    with paddle.no_grad():
+        result = evaluate(model)
+    model.train()
+    record = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in result.items()}}
+    _log_metrics(metrics_path, writer, record)
+    log0("eval: " + json.dumps(result))
+    if best_metric is not None and (best is None or result[best_metric] > best):
+        best = result[best_metric]
+        if is_main():
+            save_model(model, os.path.join(args.output_dir, "best"))
+            with open(os.path.join(args.output_dir, "best", "eval_results.json"), "w") as f:
+                json.dump({"step": step, **result}, f, indent=1)
+    return result, best
+
+
+def _take(it, n):
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+    return out
+
+
+def _first_tensor(batch):
+    return next(v for v in batch.values() if isinstance(v, paddle.Tensor))
+
+
+def _log_metrics(path, writer, record):
+    if not is_main():
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer:
+        for k, v in record.items():
+            if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                writer.add_scalar(k, v, record["step"])
+
+
+def _truncate_metrics(path, step):
+    """On resume, drop log lines from steps the resumed run will redo (and a torn last line)."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("step", 0) <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+def write_run_config(args, total_steps, steps_per_epoch):
+    config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  world_size=dist.get_world_size(), argv=sys.argv, paddle_version=paddle.__version__)
+    with open(os.path.join(args.output_dir, "run_config.json"), "w") as f:
+        json.dump(config, f, indent=1, default=str)
+
+
+# ---------------------------------------------------------------------------- evaluation helpers
+
+
+def predict(model, dataset, collate_fn, batch_size, step_fn, num_workers=0, desc="eval"):
+    """Run ``step_fn(model, batch) -> list of per-sample results`` over this rank's shard of
+    ``dataset`` and return every sample's result in dataset order, on every rank."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    indices = list(range(rank, len(dataset), world))
+    shard = paddle.io.Subset(dataset, indices)
+    sampler = paddle.io.BatchSampler(shard, batch_size=batch_size, shuffle=False)
+    loader = paddle.io.DataLoader(shard, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+    mine = []
+    was_training = model.training
+    model.eval()
+    with paddle.no_grad():
+        for batch in tqdm(loader, desc=desc, disable=not is_main(), leave=False, dynamic_ncols=True):
+            mine.extend(step_fn(model, batch))
+    if was_training:
+        model.train()
+    if world == 1:
+        return mine
+    gathered = []
+    dist.all_gather_object(gathered, mine)
+    out = [None] * len(dataset)
+    for r, results in enumerate(gathered):
+        for i, res in zip(range(r, len(dataset), world), results):
+            out[i] = res
+    return out
