@@ -1,0 +1,19 @@
+#!/bin/sh
+# 2.1 Pretrain visualbert-vqa-coco-pre on COCO captions: masked LM + image-caption matching,
+# over coco_detectron_fix_100 features. Extra flags are passed on to run_pretrain.py.
+export DATA_DIR=${DATA_DIR:-./X_COCO/}
+export LOG_DIR=${LOG_DIR:-./logs/vqa-coco-pre}
+unset CUDA_VISIBLE_DEVICES
+. "$(dirname "$0")/tools/launch.sh"
+
+python -m paddle.distributed.launch $(gpus_flag "1") --log_dir $LOG_DIR run_pretrain.py \
+    --input_dir $DATA_DIR \
+    --output_dir $LOG_DIR \
+    --dataset coco_captions \
+    --model_type visualbert \
+    --model_name_or_path visualbert-vqa-coco-pre \
+    --image_feature_type coco_detectron_fix_100 \
+    --train_batch_size 16 \
+    --learning_rate 1e-5 \
+    --num_train_epochs 3 \
+    "$@"
