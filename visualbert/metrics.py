@@ -134,7 +134,7 @@ def vqa_soft_score(num_matches: int, num_answers: int = 10) -> float:
 # VQA accuracy
 # --------------------------------------------------------------------------------------------
 
-def _id_mismatch(expected, got, what, got_name, expected_name, limit=5):
+def describe_id_mismatch(expected, got, what, got_name, expected_name, limit=5):
     """One line saying which ids one side lacks and which it has in excess, with examples."""
     missing = sorted(set(expected) - set(got), key=str)
     extra = sorted(set(got) - set(expected), key=str)
@@ -189,7 +189,7 @@ def vqa_accuracy(predictions: dict, ground_truth: dict) -> dict:
     left out of that breakdown (imdb files carry no types).
     """
     if set(predictions) != set(ground_truth):
-        raise ValueError("predictions do not match the ground truth: " + _id_mismatch(
+        raise ValueError("predictions do not match the ground truth: " + describe_id_mismatch(
             ground_truth, predictions, "question ids", "predictions", "ground truth"))
     if not ground_truth:
         raise ValueError("no questions to score: the ground truth is empty")
@@ -249,7 +249,7 @@ def nlvr2_scores(predictions: dict, labels: dict) -> dict:
     prediction, and no prediction may name an unlabelled example.
     """
     if set(predictions) != set(labels):
-        raise ValueError("predictions do not match the labels: " + _id_mismatch(
+        raise ValueError("predictions do not match the labels: " + describe_id_mismatch(
             labels, predictions, "identifiers", "predictions", "labels"))
     if not labels:
         raise ValueError("no examples to score: the labels are empty")
@@ -381,7 +381,7 @@ def load_vqa_ground_truth(path, questions=None) -> dict:
                 raise ValueError(f"{questions}: question {index} has no question_id")
             texts[_question_id(q["question_id"], f"{questions}: question {index}")] = q.get("question")
         if set(texts) != set(ground_truth):
-            raise ValueError(f"{questions} does not match {path}: " + _id_mismatch(
+            raise ValueError(f"{questions} does not match {path}: " + describe_id_mismatch(
                 ground_truth, texts, "question ids", "questions file", "annotations"))
         for qid, text in texts.items():
             ground_truth[qid]["question"] = text
