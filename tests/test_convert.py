@@ -1,0 +1,331 @@
+"""Conversion proven by parity with transformers, plus the failure paths of visualbert.convert.
+
+The expected outputs were computed by transformers (tests/fixtures/make_hf_fixtures.py); neither
+torch nor transformers is imported here.
+"""
+import json
+import os
+import pickle
+import shutil
+import zipfile
+
+import numpy as np
+import paddle
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from visualbert import convert as cv
+from visualbert import modeling
+from visualbert.safeload import UnsafePickleError
+from visualbert.torch_checkpoint import load_torch_file
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+HF = os.path.join(FIXTURES, "hf")
+ORIGINAL = os.path.join(FIXTURES, "original")
+INPUTS = dict(np.load(os.path.join(FIXTURES, "inputs.npz")))
+EXPECTED = dict(np.load(os.path.join(FIXTURES, "outputs.npz")))
+TOL = 1e-5
+
+
+def batch(prefix=""):
+    keys = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
+            "visual_token_type_ids")
+    return {k: paddle.to_tensor(INPUTS[prefix + k]) for k in keys}
+
+
+def tensor(name):
+    return paddle.to_tensor(INPUTS[name])
+
+
+def check(got, prefix):
+    """Compare every output computed against every expected key under ``prefix``."""
+    wanted = sorted(k for k in EXPECTED if k.startswith(prefix + "."))
+    assert sorted(got) == wanted
+    diffs = {k: float(np.abs(got[k].numpy() - EXPECTED[k]).max()) for k in wanted}
+    assert max(diffs.values()) <= TOL, diffs
+    return diffs
+
+
+def run_base(model):
+    got = {}
+    o = model(**batch(), output_attentions=True, output_hidden_states=True)
+    got["base.last_hidden_state"], got["base.pooler_output"] = o.last_hidden_state, o.pooler_output
+    got.update({f"base.hidden_states.{i}": h for i, h in enumerate(o.hidden_states)})
+    got.update({f"base.attentions.{i}": a for i, a in enumerate(o.attentions)})
+    o = model(**batch(), image_text_alignment=tensor("image_text_alignment"))
+    got["base.aligned.last_hidden_state"], got["base.aligned.pooler_output"] = o.last_hidden_state, o.pooler_output
+    o = model(input_ids=tensor("input_ids"), attention_mask=tensor("attention_mask"),
+              token_type_ids=tensor("token_type_ids"))
+    got["base.text_only.last_hidden_state"], got["base.text_only.pooler_output"] = o.last_hidden_state, o.pooler_output
+    return got
+
+
+def run_pretraining(model):
+    o = model(**batch(), labels=tensor("mlm_labels"), sentence_image_labels=tensor("sentence_image_labels"))
+    got = {"pretraining.prediction_logits": o.prediction_logits,
+           "pretraining.seq_relationship_logits": o.seq_relationship_logits, "pretraining.loss": o.loss}
+    got["pretraining.masked_lm_loss"] = model(**batch(), labels=tensor("mlm_labels")).loss
+    return got
+
+
+def run_vqa(model):
+    return {"vqa.logits": model(**batch()).logits, "vqa.loss": model(**batch(), labels=tensor("vqa_targets")).loss}
+
+
+def run_nlvr2(model):
+    o = model(**batch(), labels=tensor("nlvr2_labels"))
+    return {"nlvr2.logits": o.logits, "nlvr2.loss": o.loss}
+
+
+def run_multiple_choice(model):
+    o = model(**batch("mc_"), labels=tensor("mc_labels"))
+    return {"multiple_choice.logits": o.logits, "multiple_choice.loss": o.loss}
+
+
+def run_region_alignment(model):
+    o = model(**batch(), region_to_phrase_position=tensor("region_to_phrase_position"), labels=tensor("region_labels"))
+    return {"region_alignment.logits": o.logits, "region_alignment.loss": o.loss}
+
+
+def run_bypass(model):
+    o = model(**batch())
+    return {"bypass.last_hidden_state": o.last_hidden_state, "bypass.pooler_output": o.pooler_output}
+
+
+RUNNERS = {"base": run_base, "pretraining": run_pretraining, "vqa": run_vqa, "nlvr2": run_nlvr2,
+           "multiple_choice": run_multiple_choice, "region_alignment": run_region_alignment, "bypass": run_bypass}
+
+
+@pytest.mark.parametrize("name", list(RUNNERS))
+def test_parity_with_transformers_through_converted_dir(name, tmp_path):
+    dst = tmp_path / "paddle"
+    assert cv.main(["--src", os.path.join(HF, name), "--dst", str(dst)]) == 0
+    arch = json.load(open(os.path.join(HF, name, "config.json")))["architectures"][0]
+    cls = getattr(modeling, arch)
+    model = cls.from_pretrained(str(dst))
+    model.eval()
+    # Exactly the model's weights were written: nothing missing, nothing extra.
+    saved = paddle.load(str(dst / "model_state.pdparams"))
+    assert sorted(saved) == sorted(model.state_dict())
+    check(RUNNERS[name](model), name)
+
+
+def test_legacy_original_checkpoint_matches_transformers():
+    # pretrain_legacy.th: torch's pre-1.6 format, uclanlp key names, plus detector weights to drop.
+    model = cv.convert_original(os.path.join(ORIGINAL, "pretrain_legacy.th"),
+                                os.path.join(HF, "pretraining", "config.json"))
+    model.eval()
+    check(run_pretraining(model), "pretraining")
+
+
+def test_wrapped_zip_original_checkpoint_matches_transformers():
+    # vqa_wrapped.th: zip format, {"model": {"module.bert.bert....": ...}, "epoch": 3}.
+    model = cv.convert_original(os.path.join(ORIGINAL, "vqa_wrapped.th"), os.path.join(HF, "vqa", "config.json"))
+    model.eval()
+    check(run_vqa(model), "vqa")
+
+
+def test_original_key_mapping():
+    mapping = {
+        "bert.bert.embeddings.word_embeddings.weight": "visual_bert.embeddings.word_embeddings.weight",
+        "bert.bert.embeddings.projection.weight": "visual_bert.embeddings.visual_projection.weight",
+        "bert.bert.embeddings.projection.bias": "visual_bert.embeddings.visual_projection.bias",
+        "bert.bert.embeddings.token_type_embeddings_visual.weight":
+            "visual_bert.embeddings.visual_token_type_embeddings.weight",
+        "bert.bert.embeddings.position_embeddings_visual.weight":
+            "visual_bert.embeddings.visual_position_embeddings.weight",
+        "bert.bert.encoder.layer.3.attention.self.query.weight": "visual_bert.encoder.layer.3.attention.self.query.weight",
+        "bert.bert.pooler.dense.bias": "visual_bert.pooler.dense.bias",
+        "bert.cls.predictions.transform.dense.weight": "cls.predictions.transform.dense.weight",
+        "bert.cls.seq_relationship.weight": "cls.seq_relationship.weight",
+        "bert.classifier.weight": "cls.weight",
+        "detector.backbone.body.conv1.weight": None,
+    }
+    for old, new in mapping.items():
+        assert cv._original_key(old) == new, old
+
+
+def test_synthetic_original_state_dict_with_wrappers(tmp_path):
+    """A hand-made original-style checkpoint (module. prefix, 'state_dict' wrapper) loads exactly."""
+    hf = load_file(os.path.join(HF, "nlvr2", "model.safetensors"))
+    original = {}
+    for key, value in hf.items():
+        key = key.replace("visual_bert.", "bert.bert.").replace("visual_projection", "projection")
+        key = key.replace("visual_token_type_embeddings", "token_type_embeddings_visual")
+        key = key.replace("visual_position_embeddings", "position_embeddings_visual")
+        original["module." + key.replace("cls.", "bert.classifier.")] = value
+    original["module.detector.head.weight"] = np.zeros(3, np.float32)
+    path = tmp_path / "nlvr2.safetensors"
+    save_file(original, str(path))
+    model = cv.convert_original(str(path), os.path.join(HF, "nlvr2", "config.json"))
+    model.eval()
+    check(run_nlvr2(model), "nlvr2")
+
+
+def test_released_config_names_choose_head_and_sizes():
+    raw = cv._released_or_json("visualbert-vqa")
+    assert raw["visual_embedding_dim"] == 2048 and raw["num_labels"] == 3129
+    assert cv._head_for(None, raw, "x") == "vqa"
+    assert cv._head_for(None, cv._released_or_json("uclanlp/visualbert-nlvr2"), "x") == "nlvr2"
+    assert cv._head_for(None, cv._released_or_json("visualbert-vcr"), "x") == "multiple_choice"
+    assert cv._head_for(None, cv._released_or_json("visualbert-vcr-coco-pre"), "x") == "pretraining"
+    with pytest.raises(ValueError, match="neither a released name"):
+        cv._released_or_json("visualbert-nope")
+
+
+def test_bert_initialisation(tmp_path):
+    dst = tmp_path / "vb"
+    assert cv.main(["--src", os.path.join(HF, "bert"), "--dst", str(dst), "--visual_embedding_dim", "16"]) == 0
+    model = modeling.VisualBertForPreTraining.from_pretrained(str(dst))
+    model.eval()
+    bert = load_file(os.path.join(HF, "bert", "model.safetensors"))
+    emb = model.visual_bert.embeddings
+    np.testing.assert_array_equal(emb.word_embeddings.weight.numpy(), bert["bert.embeddings.word_embeddings.weight"])
+    np.testing.assert_array_equal(model.visual_bert.encoder.layer[1].output.dense.weight.numpy(),
+                                  bert["bert.encoder.layer.1.output.dense.weight"].T)
+    # special_visual_initialize: the visual tables start as BERT's text tables.
+    np.testing.assert_array_equal(emb.visual_position_embeddings.weight.numpy(),
+                                  bert["bert.embeddings.position_embeddings.weight"])
+    np.testing.assert_array_equal(emb.visual_token_type_embeddings.weight.numpy(),
+                                  bert["bert.embeddings.token_type_embeddings.weight"])
+    assert emb.visual_projection.weight.shape == [16, 32] and float(emb.visual_projection.weight.std()) > 0
+    # On text alone the initialised VisualBERT is that BERT: same MLM and next-sentence logits.
+    o = model(input_ids=tensor("input_ids"), attention_mask=tensor("attention_mask"),
+              token_type_ids=tensor("token_type_ids"))
+    assert np.abs(o.prediction_logits.numpy() - EXPECTED["bert.prediction_logits"]).max() <= TOL
+    assert np.abs(o.seq_relationship_logits.numpy() - EXPECTED["bert.seq_relationship_logits"]).max() <= TOL
+
+
+def test_bert_initialisation_for_a_task_head_leaves_head_fresh():
+    model = cv.convert_bert(os.path.join(HF, "bert"), head="vqa", visual_embedding_dim=16)
+    assert isinstance(model, modeling.VisualBertForQuestionAnswering)
+    with pytest.raises(ValueError, match="--visual_embedding_dim"):
+        cv.convert_bert(os.path.join(HF, "bert"))
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+def copy_fixture(name, tmp_path):
+    src = tmp_path / name
+    shutil.copytree(os.path.join(HF, name), src)
+    return src
+
+
+def run_cli_error(args, capsys, dst):
+    assert cv.main(args + ["--dst", str(dst)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert not os.path.exists(dst)
+    assert not [p for p in os.listdir(os.path.dirname(dst)) if ".tmp-" in p]
+    return err
+
+
+def test_unknown_key_is_named(tmp_path, capsys):
+    src = copy_fixture("nlvr2", tmp_path)
+    weights = load_file(str(src / "model.safetensors"))
+    weights["visual_bert.encoder.layer.0.extra.weight"] = np.zeros(2, np.float32)
+    save_file(weights, str(src / "model.safetensors"))
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert "unexpected visual_bert.encoder.layer.0.extra.weight" in err
+
+
+def test_shape_mismatch_is_named(tmp_path, capsys):
+    src = copy_fixture("nlvr2", tmp_path)
+    config = json.load(open(src / "config.json"))
+    config["visual_embedding_dim"] = 8
+    json.dump(config, open(src / "config.json", "w"))
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert "shape mismatch for visual_bert.embeddings.visual_projection.weight" in err
+
+
+def test_wrong_head_names_missing_keys(tmp_path, capsys):
+    err = run_cli_error(["--src", os.path.join(HF, "nlvr2"), "--head", "pretraining"], capsys, tmp_path / "a")
+    assert "missing cls.predictions" in err and "--head pretraining" in err
+    err = run_cli_error(["--src", os.path.join(HF, "base"), "--head", "vqa"], capsys, tmp_path / "b")
+    assert "missing cls.bias, cls.weight" in err
+
+
+def test_base_head_takes_the_encoder_of_a_head_checkpoint():
+    model = cv.convert_hf(os.path.join(HF, "nlvr2"), head="base")
+    nlvr2 = cv.convert_hf(os.path.join(HF, "nlvr2"))
+    np.testing.assert_array_equal(model.pooler.dense.weight.numpy(), nlvr2.visual_bert.pooler.dense.weight.numpy())
+
+
+def test_missing_files_are_named(tmp_path, capsys):
+    src = copy_fixture("nlvr2", tmp_path)
+    os.remove(src / "model.safetensors")
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert str(src) in err and "model.safetensors or pytorch_model.bin" in err
+    os.remove(src / "config.json")
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert os.path.join(str(src), "config.json") in err
+    err = run_cli_error(["--src", str(tmp_path / "nowhere")], capsys, tmp_path / "out")
+    assert "nowhere: no such file or directory" in err
+    err = run_cli_error(["--src", os.path.join(ORIGINAL, "vqa_wrapped.th")], capsys, tmp_path / "out")
+    assert "needs --config" in err
+
+
+def test_existing_destination_is_kept_unless_overwrite(tmp_path, capsys):
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    assert cv.main(["--src", os.path.join(HF, "nlvr2"), "--dst", str(dst)]) == 1
+    assert "already exists" in capsys.readouterr().err and (dst / "keep.txt").exists()
+    assert cv.main(["--src", os.path.join(HF, "nlvr2"), "--dst", str(dst), "--overwrite"]) == 0
+    assert sorted(os.listdir(dst)) == ["config.json", "model_state.pdparams"]
+
+
+def test_help_describes_the_sources(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cv.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--src", "--dst", "--head", "--config", "original .th", "BERT", "region_alignment"):
+        assert word in text
+
+
+# --- untrusted pickles ------------------------------------------------------------------------------
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def evil_zip(path, marker):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": _Evil(marker)}, protocol=2))
+        z.writestr("archive/version", "3\n")
+
+
+def evil_legacy(path, marker):
+    with open(path, "wb") as f:
+        for obj in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+            f.write(pickle.dumps(obj, protocol=2))
+        f.write(pickle.dumps({"w": _Evil(marker)}, protocol=2))
+        f.write(pickle.dumps([], protocol=2))
+
+
+@pytest.mark.parametrize("writer", [evil_zip, evil_legacy])
+def test_malicious_pickle_runs_nothing(writer, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.th"
+    writer(path, marker)
+    with pytest.raises(UnsafePickleError, match="system"):
+        load_torch_file(path)
+    err = run_cli_error(["--src", str(path), "--config", "visualbert-vqa"], capsys, tmp_path / "out")
+    assert "refusing to load" in err
+    assert not marker.exists()
+
+
+def test_truncated_legacy_file_is_an_error(tmp_path):
+    data = open(os.path.join(ORIGINAL, "pretrain_legacy.th"), "rb").read()
+    path = tmp_path / "cut.th"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        load_torch_file(path)
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="cut.th"):
+        load_torch_file(path)

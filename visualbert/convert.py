@@ -1,0 +1,310 @@
+"""Turn PyTorch VisualBERT / BERT checkpoints into Paddle checkpoint dirs that ``from_pretrained`` loads.
+
+    python -m visualbert.convert --src SRC --dst DST [--head HEAD] [--config NAME_OR_JSON]
+
+SRC may be
+  * a HuggingFace VisualBERT dir (config.json + model.safetensors or pytorch_model.bin);
+  * an original uclanlp ``.th`` file (keys ``bert.bert.*``, ``bert.cls.*``, ``bert.classifier.*``);
+    ``--config`` names one of the nine released configs or a config.json;
+  * a HuggingFace BERT dir (bert-base-uncased style): a fresh VisualBERT whose text side holds the
+    BERT weights, the paper's initialisation.
+Parameter names are HuggingFace's, so the conversion is a copy with every Linear weight
+transposed (Paddle stores [in, out]). torch is not needed, and pickles are read through an
+allow-list. DST is written through a temporary sibling dir renamed into place on success only.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from . import modeling
+from .modeling import RELEASED_MODELS, VisualBertConfig
+from .safeload import UnsafePickleError
+from .torch_checkpoint import load_torch_file
+
+HEADS = {
+    "base": modeling.VisualBertModel,
+    "pretraining": modeling.VisualBertForPreTraining,
+    "vqa": modeling.VisualBertForQuestionAnswering,
+    "nlvr2": modeling.VisualBertForVisualReasoning,
+    "multiple_choice": modeling.VisualBertForMultipleChoice,
+    "region_alignment": modeling.VisualBertForRegionToPhraseAlignment,
+}
+_HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
+# Keys transformers writes that are not parameters of their own: buffers and the decoder-bias alias.
+_ALWAYS_DROPPED = ("cls.predictions.decoder.bias",)
+# Config entries that describe the file, not the model.
+_CONFIG_NOISE = ("architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path",
+                 "gradient_checkpointing", "use_cache", "position_embedding_type", "classifier_dropout")
+_BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                "type_vocab_size", "initializer_range", "layer_norm_eps")
+
+
+def read_weights(path):
+    """A safetensors or PyTorch weights file -> {name: numpy array}, unwrapping training wrappers."""
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        try:
+            state = load_file(path)
+        except Exception as e:  # the safetensors error types differ across versions
+            raise ValueError(f"{path}: unreadable safetensors file ({e})") from None
+    else:
+        try:
+            state = load_torch_file(path)
+        except (UnsafePickleError, FileNotFoundError, ValueError):
+            raise
+        except Exception as e:  # a truncated or corrupt pickle stream
+            raise ValueError(f"{path}: unreadable PyTorch file ({type(e).__name__}: {e})") from None
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
+        raise ValueError(f"{path}: expected a dict of tensors (a state dict)")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _read_json(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def _hf_weights_file(src):
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if os.path.isfile(os.path.join(src, name)):
+            return os.path.join(src, name)
+    raise FileNotFoundError(f"{src}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not supported)")
+
+
+def _config_from_dict(raw):
+    fields = {k: v for k, v in raw.items() if k not in _CONFIG_NOISE}
+    if "id2label" in fields:
+        fields["id2label"] = {int(k): v for k, v in fields["id2label"].items()}
+    return VisualBertConfig(**fields)
+
+
+def _head_for(head, raw, source):
+    if head is not None:
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        return head
+    for arch in raw.get("architectures") or []:
+        if arch in _HEAD_OF_ARCH:
+            return _HEAD_OF_ARCH[arch]
+    raise ValueError(f"{source}: cannot tell which head this checkpoint is for; pass --head ({', '.join(HEADS)})")
+
+
+def _released_or_json(config):
+    name = config[len("uclanlp/"):] if config.startswith("uclanlp/") else config
+    if name in RELEASED_MODELS:
+        return dict(VisualBertConfig.pretrained_init_configuration[name])
+    if os.path.isfile(config):
+        return _read_json(config)
+    raise ValueError(f"--config {config!r} is neither a released name ({', '.join(RELEASED_MODELS)}) "
+                     "nor a config.json file")
+
+
+def _original_key(key):
+    """uclanlp name -> transformers name; None for the detector, which VisualBERT does not use."""
+    if key.startswith("detector."):
+        return None
+    for old, new in (("bert.bert.", "visual_bert."), ("bert.cls.", "cls."), ("bert.classifier.", "cls.")):
+        if key.startswith(old):
+            key = new + key[len(old):]
+            break
+    else:
+        return key  # left as is: reported as unexpected if the model has no such weight
+    for old, new in ((".embeddings.projection.", ".embeddings.visual_projection."),
+                     (".token_type_embeddings_visual.", ".visual_token_type_embeddings."),
+                     (".position_embeddings_visual.", ".visual_position_embeddings.")):
+        key = key.replace(old, new)
+    return key
+
+
+def _bert_key(key):
+    """HF BERT name -> VisualBERT name (old BERT files call LayerNorm's parameters gamma/beta)."""
+    if key.endswith(".gamma"):
+        key = key[: -len("gamma")] + "weight"
+    elif key.endswith(".beta"):
+        key = key[: -len("beta")] + "bias"
+    if key.startswith("bert."):
+        return "visual_bert." + key[len("bert."):]
+    if key.startswith(("embeddings.", "encoder.", "pooler.")):
+        return "visual_bert." + key
+    return key
+
+
+def _fit_prefix(state, model):
+    """Move between head checkpoints (``visual_bert.*``) and base-model ones (no prefix)."""
+    base_target = isinstance(model, modeling.VisualBertModel)
+    prefixed = any(k.startswith("visual_bert.") for k in state)
+    if base_target and prefixed:
+        return {k[len("visual_bert."):]: v for k, v in state.items() if k.startswith("visual_bert.")}
+    if not base_target and not prefixed:
+        return {("visual_bert." + k if k.split(".")[0] in ("embeddings", "encoder", "pooler", "additional_layer")
+                 else k): v for k, v in state.items()}
+    return state
+
+
+def load_into(model, state, source, head, allow_missing=()):
+    """Copy a transformers-named state dict into ``model``, transposing Linear weights.
+
+    Every expected weight must be present (except those matching ``allow_missing`` prefixes) and
+    every given one used, with matching shapes; otherwise one error naming the keys.
+    """
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids") and k not in _ALWAYS_DROPPED}
+    if getattr(getattr(model, "cls", None), "predictions", None) is not None and model.cls.predictions.decoder is None:
+        state.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
+    state = _fit_prefix(state, model)
+    linear = {f"{name}.weight" for name, layer in model.named_sublayers() if isinstance(layer, modeling.nn.Linear)}
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in state and not k.startswith(tuple(allow_missing)))
+    unexpected = sorted(k for k in state if k not in expected)
+    what = f"{source}: does not fit {type(model).__name__} (--head {head})"
+    if missing:
+        raise ValueError(f"{what}: missing {_few(missing)}")
+    if unexpected:
+        raise ValueError(f"{what}: unexpected {_few(unexpected)}")
+    converted = {}
+    for key, value in state.items():
+        value = value.T if key in linear else value
+        want = tuple(expected[key].shape)
+        if tuple(value.shape) != want:
+            raise ValueError(f"{source}: shape mismatch for {key}: checkpoint {tuple(value.shape)}, model {want}")
+        converted[key] = np.ascontiguousarray(value).astype(expected[key].numpy().dtype, copy=False)
+    # Keys allowed to be missing keep the model's fresh values; passing them avoids Paddle's warnings.
+    model.set_state_dict({**{k: v for k, v in expected.items() if k not in converted}, **converted})
+    return model
+
+
+def _few(keys):
+    return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+
+def convert_hf(src, head=None):
+    raw = _read_json(os.path.join(src, "config.json"))
+    head = _head_for(head, raw, src)
+    model = HEADS[head](_config_from_dict(raw))
+    return load_into(model, read_weights(_hf_weights_file(src)), src, head)
+
+
+def convert_original(src, config, head=None):
+    if config is None:
+        raise ValueError(f"{src}: an original .th checkpoint needs --config (one of {', '.join(RELEASED_MODELS)} "
+                         "or a config.json)")
+    raw = _released_or_json(config)
+    head = _head_for(head, raw, config)
+    state = {}
+    for key, value in read_weights(src).items():
+        new = _original_key(key)
+        if new is not None:
+            state[new] = value
+    return load_into(HEADS[head](_config_from_dict(raw)), state, src, head)
+
+
+def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0):
+    import paddle
+
+    bert = _read_json(os.path.join(src, "config.json"))
+    raw = _released_or_json(config) if config else {}
+    fields = {k: bert[k] for k in _BERT_FIELDS if k in bert}
+    fields.update({k: v for k, v in raw.items() if k not in _BERT_FIELDS})
+    if visual_embedding_dim is not None:
+        fields["visual_embedding_dim"] = visual_embedding_dim
+    if "visual_embedding_dim" not in fields:
+        raise ValueError(f"{src}: BERT initialisation needs --config or --visual_embedding_dim")
+    if head is None and not raw.get("architectures"):
+        head = "pretraining"  # the paper pre-trains from BERT
+    head = _head_for(head, raw, src)
+    paddle.seed(seed)
+    model = HEADS[head](_config_from_dict(fields))
+    state = {}
+    for key, value in read_weights(_hf_weights_file(src)).items():
+        new = _bert_key(key)
+        if new.startswith("cls.") and head != "pretraining":
+            continue  # BERT's pre-training heads mean nothing to a task head
+        state[new] = value
+    fresh = ("visual_bert.embeddings.visual_", "embeddings.visual_", "visual_bert.additional_layer.",
+             "additional_layer.")
+    if head not in ("pretraining", "base"):
+        fresh += ("cls.", "attention.")
+    load_into(model, state, src, head, allow_missing=fresh)
+    model.base_model.embeddings.copy_text_tables_to_visual()
+    return model
+
+
+def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwrite=False, seed=0):
+    """Convert ``src`` and write the Paddle checkpoint dir ``dst``; returns the model."""
+    src, dst = os.fspath(src), os.fspath(dst)
+    if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)) and not overwrite:
+        raise FileExistsError(f"{dst}: already exists and is not empty (pass --overwrite to replace it)")
+    if os.path.isfile(src):
+        model = convert_original(src, config, head)
+    elif os.path.isdir(src):
+        model_type = _read_json(os.path.join(src, "config.json")).get("model_type")
+        if model_type == "visual_bert":
+            model = convert_hf(src, head)
+        elif model_type == "bert":
+            model = convert_bert(src, head, config, visual_embedding_dim, seed)
+        else:
+            raise ValueError(f"{os.path.join(src, 'config.json')}: model_type {model_type!r}; "
+                             "expected 'visual_bert' or 'bert'")
+    else:
+        raise FileNotFoundError(f"{src}: no such file or directory")
+
+    parent = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(dst))}.tmp-", dir=parent)
+    try:
+        model.save_pretrained(tmp)
+        if os.path.isdir(dst):
+            shutil.rmtree(dst)
+        elif os.path.exists(dst):
+            os.remove(dst)
+        os.rename(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m visualbert.convert",
+        description="Convert a HuggingFace VisualBERT dir, an original uclanlp .th checkpoint or a HuggingFace "
+                    "BERT dir into a Paddle checkpoint dir for VisualBert*.from_pretrained(DST).",
+    )
+    parser.add_argument("--src", required=True, help="HF VisualBERT dir, original .th file, or HF BERT dir")
+    parser.add_argument("--dst", required=True, help="output dir (must not exist or be empty unless --overwrite)")
+    parser.add_argument("--head", choices=list(HEADS),
+                        help="model class to build; default: from config.json 'architectures' (BERT: pretraining)")
+    parser.add_argument("--config", help="for .th / BERT sources: a released name (e.g. visualbert-vqa-coco-pre) "
+                                         "or a config.json path")
+    parser.add_argument("--visual_embedding_dim", type=int, help="BERT sources: region feature size")
+    parser.add_argument("--seed", type=int, default=0, help="BERT sources: seed for the freshly initialised weights")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
+    args = parser.parse_args(argv)
+    try:
+        model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
+                        args.seed)
+    except (ValueError, OSError, UnsafePickleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.dst} ({type(model).__name__}, {len(model.state_dict())} tensors) from {args.src}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

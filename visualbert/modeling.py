@@ -1,0 +1,707 @@
+"""VisualBERT (Li et al., 2019) on PaddlePaddle: configuration, base model and five task heads.
+
+The math and every parameter name follow HuggingFace ``transformers``' VisualBERT, so a converted
+checkpoint is a plain copy of its state dict (Linear weights transposed). Where ``transformers``
+is known to be wrong (``bypass_transformer``, ``special_visual_initialize`` being undone by weight
+init) this file does what the paper and the original code do instead; see the class docstrings.
+"""
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddlenlp.transformers import PretrainedConfig, PretrainedModel
+from paddlenlp.transformers.model_outputs import (
+    BaseModelOutputWithPooling,
+    ModelOutput,
+    MultipleChoiceModelOutput,
+    SequenceClassifierOutput,
+)
+
+__all__ = [
+    "VisualBertConfig",
+    "VisualBertPretrainedModel",
+    "VisualBertModel",
+    "VisualBertForPreTraining",
+    "VisualBertForQuestionAnswering",
+    "VisualBertForVisualReasoning",
+    "VisualBertForMultipleChoice",
+    "VisualBertForRegionToPhraseAlignment",
+    "VisualBertForPreTrainingOutput",
+    "RELEASED_MODELS",
+]
+
+# The nine checkpoints uclanlp released, with the head class each one was trained as and what
+# differs from a BERT-base VisualBertConfig.
+RELEASED_MODELS = {
+    "visualbert-vqa": ("VisualBertForQuestionAnswering", {"visual_embedding_dim": 2048, "num_labels": 3129}),
+    "visualbert-vqa-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 2048}),
+    "visualbert-vqa-coco-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 2048}),
+    "visualbert-nlvr2": ("VisualBertForVisualReasoning", {"visual_embedding_dim": 1024, "num_labels": 2}),
+    "visualbert-nlvr2-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 1024}),
+    "visualbert-nlvr2-coco-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 1024}),
+    "visualbert-vcr": ("VisualBertForMultipleChoice", {"visual_embedding_dim": 512}),
+    "visualbert-vcr-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 512}),
+    "visualbert-vcr-coco-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 512}),
+}
+
+
+def _released_config(name):
+    arch, overrides = RELEASED_MODELS[name]
+    return dict(architectures=[arch], special_visual_initialize=True, **overrides)
+
+
+class VisualBertConfig(PretrainedConfig):
+    """Hyper-parameters of VisualBERT; field names and defaults are those of ``transformers``."""
+
+    model_type = "visual_bert"
+    pretrained_init_configuration = {name: _released_config(name) for name in RELEASED_MODELS}
+
+    def __init__(
+        self,
+        vocab_size=30522,
+        hidden_size=768,
+        visual_embedding_dim=512,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        bypass_transformer=False,
+        special_visual_initialize=True,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        **kwargs,
+    ):
+        super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.visual_embedding_dim = visual_embedding_dim
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.bypass_transformer = bypass_transformer
+        self.special_visual_initialize = special_visual_initialize
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x, approximate=False),
+    "gelu_new": lambda x: F.gelu(x, approximate=True),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": paddle.tanh,
+}
+
+
+def _mask_bias(mask, dtype):
+    """1/0 keep-mask [B, L] -> additive bias broadcastable to attention scores [B, H, Lq, L]."""
+    mask = mask.astype(dtype)
+    return ((1.0 - mask) * paddle.finfo(dtype).min).unsqueeze([1, 2])
+
+
+class VisualBertEmbeddings(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        # No padding_idx anywhere: Paddle would force that row's output to zero, PyTorch does not.
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.visual_token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.visual_position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.visual_projection = nn.Linear(config.visual_embedding_dim, config.hidden_size)
+        self.special_visual_initialize = config.special_visual_initialize
+        self.copy_text_tables_to_visual()
+
+    def copy_text_tables_to_visual(self):
+        """The paper's initialisation: visual segment/position tables start as the text ones."""
+        if self.special_visual_initialize:
+            self.visual_token_type_embeddings.weight.set_value(self.token_type_embeddings.weight.clone())
+            self.visual_position_embeddings.weight.set_value(self.position_embeddings.weight.clone())
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                visual_embeds=None, visual_token_type_ids=None, image_text_alignment=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        batch, text_len = inputs_embeds.shape[:2]
+        if position_ids is None:
+            position_ids = paddle.arange(text_len, dtype="int64").unsqueeze(0)
+        if token_type_ids is None:
+            token_type_ids = paddle.zeros([batch, text_len], dtype="int64")
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+
+        if visual_embeds is not None:
+            num_regions = visual_embeds.shape[1]
+            if visual_token_type_ids is None:
+                visual_token_type_ids = paddle.ones([batch, num_regions], dtype="int64")
+            # Every region sits at visual position 0; alignment adds the mean text position of its words.
+            visual_position = self.visual_position_embeddings(paddle.zeros([batch, num_regions], dtype="int64"))
+            if image_text_alignment is not None:
+                if image_text_alignment.shape[1] < num_regions:
+                    raise ValueError(
+                        f"image_text_alignment covers {image_text_alignment.shape[1]} regions, "
+                        f"visual_embeds has {num_regions}"
+                    )
+                # Detector fine-tuning can pad the alignment longer than the regions kept.
+                alignment = image_text_alignment[:, :num_regions]
+                valid = (alignment != -1).astype(embeddings.dtype)
+                aligned = self.position_embeddings(paddle.clip(alignment, min=0)) * valid.unsqueeze(-1)
+                count = paddle.clip(valid.sum(axis=2, keepdim=True), min=1.0)
+                visual_position = aligned.sum(axis=2) / count + visual_position
+            visual = (self.visual_projection(visual_embeds) + visual_position
+                      + self.visual_token_type_embeddings(visual_token_type_ids))
+            embeddings = paddle.concat([embeddings, visual], axis=1)
+
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class VisualBertSelfAttention(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads
+        all_head_size = self.num_attention_heads * self.attention_head_size
+        self.query = nn.Linear(config.hidden_size, all_head_size)
+        self.key = nn.Linear(config.hidden_size, all_head_size)
+        self.value = nn.Linear(config.hidden_size, all_head_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _split_heads(self, x):
+        batch, length = x.shape[:2]
+        return x.reshape([batch, length, self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
+
+    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
+        query = self._split_heads(self.query(hidden_states))
+        key = self._split_heads(self.key(hidden_states))
+        value = self._split_heads(self.value(hidden_states))
+        scores = paddle.matmul(query, key, transpose_y=True) / math.sqrt(self.attention_head_size)
+        if attention_bias is not None:
+            scores = scores + attention_bias
+        probs = self.dropout(F.softmax(scores, axis=-1))
+        if head_mask is not None:
+            probs = probs * head_mask
+        context = paddle.matmul(probs, value).transpose([0, 2, 1, 3])
+        context = context.reshape([context.shape[0], context.shape[1], -1])
+        return context, (probs if output_attentions else None)
+
+
+class VisualBertSelfOutput(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class VisualBertAttention(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.self = VisualBertSelfAttention(config)
+        self.output = VisualBertSelfOutput(config)
+
+    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
+        context, probs = self.self(hidden_states, attention_bias, head_mask, output_attentions)
+        return self.output(context, hidden_states), probs
+
+
+class VisualBertIntermediate(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = _ACTIVATIONS[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.act(self.dense(hidden_states))
+
+
+class VisualBertOutput(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class VisualBertLayer(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.attention = VisualBertAttention(config)
+        self.intermediate = VisualBertIntermediate(config)
+        self.output = VisualBertOutput(config)
+
+    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
+        attended, probs = self.attention(hidden_states, attention_bias, head_mask, output_attentions)
+        return self.output(self.intermediate(attended), attended), probs
+
+
+class VisualBertEncoder(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.layer = nn.LayerList([VisualBertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+                output_hidden_states=False):
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        for i, layer in enumerate(self.layer):
+            hidden_states, probs = layer(
+                hidden_states, attention_bias, None if head_mask is None else head_mask[i], output_attentions
+            )
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(probs)
+        return hidden_states, all_hidden, all_attentions
+
+
+class VisualBertPooler(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states):
+        return paddle.tanh(self.dense(hidden_states[:, 0]))
+
+
+class VisualBertPredictionHeadTransform(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = _ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+
+    def forward(self, hidden_states):
+        return self.LayerNorm(self.act(self.dense(hidden_states)))
+
+
+class VisualBertLMPredictionHead(nn.Layer):
+    """MLM decoder. Tied: the caller passes the word-embedding table [vocab, hidden] as decoder.
+
+    Untied (``tie_word_embeddings=False``, and always in the region head, as in ``transformers``)
+    it owns ``decoder.weight``.
+    """
+
+    def __init__(self, config, tied):
+        super().__init__()
+        self.transform = VisualBertPredictionHeadTransform(config)
+        self.decoder = None if tied else nn.Linear(config.hidden_size, config.vocab_size, bias_attr=False)
+        self.bias = self.create_parameter([config.vocab_size], is_bias=True)
+
+    def forward(self, hidden_states, word_embeddings=None):
+        hidden_states = self.transform(hidden_states)
+        if self.decoder is None:
+            return paddle.matmul(hidden_states, word_embeddings, transpose_y=True) + self.bias
+        return self.decoder(hidden_states) + self.bias
+
+
+class VisualBertPreTrainingHeads(nn.Layer):
+    def __init__(self, config, tied):
+        super().__init__()
+        self.predictions = VisualBertLMPredictionHead(config, tied)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+class VisualBertPretrainedModel(PretrainedModel):
+    """Weight init, the released-name registry and from_pretrained's offline message."""
+
+    config_class = VisualBertConfig
+    base_model_prefix = "visual_bert"
+    pretrained_init_configuration = VisualBertConfig.pretrained_init_configuration
+    pretrained_resource_files_map = {"model_state": {}}
+
+    def _init_weights(self, layer):
+        std = self.config.initializer_range
+        if isinstance(layer, (nn.Linear, nn.Embedding)):
+            layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
+        if isinstance(layer, nn.Linear) and layer.bias is not None:
+            layer.bias.set_value(paddle.zeros_like(layer.bias))
+        elif isinstance(layer, nn.LayerNorm):
+            layer.weight.set_value(paddle.ones_like(layer.weight))
+            layer.bias.set_value(paddle.zeros_like(layer.bias))
+        elif isinstance(layer, VisualBertLMPredictionHead):
+            layer.bias.set_value(paddle.zeros_like(layer.bias))
+        elif isinstance(layer, VisualBertEmbeddings):
+            # apply() visits children first, so the text tables were just re-drawn: copy them again
+            # or the paper's initialisation is silently lost (transformers loses it this way).
+            layer.copy_text_tables_to_visual()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        name = str(pretrained_model_name_or_path)
+        if name.startswith("uclanlp/"):
+            name = name[len("uclanlp/"):]
+        if name in RELEASED_MODELS and not os.path.isdir(pretrained_model_name_or_path):
+            from paddlenlp.utils.env import MODEL_HOME
+
+            local = os.path.join(MODEL_HOME, name)
+            if not os.path.isdir(local):
+                raise FileNotFoundError(
+                    f"{name}: no Paddle weights are published for this model; download the HuggingFace "
+                    f"checkpoint uclanlp/{name} and run `python -m visualbert.convert --src <hf_dir> "
+                    f"--dst {local}` (or pass any converted directory)"
+                )
+            pretrained_model_name_or_path = local
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
+def _finish(output, return_dict):
+    return output if return_dict is None or return_dict else output.to_tuple()
+
+
+class VisualBertModel(VisualBertPretrainedModel):
+    """Text + region embeddings through one BERT encoder.
+
+    ``bypass_transformer``: the text runs alone through the encoder (text mask only), the regions'
+    embeddings are appended to its output and one extra joint layer (``additional_layer``) sees
+    both. ``hidden_states``/``attentions`` then hold the text encoder's entries plus the joint
+    layer's. (``transformers``' version of this path indexes the mask wrongly and crashes.)
+    """
+
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__(config)
+        self.embeddings = VisualBertEmbeddings(config)
+        self.encoder = VisualBertEncoder(config)
+        self.pooler = VisualBertPooler(config) if add_pooling_layer else None
+        self.bypass_transformer = config.bypass_transformer
+        if self.bypass_transformer:
+            self.additional_layer = VisualBertLayer(config)
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def _head_mask(self, head_mask, dtype):
+        if head_mask is None:
+            return None
+        head_mask = paddle.to_tensor(head_mask).astype(dtype)
+        if head_mask.ndim == 1:
+            head_mask = head_mask.unsqueeze(0).expand([self.config.num_hidden_layers, -1])
+        return head_mask.reshape([self.config.num_hidden_layers, 1, -1, 1, 1])
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
+                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None):
+        output_attentions = bool(output_attentions)
+        output_hidden_states = bool(output_hidden_states)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        batch, text_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        if attention_mask is None:
+            attention_mask = paddle.ones([batch, text_len], dtype="int64")
+        full_mask = attention_mask
+        if visual_embeds is not None:
+            if visual_attention_mask is None:
+                visual_attention_mask = paddle.ones(visual_embeds.shape[:2], dtype="int64")
+            full_mask = paddle.concat([attention_mask.astype("int64"), visual_attention_mask.astype("int64")], axis=1)
+
+        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds,
+                                           visual_embeds, visual_token_type_ids, image_text_alignment)
+        dtype = embedding_output.dtype
+        full_bias = _mask_bias(full_mask, dtype)
+
+        if self.bypass_transformer and visual_embeds is not None:
+            text_out, hidden, attentions = self.encoder(
+                embedding_output[:, :text_len], _mask_bias(attention_mask, dtype),
+                output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            )
+            joint = paddle.concat([text_out, embedding_output[:, text_len:]], axis=1)
+            sequence_output, probs = self.additional_layer(joint, full_bias, None, output_attentions)
+            if output_hidden_states:
+                hidden.append(sequence_output)
+            if output_attentions:
+                attentions.append(probs)
+        else:
+            sequence_output, hidden, attentions = self.encoder(
+                embedding_output, full_bias, self._head_mask(head_mask, dtype), output_attentions, output_hidden_states
+            )
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return _finish(BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=tuple(hidden) if hidden is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+        ), return_dict)
+
+
+@dataclass
+class VisualBertForPreTrainingOutput(ModelOutput):
+    """``transformers``' pre-training output plus the two loss terms, for separate logging."""
+
+    loss: Optional[paddle.Tensor] = None
+    prediction_logits: paddle.Tensor = None
+    seq_relationship_logits: paddle.Tensor = None
+    hidden_states: Optional[Tuple[paddle.Tensor]] = None
+    attentions: Optional[Tuple[paddle.Tensor]] = None
+    masked_lm_loss: Optional[paddle.Tensor] = None
+    sentence_image_loss: Optional[paddle.Tensor] = None
+
+
+def _encoder_kwargs(kw):
+    keys = ("attention_mask", "token_type_ids", "position_ids", "head_mask", "inputs_embeds", "visual_embeds",
+            "visual_attention_mask", "visual_token_type_ids", "image_text_alignment", "output_attentions",
+            "output_hidden_states")
+    return {k: kw.get(k) for k in keys}
+
+
+def _mean_ignoring(logits, labels, ignore_index=-100):
+    """Cross-entropy averaged over the labels that are not ``ignore_index``.
+
+    Paddle's own ``reduction="mean"`` divides by every label, ignored ones included.
+    """
+    per_token = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+    count = (labels != ignore_index).astype(per_token.dtype).sum()
+    return per_token.sum() / paddle.clip(count, min=1.0)
+
+
+def _soft_target_kl(logits, targets):
+    """KL(targets || softmax(logits)) over the last axis, summed, divided by dim 0 ('batchmean').
+
+    Written out instead of F.kl_div so that zero targets contribute exactly 0, as torch's does.
+    """
+    log_probs = F.log_softmax(logits, axis=-1)
+    targets = targets.astype(log_probs.dtype)
+    safe = paddle.where(targets > 0, targets, paddle.ones_like(targets))
+    pointwise = paddle.where(targets > 0, targets * (paddle.log(safe) - log_probs), paddle.zeros_like(targets))
+    return pointwise.sum() / logits.shape[0]
+
+
+class VisualBertForPreTraining(VisualBertPretrainedModel):
+    """Masked language modelling + sentence-image matching (label 1 = the caption matches)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.visual_bert = VisualBertModel(config)
+        self.cls = VisualBertPreTrainingHeads(config, tied=config.tie_word_embeddings)
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def _decoder_table(self):
+        return self.visual_bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
+                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                labels=None, sentence_image_labels=None, predict_masked_only=False):
+        """``labels``: MLM targets, -100 = ignore, of length T (regions are then ignored) or T+V.
+
+        ``predict_masked_only``: with labels, decode only the positions whose label is not -100;
+        ``prediction_logits`` is then [num_labelled, vocab] and the loss equals the full one.
+        """
+        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()))
+        sequence_output, pooled_output = outputs.last_hidden_state, outputs.pooler_output
+        seq_relationship_logits = self.cls.seq_relationship(pooled_output)
+        total_len = sequence_output.shape[1]
+
+        masked_lm_loss = sentence_image_loss = None
+        if labels is not None:
+            labels = labels.astype("int64")
+            if labels.shape[1] != total_len:
+                text_len = total_len - (visual_embeds.shape[1] if visual_embeds is not None else 0)
+                if labels.shape[1] != text_len:
+                    raise ValueError(f"labels have length {labels.shape[1]}; expected the text length or {total_len}")
+                pad = paddle.full([labels.shape[0], total_len - labels.shape[1]], -100, dtype="int64")
+                labels = paddle.concat([labels, pad], axis=1)
+        if labels is not None and predict_masked_only:
+            flat_labels = labels.reshape([-1])
+            picked = paddle.nonzero(flat_labels != -100).reshape([-1])
+            hidden = paddle.gather(sequence_output.reshape([-1, sequence_output.shape[-1]]), picked)
+            prediction_logits = self.cls.predictions(hidden, self._decoder_table())
+            if picked.shape[0] == 0:
+                masked_lm_loss = prediction_logits.sum() * 0.0
+            else:
+                masked_lm_loss = F.cross_entropy(prediction_logits, paddle.gather(flat_labels, picked))
+        else:
+            prediction_logits = self.cls.predictions(sequence_output, self._decoder_table())
+            if labels is not None:
+                masked_lm_loss = _mean_ignoring(prediction_logits.reshape([-1, prediction_logits.shape[-1]]),
+                                                labels.reshape([-1]))
+        if sentence_image_labels is not None:
+            sentence_image_loss = F.cross_entropy(seq_relationship_logits,
+                                                  sentence_image_labels.reshape([-1]).astype("int64"))
+        losses = [x for x in (masked_lm_loss, sentence_image_loss) if x is not None]
+        return _finish(VisualBertForPreTrainingOutput(
+            loss=sum(losses[1:], losses[0]) if losses else None,
+            prediction_logits=prediction_logits,
+            seq_relationship_logits=seq_relationship_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            masked_lm_loss=masked_lm_loss,
+            sentence_image_loss=sentence_image_loss,
+        ), return_dict)
+
+
+class VisualBertForQuestionAnswering(VisualBertPretrainedModel):
+    """VQA: classify the hidden state of the ``[MASK]`` before the last ``[SEP]`` (index sum(mask)-2).
+
+    ``logits`` are always raw scores (``transformers`` returns log-softmax when labels are given).
+    Losses against soft targets [B, num_labels]: ``loss_type="kl"`` (default, as ``transformers``):
+    KL-div, batchmean, of log_softmax(logits); ``"bce"``: BCE-with-logits averaged over all
+    elements then multiplied by num_labels, i.e. summed over answers and averaged over questions
+    (the MMF / original VisualBERT convention).
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.visual_bert = VisualBertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
+                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                labels=None, loss_type="kl"):
+        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()))
+        sequence_output = outputs.last_hidden_state
+        batch, text_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        lengths = (attention_mask.astype("int64").sum(axis=1) if attention_mask is not None
+                   else paddle.full([batch], text_len, dtype="int64"))
+        index = paddle.stack([paddle.arange(batch, dtype="int64"), lengths - 2], axis=1)
+        logits = self.cls(self.dropout(paddle.gather_nd(sequence_output, index)))
+
+        loss = None
+        if labels is not None:
+            labels = labels.astype(logits.dtype)
+            if loss_type == "kl":
+                loss = _soft_target_kl(logits, labels)
+            elif loss_type == "bce":
+                loss = F.binary_cross_entropy_with_logits(logits, labels) * self.num_labels
+            else:
+                raise ValueError(f"loss_type must be 'kl' or 'bce', not {loss_type!r}")
+        return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                                attentions=outputs.attentions), return_dict)
+
+
+class VisualBertForVisualReasoning(VisualBertPretrainedModel):
+    """NLVR2: pooled output -> dropout -> Linear(hidden, num_labels); labels are class ids [B]."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.visual_bert = VisualBertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
+                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                labels=None):
+        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()))
+        logits = self.cls(self.dropout(outputs.pooler_output))
+        loss = None if labels is None else F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
+        return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                                attentions=outputs.attentions), return_dict)
+
+
+class VisualBertForMultipleChoice(VisualBertPretrainedModel):
+    """VCR: inputs carry a choice axis ([B, C, T], visual [B, C, V, D]); logits [B, C].
+
+    Unlike ``transformers``, ``image_text_alignment`` [B, C, V, K] is flattened with the rest.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.visual_bert = VisualBertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
+                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                labels=None):
+        kw = _encoder_kwargs(locals())
+        num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        trailing = {"inputs_embeds": 2, "visual_embeds": 2, "image_text_alignment": 2}
+        for name in ("attention_mask", "token_type_ids", "position_ids", "inputs_embeds", "visual_embeds",
+                     "visual_attention_mask", "visual_token_type_ids", "image_text_alignment"):
+            if kw[name] is not None:
+                keep = trailing.get(name, 1)
+                kw[name] = kw[name].reshape([-1] + list(kw[name].shape[-keep:]))
+        flat_ids = None if input_ids is None else input_ids.reshape([-1, input_ids.shape[-1]])
+        outputs = self.visual_bert(flat_ids, return_dict=True, **kw)
+        logits = self.cls(self.dropout(outputs.pooler_output)).reshape([-1, num_choices])
+        loss = None if labels is None else F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
+        return _finish(MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                                 attentions=outputs.attentions), return_dict)
+
+
+class VisualBertRegionToPhraseAttention(nn.Layer):
+    """One attention head scoring each selected phrase position against every region."""
+
+    def __init__(self, config):
+        super().__init__()
+        head_size = config.hidden_size // config.num_attention_heads
+        self.attention_head_size = head_size
+        self.query = nn.Linear(config.hidden_size, head_size)
+        self.key = nn.Linear(config.hidden_size, head_size)
+        # Unused by the scores; kept so checkpoints trained with it load without unexpected keys.
+        self.value = nn.Linear(config.hidden_size, head_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward(self, query, key, visual_attention_mask):
+        scores = paddle.matmul(self.query(query), self.key(key), transpose_y=True) / math.sqrt(self.attention_head_size)
+        return scores + _mask_bias(visual_attention_mask, scores.dtype).squeeze(1)
+
+
+class VisualBertForRegionToPhraseAlignment(VisualBertPretrainedModel):
+    """Flickr30k Entities: logits [B, P, V] from ``region_to_phrase_position`` [B, P] (-1 = padding).
+
+    Loss: KL-div (batchmean) of log_softmax(logits) against ``labels`` [B, P, V], as
+    ``transformers``. The MLM heads are carried (untied, as there) but not used.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.visual_bert = VisualBertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = VisualBertPreTrainingHeads(config, tied=False)
+        self.attention = VisualBertRegionToPhraseAttention(config)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
+                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                region_to_phrase_position=None, labels=None):
+        if visual_embeds is None or region_to_phrase_position is None:
+            raise ValueError("region-to-phrase alignment needs visual_embeds and region_to_phrase_position")
+        kw = _encoder_kwargs(locals())
+        if visual_attention_mask is None:
+            kw["visual_attention_mask"] = visual_attention_mask = paddle.ones(visual_embeds.shape[:2], dtype="int64")
+        outputs = self.visual_bert(input_ids, return_dict=True, **kw)
+        sequence_output = outputs.last_hidden_state
+        positions = paddle.clip(region_to_phrase_position.astype("int64"), min=0)
+        gather_index = positions.unsqueeze(-1).expand([-1, -1, sequence_output.shape[-1]])
+        phrases = paddle.take_along_axis(sequence_output, gather_index, axis=1)
+        regions = sequence_output[:, sequence_output.shape[1] - visual_embeds.shape[1]:]
+        logits = self.attention(phrases, regions, visual_attention_mask)
+        loss = None if labels is None else _soft_target_kl(logits, labels)
+        return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                                attentions=outputs.attentions), return_dict)
