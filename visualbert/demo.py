@@ -1,0 +1,281 @@
+"""A small, learnable dataset in the exact on-disk formats of the real data.
+
+``python -m visualbert.demo --out_dir DIR [--seed 0]`` writes::
+
+    DIR/X_COCO/data/detectron_fix_100/fc6/vqa/{train2014,val2014,test2015}/COCO_<split>_<id:012d>.npy   float32 [N, 2048]
+    DIR/X_COCO/data/detectron_fix_144/nlvr2/{train,val}/feature_1024dim/COCO_<split>2014_<id:012d>.npy  float32 [N, 1024]
+    DIR/X_COCO/annotations/captions_{train,val}2014.json                      COCO caption format
+    DIR/X_COCO/annotations/imdb_{train2014,val2014,trainval2014,minival2014,test2015}.npy   Pythia/MMF imdb (header first)
+    DIR/X_COCO/annotations/answers_vqa.txt                                    the real 3,129-answer vocabulary
+    DIR/X_NLVR/data/detectron_fix_144/{train,dev,test1}/feature_1024dim/<split>-<set>-<pair>-img{0,1}.png.npy  float32 [N, 1024]
+    DIR/X_NLVR/annotations/{train,dev,test1}.json                             NLVR2 JSON lines
+
+so ``load_dataset(name, splits, input_dir=DIR/X_COCO)`` (or ``DIR/X_NLVR``) and
+``open_features(type, DIR/X_COCO)`` work on it exactly as on the real data. Every image has 3 to 5
+regions (any N >= 1 is legal in the real layouts too), which keeps the 2048-dim features small.
+
+How the labels are learnable: fixed random "concept" directions (one per word below, separate
+tables for the 2048- and 1024-dim spaces) are added to low-noise regions. A COCO image has a main
+object (8 words: dog, cat, ...) with a colour (6 words) in one region, two scene words (tree,
+grass, ...) in two others, and noise in the rest. VQA asks "what is in the picture?"-style
+questions (answer: the object) and "what color is it?"-style questions (answer: the colour); at
+least 6 of the 10 human answers are right. Captions name the image's object, colour and scenes, so
+a caption of another image usually names other concepts. An NLVR2 image holds one object;
+sentences say "the left image contains a <x>." / "the right ..." / "both images contain a <x>."
+and are true exactly when the named object is planted there. All text uses words of the shipped
+bert-base-uncased vocabulary (every concept is one wordpiece) and all answers are entries of the
+real answer vocabulary. Held-out splits come from the same generator with other random draws.
+Same ``--seed``, same bytes.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from . import VOCAB_FILE, VQA_ANSWERS_FILE
+
+__all__ = ["OBJECTS", "COLORS", "SCENES", "SIZES", "write_demo", "main"]
+
+OBJECTS = ("dog", "cat", "horse", "bus", "car", "pizza", "bird", "train")
+COLORS = ("red", "blue", "green", "yellow", "white", "black")
+SCENES = ("tree", "table", "grass", "water", "road", "snow", "beach", "street")
+
+# images per COCO split, image pairs per NLVR2 split (3 sentences each), questions per image
+SIZES = {"coco": {"train2014": 320, "val2014": 120, "test2015": 40}, "nlvr2": {"train": 300, "dev": 80, "test1": 80},
+         "questions_per_image": 4, "captions_per_image": 5, "sentences_per_pair": 3, "regions": (3, 5)}
+
+NOISE = 0.2
+CONCEPT_NORM = 8.0
+
+OBJECT_QUESTIONS = ("what is in the picture?", "what is shown in this photo?", "what is this?")
+COLOR_QUESTIONS = ("what color is it?", "what color is the object?", "what is the color of the thing in the picture?")
+CAPTIONS = ("a {c} {o} near the {s}.", "a photo of a {c} {o}.", "there is a {o} by the {s}.", "the {o} is {c}.",
+            "a {c} {o} and some {s}.", "a picture of a {o} with {s} behind it.")
+NLVR2_TEMPLATES = {"left": "the left image contains a {x}.", "right": "the right image contains a {x}.",
+                   "both": "both images contain a {x}."}
+_ID_BASE = {"train2014": 100000, "val2014": 300000, "test2015": 500000}
+
+
+def _check_words():
+    with open(VOCAB_FILE, encoding="utf-8") as f:
+        vocab = set(line.rstrip("\n") for line in f)
+    with open(VQA_ANSWERS_FILE, encoding="utf-8") as f:
+        answers = set(line.rstrip("\n") for line in f)
+    for w in OBJECTS + COLORS + SCENES:
+        if w not in vocab:
+            raise ValueError(f"{VOCAB_FILE}: demo word '{w}' is not a single wordpiece")
+    for w in OBJECTS + COLORS:
+        if w not in answers:
+            raise ValueError(f"{VQA_ANSWERS_FILE}: demo answer '{w}' is not in the answer vocabulary")
+
+
+def _directions(rng, dim):
+    names = OBJECTS + COLORS + SCENES
+    vecs = rng.standard_normal((len(names), dim)).astype(np.float32)
+    vecs *= CONCEPT_NORM / np.linalg.norm(vecs, axis=1, keepdims=True)
+    return dict(zip(names, vecs))
+
+
+def _render(rng, plants, n, dirs, dim):
+    """n noise regions; plants is a list of concept lists, one per region (rest noise only)."""
+    feats = (NOISE * rng.standard_normal((n, dim))).astype(np.float32)
+    order = rng.permutation(n)
+    for r, concepts in zip(order, plants):
+        for c in concepts:
+            feats[r] += dirs[c]
+    return feats
+
+
+def _save(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, array)
+
+
+def _coco_images(rng, split, count):
+    images = []
+    for i in range(count):
+        scenes = rng.choice(len(SCENES), size=2, replace=False)
+        images.append({"id": _ID_BASE[split] + 7 * i + 1, "object": OBJECTS[rng.integers(len(OBJECTS))],
+                       "color": COLORS[rng.integers(len(COLORS))], "scenes": [SCENES[s] for s in scenes],
+                       "regions": int(rng.integers(SIZES["regions"][0], SIZES["regions"][1] + 1))})
+    return images
+
+
+def _human_answers(rng, right, family):
+    wrong = [w for w in family if w != right]
+    n_right = int(rng.integers(6, 11))
+    answers = []
+    for k in range(10):
+        if k < n_right:
+            # Real annotators vary case, articles and punctuation; the official normalisation undoes it.
+            style = rng.random()
+            answers.append(right if style < 0.8 else (f"a {right}" if style < 0.9 else right.capitalize() + "."))
+        else:
+            answers.append(wrong[int(rng.integers(len(wrong)))])
+    return [answers[k] for k in rng.permutation(10)]
+
+
+def _imdb_items(rng, split, images):
+    items = []
+    for img in images:
+        name = f"COCO_{split}_{img['id']:012d}"
+        qs = [(OBJECT_QUESTIONS, img["object"], OBJECTS), (COLOR_QUESTIONS, img["color"], COLORS)]
+        for k in range(SIZES["questions_per_image"]):
+            templates, right, family = qs[k % 2]
+            question = templates[int(rng.integers(len(templates)))]
+            item = {"image_name": name, "image_id": img["id"], "question_id": img["id"] * 1000 + k,
+                    "feature_path": name + ".npy", "question_str": question,
+                    "question_tokens": question.rstrip("?").split()}
+            if split != "test2015":
+                answers = _human_answers(rng, right, family)
+                item["answers"] = answers
+                item["valid_answers"] = list(answers)
+            items.append(item)
+    return items
+
+
+def _write_imdb(path, items, has_answer, created):
+    header = {"create_time": created, "dataset_name": "vqa", "version": 1, "has_answer": has_answer, "has_gt_layout": False}
+    arr = np.empty(len(items) + 1, dtype=object)
+    arr[0] = header
+    for i, item in enumerate(items, start=1):
+        arr[i] = item
+    np.save(path, arr, allow_pickle=True)
+
+
+def _captions_json(rng, split, images):
+    anns, imgs, ann_id = [], [], 1
+    for img in images:
+        imgs.append({"id": img["id"], "file_name": f"COCO_{split}_{img['id']:012d}.jpg", "width": 640, "height": 480})
+        for t in rng.choice(len(CAPTIONS), size=SIZES["captions_per_image"], replace=False):
+            scene = img["scenes"][int(rng.integers(2))]
+            anns.append({"id": _ID_BASE[split] * 10 + ann_id, "image_id": img["id"],
+                         "caption": CAPTIONS[t].format(o=img["object"], c=img["color"], s=scene)})
+            ann_id += 1
+    return {"info": {"description": "visualbert demo captions"}, "licenses": [], "images": imgs, "annotations": anns,
+            "type": "captions"}
+
+
+def others_than(*xs):
+    return [o for o in OBJECTS if o not in xs]
+
+
+def _nlvr2_sentence(rng, left, right):
+    family = ("left", "right", "both")[int(rng.integers(3))]
+    truth = bool(rng.random() < 0.5)
+    if family == "both":
+        # Half the pairs show one object twice, so "both" is true exactly for those: the labels stay balanced.
+        truth = left == right
+        x = left if truth else (left, right)[int(rng.integers(2))]
+    else:
+        present = left if family == "left" else right
+        x = present if truth else rng.choice(others_than(present))
+    return NLVR2_TEMPLATES[family].format(x=x), truth
+
+
+def write_demo(out_dir, seed=0, progress=True):
+    """Write the demo under ``out_dir`` (replacing an earlier demo there); returns a summary dict."""
+    from tqdm import tqdm
+
+    _check_words()
+    start = time.time()
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, f".demo-partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rng = np.random.default_rng([seed, 0])
+    dirs = {2048: _directions(np.random.default_rng([seed, 1]), 2048), 1024: _directions(np.random.default_rng([seed, 2]), 1024)}
+    nlvr_dirs = _directions(np.random.default_rng([seed, 3]), 1024)
+    coco = os.path.join(tmp, "X_COCO")
+    ann = os.path.join(coco, "annotations")
+    os.makedirs(ann)
+    created = "2019-01-01T00:00:00"
+    counts = {}
+    imdb = {}
+    total = sum(SIZES["coco"].values()) + 2 * sum(SIZES["nlvr2"].values())
+    bar = tqdm(total=total, desc="demo images", unit="img", disable=not progress)
+    for split, count in SIZES["coco"].items():
+        images = _coco_images(rng, split, count)
+        for img in images:
+            plants = [[img["object"], img["color"]], [img["scenes"][0]], [img["scenes"][1]]]
+            name = f"COCO_{split}_{img['id']:012d}"
+            _save(os.path.join(coco, "data", "detectron_fix_100", "fc6", "vqa", split, name + ".npy"),
+                  _render(rng, plants, img["regions"], dirs[2048], 2048))
+            if split != "test2015":
+                _save(os.path.join(coco, "data", "detectron_fix_144", "nlvr2", split[:-4], "feature_1024dim", name + ".npy"),
+                      _render(rng, plants, img["regions"], dirs[1024], 1024))
+            bar.update(1)
+        imdb[split] = _imdb_items(rng, split, images)
+        if split != "test2015":
+            with open(os.path.join(ann, f"captions_{split}.json"), "w") as f:
+                json.dump(_captions_json(rng, split, images), f)
+            counts[f"captions_{split}"] = count * SIZES["captions_per_image"]
+        counts[f"images_{split}"] = count
+    # minival holds out half of the val questions; trainval contains them, as the real files do.
+    val = imdb["val2014"]
+    minival = val[: len(val) // 2]
+    for name, items, has_answer in (("train2014", imdb["train2014"], True), ("val2014", val, True),
+                                    ("trainval2014", imdb["train2014"] + val, True), ("minival2014", minival, True),
+                                    ("test2015", imdb["test2015"], False)):
+        _write_imdb(os.path.join(ann, f"imdb_{name}.npy"), items, has_answer, created)
+        counts[f"questions_{name}"] = len(items)
+    shutil.copyfile(VQA_ANSWERS_FILE, os.path.join(ann, "answers_vqa.txt"))
+
+    nlvr = os.path.join(tmp, "X_NLVR")
+    os.makedirs(os.path.join(nlvr, "annotations"))
+    for split, pairs in SIZES["nlvr2"].items():
+        lines = []
+        for p in range(pairs):
+            set_id, pair_id = p // 2, p % 2
+            objs = [OBJECTS[int(rng.integers(len(OBJECTS)))]]
+            objs.append(objs[0] if rng.random() < 0.5 else rng.choice(others_than(objs[0])))
+            for side, obj in enumerate(objs):
+                n = int(rng.integers(SIZES["regions"][0], SIZES["regions"][1] + 1))
+                plants = [[obj], [COLORS[int(rng.integers(len(COLORS)))]]]
+                _save(os.path.join(nlvr, "data", "detectron_fix_144", split, "feature_1024dim",
+                                   f"{split}-{set_id}-{pair_id}-img{side}.png.npy"), _render(rng, plants, n, nlvr_dirs, 1024))
+                bar.update(1)
+            for k in range(SIZES["sentences_per_pair"]):
+                sentence, truth = _nlvr2_sentence(rng, *objs)
+                lines.append(json.dumps({"identifier": f"{split}-{set_id}-{pair_id}-{k}", "sentence": sentence,
+                                         "label": "True" if truth else "False", "synset": objs[0], "query": f"{objs[0]} demo",
+                                         "writer": "demo", "validation": {}}))
+        with open(os.path.join(nlvr, "annotations", f"{split}.json"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        counts[f"nlvr2_{split}"] = len(lines)
+    bar.close()
+    for name in ("X_COCO", "X_NLVR"):
+        final = os.path.join(out_dir, name)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(os.path.join(tmp, name), final)
+    os.rmdir(tmp)
+    size = sum(os.path.getsize(os.path.join(d, f)) for name in ("X_COCO", "X_NLVR")
+               for d, _, files in os.walk(os.path.join(out_dir, name)) for f in files)
+    return {"out_dir": out_dir, "seed": seed, "bytes": size, "seconds": round(time.time() - start, 2), "counts": counts}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m visualbert.demo",
+                                     description="Write a small learnable VisualBERT dataset (COCO/VQA2/NLVR2) in the real on-disk formats: "
+                                                 "DIR/X_COCO and DIR/X_NLVR, usable with --input_dir like the real data.")
+    parser.add_argument("--out_dir", required=True, help="where X_COCO/ and X_NLVR/ are written (existing demo dirs are replaced)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed; same seed, same files (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        summary = write_demo(args.out_dir, seed=args.seed, progress=not args.quiet)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO and X_NLVR")
+    print("  " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
