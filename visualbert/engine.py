@@ -26,6 +26,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
+from paddlenlp.utils.log import logger as paddlenlp_logger
 from tqdm import tqdm
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -70,6 +71,7 @@ def add_training_args(parser, **defaults):
 
 def setup_device(args):
     """Pick the device, start the process group under paddle.distributed.launch, seed everything."""
+    paddlenlp_logger.set_level("WARNING")  # its per-save INFO lines drown the progress bar
     device = args.device
     if device == "auto":
         device = "gpu" if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"

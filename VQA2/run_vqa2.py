@@ -1,0 +1,52 @@
+"""Fine-tune VisualBERT on VQA2: 3,129-way answer classification with official soft-score targets.
+
+Evaluates with the official VQA accuracy on --eval_split every epoch (or every --eval_steps),
+keeps the best model in <output_dir>/best, and never trains on the evaluation split's questions.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from visualbert import cli, engine, tasks  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = tasks.add_data_args(p, "vqa2")
+    g.add_argument("--task_name", default="vqa2", choices=["vqa2"], help="task (kept for the seed's scripts)")
+    g.add_argument("--train_split", default="train", help="imdb split to train on: train, trainval, val, ...")
+    g.add_argument("--eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
+                                                      "its questions are removed from training; 'none' to skip")
+    g.add_argument("--answer_vocab", default=None, help="answer vocabulary file (default: the shipped answers_vqa.txt)")
+    g.add_argument("--batch_size", type=int, default=64, help="samples per device, training and evaluation")
+    g.add_argument("--loss", default="kl", choices=["kl", "bce"],
+                   help="kl: KL-divergence to the soft scores (transformers); bce: binary cross-entropy (MMF)")
+    cli.add_model_args(p, default_model="visualbert-vqa-pre")
+    engine.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=10000)
+    args = p.parse_args(argv)
+    args.train_batch_size = args.batch_size
+    args.eval_split = None if args.eval_split == "none" else args.eval_split
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    engine.setup_device(args)
+    with cli.user_errors():
+        tokenizer = cli.tokenizer_from_args(args)
+        features = tasks.open_task_features(args)
+        train_ds = tasks.build("vqa2", args.train_split, args, tokenizer, features, exclude_split=args.eval_split)
+        eval_ds = tasks.build("vqa2", args.eval_split, args, tokenizer, features) if args.eval_split else None
+        model = cli.load_model(cli.HEADS["vqa"], args.model_name_or_path, visual_embedding_dim=features.dim,
+                               num_labels=len(train_ds.answer_vocab))
+    evaluate = None
+    if eval_ds is not None:
+        evaluate = lambda m: tasks.vqa_evaluate(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
+    engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
+                 evaluate=evaluate, best_metric="vqa_accuracy", forward_kwargs={"loss_type": args.loss})
+
+
+if __name__ == "__main__":
+    main()

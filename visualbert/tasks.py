@@ -1,0 +1,142 @@
+"""VQA2 and NLVR2 as tasks: datasets for a split, predictions, official scores, leaderboard files.
+
+The fine-tuning scripts and the prediction scripts both call these, so what training prints as
+its evaluation and what ``run_predict.py`` writes and scores are the same computation.
+"""
+import csv
+import json
+import os
+import tempfile
+
+from . import engine
+from .datasets import _ID_FIELD as ID_FIELD
+from .datasets import example_image_keys, load_answer_vocab, load_dataset
+from .features import open_features
+from .metrics import nlvr2_scores, vqa_accuracy
+from .processing import NLVR2Dataset, VQADataset
+
+FEATURE_TYPE = {"vqa2": "coco_detectron_fix_100", "nlvr2": "nlvr2_detectron_fix_144"}
+
+
+def add_data_args(parser, task):
+    g = parser.add_argument_group("data")
+    g.add_argument("--input_dir", required=True, help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2)")
+    g.add_argument("--annotation_dir", default=None,
+                   help="annotation files (default: <input_dir>/annotations, then PaddleNLP's dataset home)")
+    g.add_argument("--image_feature_type", default=FEATURE_TYPE[task], help=f"region features (default {FEATURE_TYPE[task]})")
+    g.add_argument("--max_seq_length", type=int, default=128, help="longest token sequence, [CLS]/[SEP] included")
+    g.add_argument("--max_regions", type=int, default=None, help="keep at most this many regions per image")
+    return g
+
+
+def open_task_features(args):
+    return open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
+
+
+def check_features_exist(dataset, features, name, split):
+    """Fail before any work when an image of ``split`` has no features (one line naming it)."""
+    id_field = ID_FIELD[name]
+    for ex in dataset:
+        for key in example_image_keys(ex):
+            if key not in features:
+                raise FileNotFoundError(f"{features.path(key)}: no region features for image {key} "
+                                        f"(needed by {name} {split} {id_field} {ex[id_field]})")
+
+
+def build(name, split, args, tokenizer, features, exclude_split=None):
+    """The examples of ``split`` as model-ready dataset, features checked up front."""
+    examples = load_dataset(name, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
+                            exclude_split=exclude_split)
+    check_features_exist(examples, features, name, split)
+    if name == "vqa2":
+        return VQADataset(examples, tokenizer, features, answer_vocab=load_answer_vocab(getattr(args, "answer_vocab", None)),
+                          max_seq_length=args.max_seq_length)
+    return NLVR2Dataset(examples, tokenizer, features, max_seq_length=args.max_seq_length)
+
+
+# ---------------------------------------------------------------------------- VQA2
+
+
+def _vqa_step(answer_vocab):
+    def step(model, batch):
+        logits = model(**engine.model_kwargs(model, batch, {"labels": None})).logits
+        logits[:, 0] = -float("inf")  # index 0 is <unk>: never a leaderboard answer
+        best = logits.argmax(-1).numpy()
+        return [(int(q), answer_vocab[int(b)]) for q, b in zip(batch["question_id"].numpy(), best)]
+
+    return step
+
+
+def vqa_predict(model, dataset, batch_size, num_workers=0):
+    """{question_id: answer string} for every question of ``dataset``."""
+    rows = engine.predict(model, dataset, dataset.collate_fn(), batch_size, _vqa_step(dataset.answer_vocab),
+                          num_workers=num_workers, desc="vqa predict")
+    return dict(rows)
+
+
+def vqa_ground_truth(dataset):
+    """Official-metric ground truth from imdb examples (they carry no answer/question types)."""
+    return {int(ex["question_id"]): {"answers": list(ex["answers"])} for ex in dataset.examples
+            if ex.get("answers") is not None}
+
+
+def vqa_evaluate(model, dataset, batch_size, num_workers=0):
+    predictions = vqa_predict(model, dataset, batch_size, num_workers)
+    scores = vqa_accuracy(predictions, vqa_ground_truth(dataset))
+    return {"vqa_accuracy": scores["overall"]}
+
+
+def write_vqa_result(path, predictions):
+    """EvalAI's result file: [{"question_id": int, "answer": str}], one per question."""
+    rows = [{"question_id": int(q), "answer": a} for q, a in sorted(predictions.items())]
+    _atomic_write(path, lambda f: json.dump(rows, f))
+
+
+# ---------------------------------------------------------------------------- NLVR2
+
+
+def _nlvr2_step(model, batch):
+    logits = model(**engine.model_kwargs(model, batch, {"labels": None})).logits
+    return list(zip(batch["identifier"], (logits.argmax(-1).numpy() == 1).tolist()))
+
+
+def nlvr2_predict(model, dataset, batch_size, num_workers=0):
+    """{identifier: True/False} for every example of ``dataset``."""
+    rows = engine.predict(model, dataset, dataset.collate_fn(), batch_size, _nlvr2_step,
+                          num_workers=num_workers, desc="nlvr2 predict")
+    return dict(rows)
+
+
+def nlvr2_labels(dataset):
+    return {ex["identifier"]: bool(ex["label"]) for ex in dataset.examples if ex.get("label") is not None}
+
+
+def nlvr2_evaluate(model, dataset, batch_size, num_workers=0):
+    scores = nlvr2_scores(nlvr2_predict(model, dataset, batch_size, num_workers), nlvr2_labels(dataset))
+    return {"accuracy": scores["accuracy"], "consistency": scores["consistency"]}
+
+
+def write_nlvr2_csv(path, predictions):
+    """lil-lab/nlvr's prediction format: ``identifier,True|False`` per line, no header."""
+
+    def write(f):
+        w = csv.writer(f, lineterminator="\n")
+        for ident, value in predictions.items():
+            w.writerow([ident, "True" if value else "False"])
+
+    _atomic_write(path, write)
+
+
+def _atomic_write(path, write):
+    """Write to a temp file beside ``path`` and rename: a failure never leaves a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
