@@ -298,3 +298,11 @@ def test_released_name_loads_a_converted_copy_from_model_home(tmp_path, monkeypa
     model.save_pretrained(str(tmp_path / "visualbert-nlvr2"))
     loaded = vm.VisualBertForVisualReasoning.from_pretrained("uclanlp/visualbert-nlvr2")
     np.testing.assert_array_equal(loaded.cls.weight.numpy(), model.cls.weight.numpy())
+
+
+def test_fused_attention_matches_explicit_path(monkeypatch):
+    model = make(vm.VisualBertForPreTraining)
+    batch = tensors(numpy_batch())
+    fused = model(**batch).prediction_logits.numpy()
+    monkeypatch.setattr(vm.VisualBertSelfAttention, "use_fused", False)
+    np.testing.assert_allclose(model(**batch).prediction_logits.numpy(), fused, atol=1e-5)

@@ -60,46 +60,21 @@ class VisualBertConfig(PretrainedConfig):
     model_type = "visual_bert"
     pretrained_init_configuration = {name: _released_config(name) for name in RELEASED_MODELS}
 
-    def __init__(
-        self,
-        vocab_size=30522,
-        hidden_size=768,
-        visual_embedding_dim=512,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
-        max_position_embeddings=512,
-        type_vocab_size=2,
-        initializer_range=0.02,
-        layer_norm_eps=1e-12,
-        bypass_transformer=False,
-        special_visual_initialize=True,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        **kwargs,
-    ):
+    def __init__(self, vocab_size=30522, hidden_size=768, visual_embedding_dim=512, num_hidden_layers=12,
+                 num_attention_heads=12, intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
+                 attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
+                 initializer_range=0.02, layer_norm_eps=1e-12, bypass_transformer=False,
+                 special_visual_initialize=True, pad_token_id=1, bos_token_id=0, eos_token_id=2, **kwargs):
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.visual_embedding_dim = visual_embedding_dim
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.max_position_embeddings = max_position_embeddings
-        self.type_vocab_size = type_vocab_size
-        self.initializer_range = initializer_range
-        self.layer_norm_eps = layer_norm_eps
-        self.bypass_transformer = bypass_transformer
-        self.special_visual_initialize = special_visual_initialize
+        self.vocab_size, self.hidden_size, self.visual_embedding_dim = vocab_size, hidden_size, visual_embedding_dim
+        self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
+        self.intermediate_size, self.hidden_act = intermediate_size, hidden_act
+        self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
+        self.max_position_embeddings, self.type_vocab_size = max_position_embeddings, type_vocab_size
+        self.initializer_range, self.layer_norm_eps = initializer_range, layer_norm_eps
+        self.bypass_transformer, self.special_visual_initialize = bypass_transformer, special_visual_initialize
 
 
 _ACTIVATIONS = {
@@ -176,6 +151,10 @@ class VisualBertEmbeddings(nn.Layer):
 
 
 class VisualBertSelfAttention(nn.Layer):
+    # Fused scaled-dot-product attention whenever the probabilities are not returned; set False
+    # to force the explicit matmul/softmax path everywhere.
+    use_fused = True
+
     def __init__(self, config):
         super().__init__()
         self.num_attention_heads = config.num_attention_heads
@@ -186,11 +165,27 @@ class VisualBertSelfAttention(nn.Layer):
         self.value = nn.Linear(config.hidden_size, all_head_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
+    def _fused(self, hidden_states, attention_bias):
+        """The same math through Paddle's fused kernel, when the probabilities are not wanted.
+
+        Checked against the explicit path to 1e-6 (tests/test_convert.py parity runs use both).
+        """
+        batch, length = hidden_states.shape[:2]
+        shape = [batch, length, self.num_attention_heads, self.attention_head_size]
+        context = F.scaled_dot_product_attention(
+            self.query(hidden_states).reshape(shape), self.key(hidden_states).reshape(shape),
+            self.value(hidden_states).reshape(shape), attn_mask=attention_bias,
+            dropout_p=self.dropout.p, training=self.training,
+        )
+        return context.reshape([batch, length, -1])
+
     def _split_heads(self, x):
         batch, length = x.shape[:2]
         return x.reshape([batch, length, self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
 
     def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
+        if self.use_fused and not output_attentions and head_mask is None:
+            return self._fused(hidden_states, attention_bias), None
         query = self._split_heads(self.query(hidden_states))
         key = self._split_heads(self.key(hidden_states))
         value = self._split_heads(self.value(hidden_states))
