@@ -7,7 +7,6 @@ Every pickle goes through ``safeload.RestrictedUnpickler``; the only names added
 are torch's tensor-rebuild functions and storage types, replaced by numpy stand-ins here, so a
 file that names anything else (``os.system``, ...) raises ``UnsafePickleError`` before it runs.
 """
-import collections
 import io
 import os
 import pickle
@@ -95,8 +94,7 @@ def _materialize(obj):
     if isinstance(obj, _TensorRef):
         return obj.materialize()
     if isinstance(obj, dict):
-        return type(obj)((k, _materialize(v)) for k, v in obj.items()) if isinstance(obj, collections.OrderedDict) \
-            else {k: _materialize(v) for k, v in obj.items()}
+        return type(obj)((k, _materialize(v)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
         return type(obj)(_materialize(v) for v in obj)
     return obj
@@ -166,12 +164,11 @@ def _load_legacy(path):
         def persistent_load(pid):
             if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
                 raise ValueError(f"{path}: unexpected persistent id {pid!r}")
-            stype, root_key, _location, numel, view = pid[1:6] if len(pid) >= 6 else (*pid[1:5], None)
+            stype, root_key, _location, _numel, view = pid[1:6] if len(pid) >= 6 else (*pid[1:5], None)
             stype = _storage_type(path, stype)
             root_key = str(root_key)
             if root_key not in storages:
                 storages[root_key] = _Storage(stype, root_key)
-                storages[root_key].numel = numel
             if view is None:
                 return storages[root_key]
             view_key, offset, _size = view
