@@ -160,3 +160,25 @@ def test_batch_sampler_shards_global_batches():
     one.set_epoch(2)
     assert list(one) != epoch0  # reshuffled every epoch
     assert sorted(sum(list(one), [])) == list(range(10))
+
+
+def test_kill_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    """Dying in the middle of writing checkpoint-4 leaves checkpoint-2 as the one `latest` resumes."""
+    real_save = paddle.save
+
+    def die_on_step_4(obj, path, *a, **kw):
+        if ".tmp-checkpoint-4" in path and path.endswith("optimizer.pdopt"):
+            raise Killed
+        return real_save(obj, path, *a, **kw)
+
+    monkeypatch.setattr(paddle, "save", die_on_step_4)
+    with pytest.raises(Killed):
+        run(tmp_path, "torn", save_steps=2)
+    monkeypatch.setattr(paddle, "save", real_save)
+    out = tmp_path / "torn"
+    assert (out / ".tmp-checkpoint-4").is_dir() and not (out / "checkpoint-4").exists()
+    assert engine.list_checkpoints(str(out)) == [str(out / "checkpoint-2")]
+    assert engine.resolve_resume("latest", str(out)) == str(out / "checkpoint-2")
+    straight, _ = run(tmp_path, "straight", save_steps=2)
+    resumed, _ = run(tmp_path, "torn", save_steps=2, resume="latest")
+    assert max_diff(params(straight), params(resumed)) <= 1e-6

@@ -299,6 +299,15 @@ def allreduce_gradients(model):
         offset += n
 
 
+def rank_drift(model):
+    """Largest difference between ranks of each parameter's sum and sum of squares (0 = in sync)."""
+    stats = paddle.stack([paddle.stack([p.astype("float64").sum(), (p.astype("float64") ** 2).sum()])
+                          for p in model.parameters()])
+    gathered = []
+    dist.all_gather(gathered, stats)
+    return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
 def global_sum(values):
     """Sum a small list of numbers over ranks."""
     t = paddle.to_tensor(np.asarray(values, dtype="float64"))
@@ -440,6 +449,11 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
                 break
         epoch, batches_done = epoch + 1, 0
     bar.close()
+    if world > 1:
+        drift = rank_drift(model)
+        _log_metrics(metrics_path, writer, {"step": step, "rank_param_drift": drift})
+        if drift > 1e-4:
+            log0(f"warning: parameters differ across ranks by up to {drift:.3g}; data-parallel training went out of sync")
     if is_main():
         save_model(model, os.path.join(args.output_dir, "model"))
         log0(f"done: {step} steps; model saved to {os.path.join(args.output_dir, 'model')}")

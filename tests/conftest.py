@@ -1,0 +1,52 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """The demo dataset (X_COCO/ and X_NLVR/), written once per test session."""
+    from visualbert.demo import write_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    write_demo(str(out), seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory):
+    """Factory for tiny model configs on disk: tiny_config(dropout=0.0) -> path."""
+    made = {}
+
+    def make(dropout=0.1):
+        if dropout not in made:
+            with open(os.path.join(ROOT, "configs", "visualbert-tiny.json")) as f:
+                config = json.load(f)
+            config["hidden_dropout_prob"] = config["attention_probs_dropout_prob"] = dropout
+            path = tmp_path_factory.mktemp("config") / f"tiny-dropout{dropout}.json"
+            path.write_text(json.dumps(config))
+            made[dropout] = str(path)
+        return made[dropout]
+
+    return make
+
+
+def run_script(args, env=None, check=True, timeout=900):
+    """Run a repo script (or `-m module`) with the test interpreter; returns CompletedProcess."""
+    full_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable] + list(args), cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
