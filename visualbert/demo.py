@@ -11,8 +11,8 @@
     DIR/X_NLVR/annotations/{train,dev,test1}.json                             NLVR2 JSON lines
 
 so ``load_dataset(name, splits, input_dir=DIR/X_COCO)`` (or ``DIR/X_NLVR``) and
-``open_features(type, DIR/X_COCO)`` work on it exactly as on the real data. Every image has 3 to 5
-regions (any N >= 1 is legal in the real layouts too), which keeps the 2048-dim features small.
+``open_features(type, DIR/X_COCO)`` work on it exactly as on the real data. COCO images have 3 to 5
+regions, NLVR2 images 2 or 3 (any N >= 1 is legal in the real layouts too), which keeps the files small.
 
 How the labels are learnable: fixed random "concept" directions (one per word below, separate
 tables for the 2048- and 1024-dim spaces) are added to low-noise regions. A COCO image has a main
@@ -20,9 +20,10 @@ object (8 words: dog, cat, ...) with a colour (6 words) in one region, two scene
 grass, ...) in two others, and noise in the rest. VQA asks "what is in the picture?"-style
 questions (answer: the object) and "what color is it?"-style questions (answer: the colour); at
 least 6 of the 10 human answers are right. Captions name the image's object, colour and scenes, so
-a caption of another image usually names other concepts. An NLVR2 image holds one object;
-sentences say "the left image contains a <x>." / "the right ..." / "both images contain a <x>."
-and are true exactly when the named object is planted there. All text uses words of the shipped
+a caption of another image usually names other concepts. An NLVR2 image holds one of two objects
+(dog, bus) in every region; sentences say "both images contain a <x>." / "at least one image
+contains a <x>." / "neither image contains a <x>." and are true exactly when the number of images
+with x planted fits (2 / >= 1 / 0); labels are balanced. All text uses words of the shipped
 bert-base-uncased vocabulary (every concept is one wordpiece) and all answers are entries of the
 real answer vocabulary. Held-out splits come from the same generator with other random draws.
 Same ``--seed``, same bytes.
@@ -43,10 +44,13 @@ __all__ = ["OBJECTS", "COLORS", "SCENES", "SIZES", "write_demo", "main"]
 OBJECTS = ("dog", "cat", "horse", "bus", "car", "pizza", "bird", "train")
 COLORS = ("red", "blue", "green", "yellow", "white", "black")
 SCENES = ("tree", "table", "grass", "water", "road", "snow", "beach", "street")
+# NLVR2 needs the model to match a word to regions, which a tiny model learns from few images only
+# when there are few objects to match.
+NLVR2_OBJECTS = ("dog", "bus")
 
 # images per COCO split, image pairs per NLVR2 split (3 sentences each), questions per image
-SIZES = {"coco": {"train2014": 320, "val2014": 120, "test2015": 40}, "nlvr2": {"train": 300, "dev": 80, "test1": 80},
-         "questions_per_image": 4, "captions_per_image": 5, "sentences_per_pair": 3, "regions": (3, 5)}
+SIZES = {"coco": {"train2014": 320, "val2014": 120, "test2015": 40}, "nlvr2": {"train": 600, "dev": 100, "test1": 100},
+         "questions_per_image": 4, "captions_per_image": 5, "sentences_per_pair": 4, "regions": (3, 5), "nlvr2_regions": (2, 3)}
 
 NOISE = 0.2
 CONCEPT_NORM = 8.0
@@ -55,8 +59,11 @@ OBJECT_QUESTIONS = ("what is in the picture?", "what is shown in this photo?", "
 COLOR_QUESTIONS = ("what color is it?", "what color is the object?", "what is the color of the thing in the picture?")
 CAPTIONS = ("a {c} {o} near the {s}.", "a photo of a {c} {o}.", "there is a {o} by the {s}.", "the {o} is {c}.",
             "a {c} {o} and some {s}.", "a picture of a {o} with {s} behind it.")
-NLVR2_TEMPLATES = {"left": "the left image contains a {x}.", "right": "the right image contains a {x}.",
-                   "both": "both images contain a {x}."}
+# Statements about how many of the two images hold the object: a tiny model learns these from few
+# images, while telling the left image from the right (visual token types alone) takes it far longer.
+NLVR2_TEMPLATES = {"both": "both images contain a {x}.", "some": "at least one image contains a {x}.",
+                   "none": "neither image contains a {x}."}
+_NLVR2_TRUTH = {"both": lambda n: n == 2, "some": lambda n: n >= 1, "none": lambda n: n == 0}
 _ID_BASE = {"train2014": 100000, "val2014": 300000, "test2015": 500000}
 
 
@@ -160,21 +167,15 @@ def _captions_json(rng, split, images):
             "type": "captions"}
 
 
-def others_than(*xs):
-    return [o for o in OBJECTS if o not in xs]
-
-
 def _nlvr2_sentence(rng, left, right):
-    family = ("left", "right", "both")[int(rng.integers(3))]
-    truth = bool(rng.random() < 0.5)
-    if family == "both":
-        # Half the pairs show one object twice, so "both" is true exactly for those: the labels stay balanced.
-        truth = left == right
-        x = left if truth else (left, right)[int(rng.integers(2))]
-    else:
-        present = left if family == "left" else right
-        x = present if truth else rng.choice(others_than(present))
-    return NLVR2_TEMPLATES[family].format(x=x), truth
+    family = ("both", "some", "none")[int(rng.integers(3))]
+    want = bool(rng.random() < 0.5)
+    # "both" names an object that is in at least one image, so it is false exactly when the images differ.
+    candidates = sorted({left, right}, key=NLVR2_OBJECTS.index) if family == "both" else list(NLVR2_OBJECTS)
+    holds = {x: _NLVR2_TRUTH[family]((left == x) + (right == x)) for x in candidates}
+    fitting = [x for x in candidates if holds[x] == want] or candidates
+    x = fitting[int(rng.integers(len(fitting)))]
+    return NLVR2_TEMPLATES[family].format(x=x), holds[x]
 
 
 def write_demo(out_dir, seed=0, progress=True):
@@ -231,11 +232,11 @@ def write_demo(out_dir, seed=0, progress=True):
         lines = []
         for p in range(pairs):
             set_id, pair_id = p // 2, p % 2
-            objs = [OBJECTS[int(rng.integers(len(OBJECTS)))]]
-            objs.append(objs[0] if rng.random() < 0.5 else rng.choice(others_than(objs[0])))
+            objs = [NLVR2_OBJECTS[int(rng.integers(len(NLVR2_OBJECTS)))]]
+            objs.append(NLVR2_OBJECTS[int(rng.integers(len(NLVR2_OBJECTS)))])
             for side, obj in enumerate(objs):
-                n = int(rng.integers(SIZES["regions"][0], SIZES["regions"][1] + 1))
-                plants = [[obj], [COLORS[int(rng.integers(len(COLORS)))]]]
+                n = int(rng.integers(SIZES["nlvr2_regions"][0], SIZES["nlvr2_regions"][1] + 1))
+                plants = [[obj], [obj, COLORS[int(rng.integers(len(COLORS)))]]]
                 _save(os.path.join(nlvr, "data", "detectron_fix_144", split, "feature_1024dim",
                                    f"{split}-{set_id}-{pair_id}-img{side}.png.npy"), _render(rng, plants, n, nlvr_dirs, 1024))
                 bar.update(1)
