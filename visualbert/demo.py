@@ -47,6 +47,9 @@ SCENES = ("tree", "table", "grass", "water", "road", "snow", "beach", "street")
 # NLVR2 needs the model to match a word to regions, which a tiny model learns from few images only
 # when there are few objects to match.
 NLVR2_OBJECTS = ("dog", "bus")
+# Two-valued attributes every caption names: a caption of another image differs in at least one of
+# them 15 times in 16, and each is a two-way word-to-region match a tiny model learns quickly.
+ATTRIBUTES = (("big", "small"), ("old", "new"), ("wet", "dry"), ("day", "night"))
 
 # images per COCO split, image pairs per NLVR2 split (3 sentences each), questions per image
 SIZES = {"coco": {"train2014": 320, "val2014": 120, "test2015": 40}, "nlvr2": {"train": 600, "dev": 100, "test1": 100},
@@ -57,8 +60,9 @@ CONCEPT_NORM = 8.0
 
 OBJECT_QUESTIONS = ("what is in the picture?", "what is shown in this photo?", "what is this?")
 COLOR_QUESTIONS = ("what color is it?", "what color is the object?", "what is the color of the thing in the picture?")
-CAPTIONS = ("a {c} {o} near the {s}.", "a photo of a {c} {o}.", "there is a {o} by the {s}.", "the {o} is {c}.",
-            "a {c} {o} and some {s}.", "a picture of a {o} with {s} behind it.")
+CAPTIONS = ("a {a0} {a1} {c} {o} near the {s} on a {a2} {a3}.", "a photo of a {a0} {a1} {c} {o}, {a2}, at {a3}.",
+            "there is a {a0} {a1} {o} by the {s} on a {a2} {a3}.", "the {a0} {a1} {o} is {c} and {a2} at {a3}.",
+            "a {a0} {a1} {c} {o} and some {a2} {s} at {a3}.", "a picture of a {a0} {a1} {o} with {a2} {s} behind it by {a3}.")
 # Statements about how many of the two images hold the object: a tiny model learns these from few
 # images, while telling the left image from the right (visual token types alone) takes it far longer.
 NLVR2_TEMPLATES = {"both": "both images contain a {x}.", "some": "at least one image contains a {x}.",
@@ -72,7 +76,7 @@ def _check_words():
         vocab = set(line.rstrip("\n") for line in f)
     with open(VQA_ANSWERS_FILE, encoding="utf-8") as f:
         answers = set(line.rstrip("\n") for line in f)
-    for w in OBJECTS + COLORS + SCENES:
+    for w in OBJECTS + COLORS + SCENES + tuple(w for pair in ATTRIBUTES for w in pair):
         if w not in vocab:
             raise ValueError(f"{VOCAB_FILE}: demo word '{w}' is not a single wordpiece")
     for w in OBJECTS + COLORS:
@@ -81,7 +85,7 @@ def _check_words():
 
 
 def _directions(rng, dim):
-    names = OBJECTS + COLORS + SCENES
+    names = OBJECTS + COLORS + SCENES + tuple(w for pair in ATTRIBUTES for w in pair)
     vecs = rng.standard_normal((len(names), dim)).astype(np.float32)
     vecs *= CONCEPT_NORM / np.linalg.norm(vecs, axis=1, keepdims=True)
     return dict(zip(names, vecs))
@@ -108,6 +112,7 @@ def _coco_images(rng, split, count):
         scenes = rng.choice(len(SCENES), size=2, replace=False)
         images.append({"id": _ID_BASE[split] + 7 * i + 1, "object": OBJECTS[rng.integers(len(OBJECTS))],
                        "color": COLORS[rng.integers(len(COLORS))], "scenes": [SCENES[s] for s in scenes],
+                       "attributes": [pair[int(rng.integers(2))] for pair in ATTRIBUTES],
                        "regions": int(rng.integers(SIZES["regions"][0], SIZES["regions"][1] + 1))})
     return images
 
@@ -161,7 +166,8 @@ def _captions_json(rng, split, images):
         for t in rng.choice(len(CAPTIONS), size=SIZES["captions_per_image"], replace=False):
             scene = img["scenes"][int(rng.integers(2))]
             anns.append({"id": _ID_BASE[split] * 10 + ann_id, "image_id": img["id"],
-                         "caption": CAPTIONS[t].format(o=img["object"], c=img["color"], s=scene)})
+                         "caption": CAPTIONS[t].format(o=img["object"], c=img["color"], s=scene,
+                                                       **{f"a{k}": a for k, a in enumerate(img["attributes"])})})
             ann_id += 1
     return {"info": {"description": "visualbert demo captions"}, "licenses": [], "images": imgs, "annotations": anns,
             "type": "captions"}
@@ -202,7 +208,8 @@ def write_demo(out_dir, seed=0, progress=True):
     for split, count in SIZES["coco"].items():
         images = _coco_images(rng, split, count)
         for img in images:
-            plants = [[img["object"], img["color"]], [img["scenes"][0]], [img["scenes"][1]]]
+            plants = [[img["object"], img["color"]], [img["scenes"][0]] + img["attributes"][:2],
+                      [img["scenes"][1]] + img["attributes"][2:]]
             name = f"COCO_{split}_{img['id']:012d}"
             _save(os.path.join(coco, "data", "detectron_fix_100", "fc6", "vqa", split, name + ".npy"),
                   _render(rng, plants, img["regions"], dirs[2048], 2048))

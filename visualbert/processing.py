@@ -143,9 +143,11 @@ class Collator:
 
 def _pad(arrays, value):
     longest = max(a.shape[0] for a in arrays)
-    out = np.full((len(arrays), longest) + arrays[0].shape[1:], value, dtype=arrays[0].dtype)
+    # Only the padding tail is filled: a region batch is tens of MB, and writing it twice shows.
+    out = np.empty((len(arrays), longest) + arrays[0].shape[1:], dtype=arrays[0].dtype)
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
+        out[i, a.shape[0]:] = value
     return out
 
 
