@@ -15,10 +15,10 @@ class FakeStore:
         self.dim = dim
         self.reads = []
 
-    def get(self, key):
+    def get(self, key, dtype=np.float32):
         self.reads.append(key)
         rows = int(key[-1]) if key[-1].isdigit() else 2
-        return np.full((rows, self.dim), float(sum(map(ord, key)) % 97), np.float32)
+        return np.full((rows, self.dim), float(sum(map(ord, key)) % 97), dtype or np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +235,26 @@ def test_dataloader_with_workers_gives_the_same_batches_as_direct_collation(toke
             if k in e:
                 value = g[k].numpy() if hasattr(g[k], "numpy") else np.asarray(g[k])
                 np.testing.assert_array_equal(value, e[k])
+
+
+def test_float16_visual_path_keeps_packed_rows_unconverted(tmp_path, tokenizer):
+    import os
+
+    from visualbert.features import open_features, pack_features
+
+    root = str(tmp_path)
+    d = os.path.join(root, "data/detectron_fix_100/fc6/vqa/train2014")
+    os.makedirs(d)
+    rows = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    np.save(os.path.join(d, "COCO_train2014_000000000001.npy"), rows)
+    pack_features("coco_detectron_fix_100", root, progress=False)
+    store = open_features("coco_detectron_fix_100", root)
+    ex = {"question_str": "what?", "answers": ["yes"] * 10, "image_key": "COCO_train2014_000000000001", "question_id": 1, "image_id": 1}
+    half = P.VQADataset([ex], tokenizer, store, visual_dtype="float16")
+    full = P.VQADataset([ex], tokenizer, store)
+    assert half[0]["visual_embeds"].dtype == np.float16 and full[0]["visual_embeds"].dtype == np.float32
+    np.testing.assert_array_equal(half[0]["visual_embeds"].astype(np.float32), full[0]["visual_embeds"])
+    np.testing.assert_array_equal(full[0]["visual_embeds"], rows.astype(np.float16).astype(np.float32))
+    assert half.collate_fn()([half[0], half[0]])["visual_embeds"].dtype == np.float16
+    with pytest.raises(ValueError, match="visual_dtype must be float32 or float16"):
+        P.VQADataset([ex], tokenizer, store, visual_dtype="int8")

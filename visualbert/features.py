@@ -223,11 +223,12 @@ class PackedStore:
     def rows(self, key):
         return self.index[key][1]
 
-    def get(self, key, max_regions=None):
+    def get(self, key, max_regions=None, dtype=np.float32):
+        """Rows of ``key``; ``dtype=None`` keeps the on-disk dtype (half the bytes to move for fp16)."""
         offset, n = self.index[key]
         if max_regions is not None:
             n = min(n, max_regions)
-        return np.asarray(self._rows()[offset:offset + n], dtype=np.float32)
+        return np.asarray(self._rows()[offset:offset + n], dtype=dtype)
 
 
 class FeatureStore:
@@ -311,17 +312,18 @@ class FeatureStore:
         shape, _ = _npy_shape(self.path(key))
         return int(shape[0])
 
-    def get(self, key):
+    def get(self, key, dtype=np.float32):
+        """float32 [N, D] rows of ``key``; ``dtype=None`` returns a packed store's on-disk dtype as is."""
         for p in self.packed:
             if key in p:
-                return p.get(key, self.max_regions)
+                return p.get(key, self.max_regions, dtype)
         path = self.path(key)
         arr = read_feature_file(path, key)
         if self._dim is not None and arr.shape[1] != self._dim:
             raise ValueError(f"{path}: feature dim {arr.shape[1]}, the other features of {self.image_feature_type} have {self._dim}")
         if self.max_regions is not None:
             arr = arr[: self.max_regions]
-        return arr
+        return arr if dtype is None else arr.astype(dtype, copy=False)
 
 
 def _find_packed(root):

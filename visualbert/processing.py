@@ -24,6 +24,11 @@ batch is without a loss term); chosen tokens become ``[MASK]`` 80%, a random voc
 ``set_epoch`` each epoch), so resumed and data-parallel runs see exactly the same data. Text is
 tokenised once, when a dataset is built. Features are read in ``__getitem__`` so DataLoader
 workers do the I/O.
+
+``visual_dtype="float16"`` (every dataset) hands a packed fp16 store's rows through unconverted:
+half the bytes cross from DataLoader workers to the trainer, which then casts ``visual_embeds`` to
+float32 on the device. That is what lets 2 workers feed 100 x 2048 regions at >= 1,000 samples/s
+(BENCHMARKS.md); the default float32 keeps the contract above.
 """
 import collections
 
@@ -132,7 +137,8 @@ class Collator:
             if k in TEXT_KEYS or (k == "labels" and self.text_labels):
                 batch[k] = _pad([np.asarray(v, dtype=np.int64) for v in values], IGNORE_INDEX if k == "labels" else 0)
             elif k in REGION_KEYS:
-                dtype = np.float32 if k == "visual_embeds" else np.int64
+                # visual_embeds keep the dataset's dtype: float32, or float16 with visual_dtype="float16"
+                dtype = values[0].dtype if k == "visual_embeds" else np.int64
                 batch[k] = _pad([np.asarray(v, dtype=dtype) for v in values], 0)
             elif all(isinstance(v, (np.ndarray, np.generic, int, float, bool)) and not isinstance(v, str) for v in values):
                 batch[k] = np.stack([np.asarray(v) for v in values])
@@ -156,8 +162,11 @@ class _VisualTextDataset(paddle.io.Dataset):
 
     text_labels = False
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, seed=0):
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, seed=0, visual_dtype="float32"):
         super().__init__()
+        self.visual_dtype = np.dtype(visual_dtype)
+        if self.visual_dtype not in (np.dtype("float32"), np.dtype("float16")):
+            raise ValueError(f"visual_dtype must be float32 or float16, got {visual_dtype}")
         self.examples = list(examples)
         if not self.examples:
             raise ValueError(f"{type(self).__name__}: no examples")
@@ -182,7 +191,7 @@ class _VisualTextDataset(paddle.io.Dataset):
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def _visual(self, keys):
-        parts = [self.features.get(k) for k in keys]
+        parts = [self.features.get(k, dtype=self.visual_dtype) for k in keys]
         embeds = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         types = np.concatenate([np.full(p.shape[0], t, dtype=np.int64) for t, p in enumerate(parts)])
         return {"visual_embeds": embeds, "visual_token_type_ids": types,
@@ -206,8 +215,8 @@ class _VisualTextDataset(paddle.io.Dataset):
 class VQADataset(_VisualTextDataset):
     """VQA2 fine-tuning/prediction. ``labels``: float32 [len(answer_vocab)] soft scores (absent on test)."""
 
-    def __init__(self, examples, tokenizer, features, answer_vocab=None, max_seq_length=128):
-        super().__init__(examples, tokenizer, features, max_seq_length)
+    def __init__(self, examples, tokenizer, features, answer_vocab=None, max_seq_length=128, visual_dtype="float32"):
+        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype)
         self.answer_vocab = list(answer_vocab) if answer_vocab is not None else load_answer_vocab()
         index = {a: i for i, a in enumerate(self.answer_vocab)}
         self.question = [_question_text(self.text, ex["question_str"]) for ex in self.examples]
@@ -236,8 +245,8 @@ def _question_text(text_ids, question):
 class NLVR2Dataset(_VisualTextDataset):
     """NLVR2 fine-tuning/prediction. ``labels``: int64 scalar, True = 1 (absent when unlabelled)."""
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128):
-        super().__init__(examples, tokenizer, features, max_seq_length)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, visual_dtype="float32"):
+        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype)
         self.sentence = [self.text(ex["sentence"]) for ex in self.examples]
 
     def __getitem__(self, i):
@@ -255,8 +264,8 @@ class NLVR2PretrainDataset(NLVR2Dataset):
 
     text_labels = True
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0):
-        super().__init__(examples, tokenizer, features, max_seq_length)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32"):
+        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype)
         missing = [ex["identifier"] for ex in self.examples if ex.get("label") is None]
         if missing:
             raise ValueError(f"NLVR2PretrainDataset: example {missing[0]} has no label ({len(missing)} unlabelled)")
@@ -277,8 +286,8 @@ class VQAPretrainDataset(_VisualTextDataset):
 
     text_labels = True
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0):
-        super().__init__(examples, tokenizer, features, max_seq_length, seed)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32"):
+        super().__init__(examples, tokenizer, features, max_seq_length, seed, visual_dtype)
         self.mask_prob = float(mask_prob)
         qmark = self.text("?")
         self.text_ids = []
@@ -308,8 +317,8 @@ class CaptionPretrainDataset(_VisualTextDataset):
 
     text_labels = True
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0):
-        super().__init__(examples, tokenizer, features, max_seq_length, seed)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32"):
+        super().__init__(examples, tokenizer, features, max_seq_length, seed, visual_dtype)
         self.mask_prob = float(mask_prob)
         self.caption = [self.text(ex["caption"]) for ex in self.examples]
         by_image = collections.defaultdict(list)
