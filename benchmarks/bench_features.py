@@ -88,13 +88,15 @@ def run(examples, store, tokenizer, vocab, visual_dtype):
                                   collate_fn=dataset.collate_fn(), drop_last=False)
     start = time.perf_counter()
     samples = 0
-    first = None
+    first = first_size = None
     for batch in loader:
         if first is None:
-            first = time.perf_counter() - start
+            first, first_size = time.perf_counter() - start, batch["visual_embeds"].shape[0]
         samples += batch["visual_embeds"].shape[0]
     elapsed = time.perf_counter() - start
-    return samples, elapsed, first
+    # Steady state leaves out worker start-up (fork, first reads), which a long epoch amortises.
+    steady = (samples - first_size) / (elapsed - first)
+    return samples, elapsed, first, steady
 
 
 def main():
@@ -117,21 +119,26 @@ def main():
     sources = (("per_image_npy", per_image, files, "float32"), ("packed_fp16_as_fp32", packed, [bin_path], "float32"),
                ("packed_fp16_as_fp16", packed, [bin_path], "float16"))
     results = {name: [] for name, *_ in sources}
+    steady_rates = {name: [] for name, *_ in sources}
     for p in range(args.passes):
         for name, store, paths, visual_dtype in sources:
             drop_cache(files + [bin_path])
             cold = cached_fraction(paths[0])
-            samples, elapsed, first = run(examples, store, tokenizer, vocab, visual_dtype)
+            samples, elapsed, first, steady = run(examples, store, tokenizer, vocab, visual_dtype)
             rate = samples / elapsed
             results[name].append(rate)
-            print(f"pass {p} {name:20s} {samples} samples in {elapsed:.2f} s = {rate:,.0f} samples/s "
-                  f"(first batch after {first:.2f} s; {cold:.0%} of its first file cached before)", flush=True)
+            steady_rates[name].append(steady)
+            print(f"pass {p} {name:20s} {samples} samples in {elapsed:.2f} s = {rate:,.0f} samples/s, "
+                  f"{steady:,.0f}/s after the first batch ({first:.2f} s); {cold:.0%} of its first file cached before",
+                  flush=True)
     on_disk = {"per_image_npy_bytes": sum(os.path.getsize(f) for f in files), "packed_fp16_bytes": os.path.getsize(bin_path)}
     summary = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.platform()}",
         "samples_per_pass": len(examples), "batch_size": BATCH, "num_workers": WORKERS, "regions": ROWS, "dim": DIM,
         "samples_per_s": {k: round(float(np.median(v))) for k, v in results.items()},
+        "steady_samples_per_s": {k: round(float(np.median(v))) for k, v in steady_rates.items()},
+        "load_average_1min": round(os.getloadavg()[0], 2),
         **on_disk,
     }
     summary["speedup_vs_per_image"] = {k: round(v / summary["samples_per_s"]["per_image_npy"], 2)
