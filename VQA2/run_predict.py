@@ -14,6 +14,7 @@ import paddle
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert import cli, engine, tasks  # noqa: E402
+from visualbert.metrics import vqa_accuracy  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -35,14 +36,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     engine.setup_device(args)
-    try:
-            features = tasks.open_task_features(args)
+    with cli.user_errors():
+        tokenizer = cli.tokenizer_from_args(args)
+        features = tasks.open_task_features(args)
         dataset = tasks.build("vqa2", args.split, args, tokenizer, features)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
-    model = cli.load_model(cli.HEADS["vqa"], args.model_name_or_path, visual_embedding_dim=features.dim)
-    import paddle
-
+        model = cli.load_model(cli.HEADS["vqa"], args.model_name_or_path, visual_embedding_dim=features.dim)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
         predictions = tasks.vqa_predict(model, dataset, args.batch_size, args.num_workers)
     if engine.is_main():
@@ -50,8 +48,6 @@ def main(argv=None):
         print(f"wrote {len(predictions)} answers to {args.output}")
         truth = tasks.vqa_ground_truth(dataset)
         if truth:
-            from visualbert.metrics import vqa_accuracy
-
             print(json.dumps({"split": args.split, "vqa_accuracy": vqa_accuracy(predictions, truth)["overall"]}))
 
 
