@@ -235,6 +235,8 @@ def write_demo(out_dir, seed=0, progress=True):
 
     nlvr = os.path.join(tmp, "X_NLVR")
     os.makedirs(os.path.join(nlvr, "annotations"))
+    # Its own stream, so NLVR2 stays the same when the COCO part changes.
+    rng = np.random.default_rng([seed, 4])
     for split, pairs in SIZES["nlvr2"].items():
         lines = []
         for p in range(pairs):
