@@ -184,6 +184,23 @@ def _nlvr2_sentence(rng, left, right):
     return NLVR2_TEMPLATES[family].format(x=x), holds[x]
 
 
+# What the demo owns inside X_COCO/ and X_NLVR/, and the file that says it wrote them.
+DEMO_PARTS = ("data", "annotations")
+DEMO_MARKER = ".visualbert-demo"
+
+
+def _refuse_real_data(out_dir):
+    """Never replace data the demo did not write (e.g. X_COCO/data symlinked to the real features)."""
+    for name in ("X_COCO", "X_NLVR"):
+        root = os.path.join(out_dir, name)
+        if os.path.exists(os.path.join(root, DEMO_MARKER)):
+            continue
+        for part in DEMO_PARTS:
+            if os.path.lexists(os.path.join(root, part)):
+                raise ValueError(f"{os.path.join(root, part)} exists and was not written by the demo; "
+                                 "refusing to replace it (pass another --out_dir)")
+
+
 def write_demo(out_dir, seed=0, progress=True):
     """Write the demo under ``out_dir`` (replacing an earlier demo there); returns a summary dict."""
     from tqdm import tqdm
@@ -191,6 +208,7 @@ def write_demo(out_dir, seed=0, progress=True):
     _check_words()
     start = time.time()
     out_dir = os.path.abspath(out_dir)
+    _refuse_real_data(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, f".demo-partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -259,11 +277,16 @@ def write_demo(out_dir, seed=0, progress=True):
         counts[f"nlvr2_{split}"] = len(lines)
     bar.close()
     for name in ("X_COCO", "X_NLVR"):
+        # only the demo's own parts are replaced: a README or other files beside them stay
         final = os.path.join(out_dir, name)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.rename(os.path.join(tmp, name), final)
-    os.rmdir(tmp)
+        os.makedirs(final, exist_ok=True)
+        for part in DEMO_PARTS:
+            if os.path.lexists(os.path.join(final, part)):
+                shutil.rmtree(os.path.join(final, part))
+            os.rename(os.path.join(tmp, name, part), os.path.join(final, part))
+        with open(os.path.join(final, DEMO_MARKER), "w") as f:
+            f.write(f"written by python -m visualbert.demo --seed {seed}\n")
+    shutil.rmtree(tmp)
     size = sum(os.path.getsize(os.path.join(d, f)) for name in ("X_COCO", "X_NLVR")
                for d, _, files in os.walk(os.path.join(out_dir, name)) for f in files)
     return {"out_dir": out_dir, "seed": seed, "bytes": size, "seconds": round(time.time() - start, 2), "counts": counts}
@@ -273,7 +296,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m visualbert.demo",
                                      description="Write a small learnable VisualBERT dataset (COCO/VQA2/NLVR2) in the real on-disk formats: "
                                                  "DIR/X_COCO and DIR/X_NLVR, usable with --input_dir like the real data.")
-    parser.add_argument("--out_dir", required=True, help="where X_COCO/ and X_NLVR/ are written (existing demo dirs are replaced)")
+    parser.add_argument("--out_dir", required=True, help="where X_COCO/ and X_NLVR/ are written (an earlier demo there is replaced; real data there is never touched)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed; same seed, same files (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
