@@ -40,7 +40,7 @@ def parse_args(argv=None):
                                                       "'none' to skip)")
     g.add_argument("--max_eval_samples", type=int, default=5000, help="evaluate on at most this many examples")
     g.add_argument("--max_seq_length", type=int, default=128, help="longest token sequence, [CLS]/[SEP] included")
-    g.add_argument("--max_regions", type=int, default=None, help="keep at most this many regions per image")
+    tasks.add_feature_args(g)
     g.add_argument("--mask_prob", type=float, default=0.15, help="share of text tokens chosen for masked LM")
     g.add_argument("--no_nlvr2_label", action="store_true", help="nlvr2: train masked LM only, without the label")
     g.add_argument("--train_batch_size", type=int, default=16, help="samples per device per micro-batch")
@@ -59,7 +59,8 @@ def build_dataset(args, split, tokenizer, features, exclude=None):
     examples = load_dataset(args.dataset, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
                             exclude_split=exclude)
     tasks.check_features_exist(examples, features, args.dataset, split)
-    common = dict(max_seq_length=args.max_seq_length, mask_prob=args.mask_prob, seed=args.seed)
+    common = dict(max_seq_length=args.max_seq_length, mask_prob=args.mask_prob, seed=args.seed,
+                  visual_dtype=args.feature_dtype)
     if args.dataset == "coco_captions":
         return CaptionPretrainDataset(examples, tokenizer, features, **common)
     if args.dataset == "vqa2":

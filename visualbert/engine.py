@@ -320,6 +320,9 @@ def model_kwargs(model, batch, extra):
     """The batch keys model.forward accepts, plus per-script extras."""
     accepted = inspect.signature(model.forward).parameters
     kwargs = {k: v for k, v in batch.items() if k in accepted and isinstance(v, paddle.Tensor)}
+    if "visual_embeds" in kwargs and kwargs["visual_embeds"].dtype == paddle.float16:
+        # --feature_dtype float16 halves what the loader hands over; the model computes in fp32 (or AMP)
+        kwargs["visual_embeds"] = kwargs["visual_embeds"].astype("float32")
     kwargs.update(extra or {})
     return kwargs
 
