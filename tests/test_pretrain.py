@@ -8,7 +8,8 @@ import time
 import numpy as np
 import paddle
 
-from conftest import ROOT, read_metrics, run_script
+from conftest import ROOT, run_script
+from visualbert.plot import read_metrics
 
 
 def pretrain_args(demo_dir, out, config, *extra):

@@ -548,7 +548,9 @@ def predict(model, dataset, collate_fn, batch_size, step_fn, num_workers=0, desc
     was_training = model.training
     model.eval()
     with paddle.no_grad():
-        for batch in tqdm(loader, desc=desc, disable=not is_main(), leave=False, dynamic_ncols=True):
+        # a nested bar only helps on a terminal; in log files it adds a line per batch
+        for batch in tqdm(loader, desc=desc, disable=not is_main() or not sys.stderr.isatty(), leave=False,
+                          dynamic_ncols=True):
             mine.extend(step_fn(model, batch))
     if was_training:
         model.train()

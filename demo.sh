@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The whole pipeline on built-in demo data, on the CPU, in a few minutes:
+#   demo data -> COCO-caption pretraining -> VQA2 fine-tuning -> VQA2 prediction (result.json)
+#   -> official VQA evaluation -> NLVR2 fine-tuning -> NLVR2 prediction (CSV) -> NLVR2 evaluation
+# through the same scripts and flags a real run uses, with a tiny model. Re-running starts over.
+# Outputs: X_COCO/ and X_NLVR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
+set -euo pipefail
+cd "$(dirname "$0")"
+. tools/ensure_venv.sh
+
+OUT=logs/demo
+TINY=configs/visualbert-tiny.json
+# one process per core is faster than threads for a model this small; workers would compete
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+COMMON=(--device cpu --num_workers 0 --logging_steps 10 --seed 1)
+rm -rf "$OUT"
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.tsv"
+printf 'stage\tmetric\tseconds\toutputs\n' > "$SUMMARY"
+
+stage() {  # stage NAME METRIC OUTPUTS -- command...: run, time, record one summary row
+    local name=$1 metric_cmd=$2 outputs=$3
+    shift 4
+    echo
+    echo "=== $name ==="
+    local t0=$SECONDS
+    "$@"
+    local metric
+    metric=$(eval "$metric_cmd")
+    printf '%s\t%s\t%s\t%s\n' "$name" "$metric" "$((SECONDS - t0))" "$outputs" >> "$SUMMARY"
+}
+
+best() {  # best RUN_DIR KEY...: those keys of the best evaluation (RUN_DIR/best/eval_results.json)
+    python -c "import json,sys; r=json.load(open(sys.argv[1]+'/best/eval_results.json')); print(' '.join('%s %.4f' % (k, r[k]) for k in sys.argv[2:]), '(step %d)' % r['step'])" "$@"
+}
+
+stage "demo data" "echo '-'" "X_COCO/ X_NLVR/" -- \
+    python -m visualbert.demo --out_dir .
+
+stage "COCO-caption pretraining" "best $OUT/vqa-coco-pre mlm_accuracy matching_accuracy" "$OUT/vqa-coco-pre/" -- \
+    env LOG_DIR=$OUT/vqa-coco-pre sh vqa-coco-pretrain.sh --model_name_or_path $TINY \
+        --train_batch_size 32 --learning_rate 3e-3 --num_train_epochs 6 --save_steps 100 "${COMMON[@]}"
+
+stage "VQA2 fine-tuning" "best $OUT/vqa vqa_accuracy" "$OUT/vqa/best/" -- \
+    env LOG_DIR=$OUT/vqa sh vqa-finetune.sh --model_name_or_path $OUT/vqa-coco-pre \
+        --train_split trainval --eval_split minival --batch_size 32 --learning_rate 3e-3 --num_train_epochs 8 \
+        --save_steps 100 "${COMMON[@]}"
+
+stage "VQA2 prediction (test2015)" "echo \"\$(python -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' $OUT/vqa/result.json) answers\"" \
+    "$OUT/vqa/result.json" -- \
+    python VQA2/run_predict.py --input_dir X_COCO --model_name_or_path $OUT/vqa/best --split test \
+        --output $OUT/vqa/result.json --device cpu --num_workers 0
+
+stage "VQA2 official evaluation (minival)" \
+    "python -c 'import json,sys; print(\"vqa accuracy\", json.load(open(sys.argv[1]))[\"percent\"][\"overall\"])' $OUT/vqa/eval_minival.json" \
+    "$OUT/vqa/eval_minival.json" -- \
+    bash -c "python VQA2/run_predict.py --input_dir X_COCO --model_name_or_path $OUT/vqa/best --split minival \
+        --output $OUT/vqa/result_minival.json --device cpu --num_workers 0 && \
+        python -m visualbert.evaluate vqa --result $OUT/vqa/result_minival.json \
+        --annotations X_COCO/annotations/imdb_minival2014.npy | tee $OUT/vqa/eval_minival.json"
+
+stage "NLVR2 fine-tuning" "best $OUT/nlvr2 accuracy" "$OUT/nlvr2/best/" -- \
+    env LOG_DIR=$OUT/nlvr2 sh nlvr2-finetune.sh --model_name_or_path $TINY \
+        --batch_size 32 --gradient_accumulation_steps 1 --learning_rate 3e-3 --num_train_epochs 10 \
+        --save_steps 100 "${COMMON[@]}"
+
+stage "NLVR2 prediction (test1)" "echo \"\$(wc -l < $OUT/nlvr2/predictions_test1.csv) predictions\"" \
+    "$OUT/nlvr2/predictions_test1.csv" -- \
+    python NLVR2/run_predict.py --input_dir X_NLVR --model_name_or_path $OUT/nlvr2/best --split test1 \
+        --output $OUT/nlvr2/predictions_test1.csv --device cpu --num_workers 0
+
+stage "NLVR2 evaluation (test1)" \
+    "python -c 'import json,sys; r=json.load(open(sys.argv[1])); print(\"accuracy %.4f consistency %.4f\" % (r[\"accuracy\"], r[\"consistency\"]))' $OUT/nlvr2/eval_test1.json" \
+    "$OUT/nlvr2/eval_test1.json" -- \
+    bash -c "python -m visualbert.evaluate nlvr2 --predictions $OUT/nlvr2/predictions_test1.csv \
+        --labels X_NLVR/annotations/test1.json | tee $OUT/nlvr2/eval_test1.json"
+
+stage "plots" "echo '-'" "$OUT/*/metrics.png" -- \
+    python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2
+
+echo
+echo "=== summary ==="
+column -t -s $'\t' "$SUMMARY"

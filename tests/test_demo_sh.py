@@ -1,0 +1,61 @@
+"""./demo.sh from a fresh copy of the repository: every stage runs and reaches its bar.
+
+This is the newcomer's first command, so it is tested as they run it: a copy of the tracked files,
+nothing else (the venv is shared to avoid a second install; demo.sh would create it otherwise).
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from visualbert.datasets import load_dataset
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    clone = tmp_path_factory.mktemp("clone")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-c", "--null", "-T", "-", "-f", "-"], cwd=ROOT, input=files, check=True,
+                   stdout=open(clone / "src.tar", "wb"))
+    subprocess.run(["tar", "-xf", "src.tar"], cwd=clone, check=True)
+    os.remove(clone / "src.tar")
+    env = dict(os.environ, VISUALBERT_VENV=sys.prefix)
+    proc = subprocess.run(["./demo.sh"], cwd=clone, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return clone, proc
+
+
+def test_demo_reaches_the_bars(demo_run):
+    clone, proc = demo_run
+    out = clone / "logs" / "demo"
+    vqa = json.loads((out / "vqa" / "eval_minival.json").read_text())
+    assert vqa["fraction"]["overall"] >= 0.90, vqa
+    nlvr2_dev = json.loads((out / "nlvr2" / "best" / "eval_results.json").read_text())
+    assert nlvr2_dev["accuracy"] >= 0.90, nlvr2_dev
+    nlvr2_test = json.loads((out / "nlvr2" / "eval_test1.json").read_text())
+    assert nlvr2_test["accuracy"] >= 0.90, nlvr2_test
+    pretrain = [json.loads(l) for l in open(out / "vqa-coco-pre" / "metrics.jsonl")]
+    mlm = [r["masked_lm_loss"] for r in pretrain if "masked_lm_loss" in r]
+    assert mlm[-1] < 0.5 * mlm[0], (mlm[0], mlm[-1])  # pretraining learns
+    assert "=== summary ===" in proc.stdout and "NLVR2 evaluation (test1)" in proc.stdout.split("=== summary ===")[1]
+
+
+def test_demo_outputs_are_complete(demo_run):
+    clone, _ = demo_run
+    out = clone / "logs" / "demo"
+    rows = json.loads((out / "vqa" / "result.json").read_text())
+    test_ids = {int(ex["question_id"]) for ex in load_dataset("vqa2", "test", input_dir=str(clone / "X_COCO"))}
+    assert sorted(r["question_id"] for r in rows) == sorted(test_ids)
+    assert all(r["answer"] and r["answer"] != "<unk>" for r in rows)
+    with open(out / "nlvr2" / "predictions_test1.csv") as f:
+        preds = list(csv.reader(f))
+    ids = [ex["identifier"] for ex in load_dataset("nlvr2", "test1", input_dir=str(clone / "X_NLVR"))]
+    assert sorted(p[0] for p in preds) == sorted(ids) and {p[1] for p in preds} <= {"True", "False"}
+    for run in ("vqa-coco-pre", "vqa", "nlvr2"):
+        assert (out / run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the data roots keep their READMEs
+    assert (clone / "X_COCO" / "README.md").exists() and (clone / "X_NLVR" / "README.md").exists()
