@@ -364,7 +364,7 @@ def run_mfu(argv):
             "sequence": x["input_ids"].shape[1] + x["visual_embeds"].shape[1],
         }
         print(f"{task}: {result['tasks'][task]}", flush=True)
-        del model, opt, batch
+        model = opt = batch = None  # free this task's memory before the next one is built
         gc.collect()
     print(json.dumps(result))
     if args.out:
