@@ -61,7 +61,7 @@ stage "VQA2 official evaluation (minival)" \
 
 stage "NLVR2 fine-tuning" "best $OUT/nlvr2 accuracy" "$OUT/nlvr2/best/" -- \
     env LOG_DIR=$OUT/nlvr2 sh nlvr2-finetune.sh --model_name_or_path $TINY \
-        --batch_size 32 --gradient_accumulation_steps 1 --learning_rate 3e-3 --num_train_epochs 10 \
+        --batch_size 32 --gradient_accumulation_steps 1 --learning_rate 1e-3 --num_train_epochs 10 \
         --save_steps 100 "${COMMON[@]}"
 
 stage "NLVR2 prediction (test1)" "echo \"\$(wc -l < $OUT/nlvr2/predictions_test1.csv) predictions\"" \

@@ -97,6 +97,21 @@ def eval_step(with_matching):
     return step
 
 
+def make_evaluate(args, eval_ds, collate_fn):
+    """Masked-LM loss and accuracy over the masked tokens, and matching accuracy, on eval_ds."""
+    step = eval_step(uses_matching(args))
+
+    def evaluate(model):
+        rows = engine.predict(model, eval_ds, collate_fn, args.eval_batch_size, step)
+        loss, count, right = (sum(r[i] for r in rows) for i in range(3))
+        result = {"mlm_loss": loss / max(count, 1), "mlm_accuracy": right / max(count, 1)}
+        if uses_matching(args):
+            result["matching_accuracy"] = float(np.mean([r[3] for r in rows]))
+        return result
+
+    return evaluate
+
+
 def main(argv=None):
     args = parse_args(argv)
     engine.setup_device(args)
@@ -116,16 +131,7 @@ def main(argv=None):
         if len(eval_ds) > args.max_eval_samples:  # a fixed, seeded subset keeps evaluation short
             keep = np.random.default_rng(args.seed).choice(len(eval_ds), args.max_eval_samples, replace=False)
             eval_ds = paddle.io.Subset(eval_ds, sorted(keep.tolist()))
-        step = eval_step(uses_matching(args))
-
-        def evaluate(model):
-            rows = engine.predict(model, eval_ds, train_ds.collate_fn(), args.eval_batch_size, step)
-            loss, count, right = (sum(r[i] for r in rows) for i in range(3))
-            result = {"mlm_loss": loss / max(count, 1), "mlm_accuracy": right / max(count, 1)}
-            if uses_matching(args):
-                result["matching_accuracy"] = float(np.mean([r[3] for r in rows]))
-            return result
-
+        evaluate = make_evaluate(args, eval_ds, train_ds.collate_fn())
     engine.train(args, model, train_ds, train_ds.collate_fn(), loss_terms, evaluate=evaluate,
                  best_metric="mlm_accuracy" if evaluate else None, forward_kwargs={"predict_masked_only": True})
 

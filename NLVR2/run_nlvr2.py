@@ -21,10 +21,7 @@ def parse_args(argv=None):
     g.add_argument("--batch_size", type=int, default=16, help="samples per device, training and evaluation")
     cli.add_model_args(p, default_model="visualbert-nlvr2-pre")
     engine.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=5000)
-    args = p.parse_args(argv)
-    args.train_batch_size = args.batch_size
-    args.eval_split = None if args.eval_split == "none" else args.eval_split
-    return args
+    return tasks.finish_finetune_args(p.parse_args(argv))
 
 
 def main(argv=None):

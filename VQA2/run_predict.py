@@ -20,27 +20,17 @@ from visualbert.metrics import vqa_accuracy  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = tasks.add_data_args(p, "vqa2")
-    g.add_argument("--split", default="test", help="imdb split to predict: test (test2015), val, minival, ...")
+    tasks.add_predict_args(g, "test", "result file to write (default: VQA2/result.json)")
     g.add_argument("--answer_vocab", default=None, help="answer vocabulary file (default: the shipped answers_vqa.txt)")
-    g.add_argument("--output", default="VQA2/result.json", help="result file to write")
-    g.add_argument("--batch_size", type=int, default=64, help="samples per device")
-    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
-    g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
-    g.add_argument("--use_amp", action="store_true", help="mixed precision inference (GPU only)")
-    g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"], help="AMP compute dtype")
-    g.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     cli.add_model_args(p, default_model="logs/vqa")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.output = args.output or os.path.join("VQA2", "result.json")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    engine.setup_device(args)
-    with cli.user_errors():
-        tokenizer = cli.tokenizer_from_args(args)
-        features = tasks.open_task_features(args)
-        dataset = tasks.build("vqa2", args.split, args, tokenizer, features)
-        model = cli.load_model(cli.HEADS["vqa"], args.model_name_or_path, visual_embedding_dim=features.dim)
+    dataset, model = tasks.load_for_prediction("vqa2", args)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
         predictions = tasks.vqa_predict(model, dataset, args.batch_size, args.num_workers)
     if engine.is_main():

@@ -25,10 +25,7 @@ def parse_args(argv=None):
                    help="kl: KL-divergence to the soft scores (transformers); bce: binary cross-entropy (MMF)")
     cli.add_model_args(p, default_model="visualbert-vqa-pre")
     engine.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=10000)
-    args = p.parse_args(argv)
-    args.train_batch_size = args.batch_size
-    args.eval_split = None if args.eval_split == "none" else args.eval_split
-    return args
+    return tasks.finish_finetune_args(p.parse_args(argv))
 
 
 def main(argv=None):

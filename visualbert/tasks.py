@@ -3,12 +3,13 @@
 The fine-tuning scripts and the prediction scripts both call these, so what training prints as
 its evaluation and what ``run_predict.py`` writes and scores are the same computation.
 """
+import argparse
 import csv
 import json
 import os
 import tempfile
 
-from . import engine
+from . import cli, engine
 from .datasets import _ID_FIELD as ID_FIELD
 from .datasets import example_image_keys, load_answer_vocab, load_dataset
 from .features import open_features
@@ -34,6 +35,36 @@ def add_feature_args(group):
     group.add_argument("--feature_dtype", default="float32", choices=["float32", "float16"],
                        help="dtype regions travel in from the loader workers; float16 halves the traffic "
                             "(the packed store is fp16 on disk anyway); the model computes in float32 or AMP")
+
+
+def add_predict_args(group, default_split, output_help):
+    """Flags the two run_predict.py scripts share (after add_data_args)."""
+    group.add_argument("--split", default=default_split, help="split to predict")
+    group.add_argument("--output", default=None, help=output_help)
+    group.add_argument("--batch_size", type=int, default=64, help="samples per device")
+    group.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    group.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
+    group.add_argument("--use_amp", action="store_true", help="mixed precision inference (GPU only)")
+    group.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"], help="AMP compute dtype")
+    group.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
+
+
+def finish_finetune_args(args):
+    """The seed's fine-tuning scripts say --batch_size; the engine counts per-device train batches."""
+    args.train_batch_size = args.batch_size
+    args.eval_split = None if args.eval_split == "none" else args.eval_split
+    return args
+
+
+def load_for_prediction(task, args):
+    """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
+    engine.setup_device(args)
+    with cli.user_errors():
+        tokenizer = cli.tokenizer_from_args(args)
+        features = open_task_features(args)
+        dataset = build(task, args.split, args, tokenizer, features)
+        model = cli.load_model(cli.HEADS[task], args.model_name_or_path, visual_embedding_dim=features.dim)
+    return dataset, model
 
 
 def open_task_features(args):
