@@ -12,7 +12,7 @@ import tempfile
 from . import cli, engine
 from .datasets import _ID_FIELD as ID_FIELD
 from .datasets import example_image_keys, load_answer_vocab, load_dataset
-from .features import open_features
+from .features import FEATURE_TYPES, open_features
 from .metrics import nlvr2_scores, vqa_accuracy
 from .processing import NLVR2Dataset, VQADataset
 
@@ -24,7 +24,8 @@ def add_data_args(parser, task):
     g.add_argument("--input_dir", required=True, help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2)")
     g.add_argument("--annotation_dir", default=None,
                    help="annotation files (default: <input_dir>/annotations, then PaddleNLP's dataset home)")
-    g.add_argument("--image_feature_type", default=FEATURE_TYPE[task], help=f"region features (default {FEATURE_TYPE[task]})")
+    g.add_argument("--image_feature_type", default=FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
+                   help=f"region features (default {FEATURE_TYPE[task]})")
     g.add_argument("--max_seq_length", type=int, default=128, help="longest token sequence, [CLS]/[SEP] included")
     add_feature_args(g)
     return g
