@@ -8,7 +8,7 @@ if [ ! -x "$_venv/bin/python" ] || [ "$(cat "$_venv/.requirements.md5" 2>/dev/nu
     python3 -m venv "$_venv" || { echo "[setup] could not create a venv: install python3-venv" >&2; exit 1; }
     "$_venv/bin/python" -m pip install -q --upgrade pip || exit 1
     "$_venv/bin/python" -m pip install -q -r "$_root/requirements-dev.txt" || exit 1
-    "$_venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$_root" || exit 1
+    "$_venv/bin/python" -m pip install -q --no-deps -e "$_root" || exit 1
     echo "$_want" > "$_venv/.requirements.md5"
 fi
 # shellcheck disable=SC1091
