@@ -35,29 +35,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_examples(workdir, num_images):
-    import numpy as np
-
-    from visualbert.features import default_pack_dir, get_layout, pack_features
-
-    directory = get_layout(FEATURE_TYPE).directory(workdir, "train2014")
-    os.makedirs(directory, exist_ok=True)
-    rng = np.random.default_rng(0)
-    questions = ["what color is the umbrella the woman is holding?", "how many people are there?",
-                 "is the man on the left wearing a hat or a helmet?", "what sport is this?"]
-    examples = []
-    for i in range(num_images):
-        key = f"COCO_train2014_{i + 1:012d}"
-        path = os.path.join(directory, key + ".npy")
-        if not os.path.exists(path):
-            np.save(path, rng.random((ROWS, DIM), dtype=np.float32))
-        examples.append({"image_key": key, "image_id": i + 1, "question_id": (i + 1) * 10,
-                         "question_str": questions[i % len(questions)], "answers": ["red"] * 7 + ["pink"] * 3})
-    if not os.path.isdir(default_pack_dir(FEATURE_TYPE, workdir)):
-        pack_features(FEATURE_TYPE, workdir, progress=False)
-    return examples
-
-
 def loader_for(dataset):
     import paddle
 
@@ -85,7 +62,10 @@ def main(argv=None):
 
     paddle.set_device("cpu")
     paddle.seed(0)
-    examples = make_examples(args.workdir, args.num_images)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_features import make_data  # the same synthetic VQA-shaped features and packed store
+
+    examples = make_data(args.workdir, args.num_images)
     dataset_args = (examples, get_tokenizer(), open_features(FEATURE_TYPE, args.workdir))
     from visualbert.processing import VQADataset
 

@@ -200,22 +200,11 @@ class VisualBertSelfAttention(nn.Layer):
         return context, (probs if output_attentions else None)
 
 
-class VisualBertSelfOutput(nn.Layer):
-    def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states, residual):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
-
-
 class VisualBertAttention(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.self = VisualBertSelfAttention(config)
-        self.output = VisualBertSelfOutput(config)
+        self.output = VisualBertOutput(config, config.hidden_size)
 
     def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
         context, probs = self.self(hidden_states, attention_bias, head_mask, output_attentions)
@@ -233,9 +222,12 @@ class VisualBertIntermediate(nn.Layer):
 
 
 class VisualBertOutput(nn.Layer):
-    def __init__(self, config):
+    """Project back to hidden size, dropout, add the residual, LayerNorm: after attention
+    (``attention.output``, from hidden size) and after the feed-forward (``output``, from intermediate)."""
+
+    def __init__(self, config, input_size):
         super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dense = nn.Linear(input_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -248,7 +240,7 @@ class VisualBertLayer(nn.Layer):
         super().__init__()
         self.attention = VisualBertAttention(config)
         self.intermediate = VisualBertIntermediate(config)
-        self.output = VisualBertOutput(config)
+        self.output = VisualBertOutput(config, config.intermediate_size)
 
     def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
         attended, probs = self.attention(hidden_states, attention_bias, head_mask, output_attentions)
