@@ -16,6 +16,7 @@ import paddle.nn.functional as F
 from visualbert import cli, engine, tasks
 from visualbert.datasets import DEFAULT_FEATURE_TYPE, load_dataset
 from visualbert.features import FEATURE_TYPES, open_features
+from visualbert.modeling import VisualBertForPreTraining
 from visualbert.processing import CaptionPretrainDataset, NLVR2PretrainDataset, VQAPretrainDataset
 
 SPLITS = {  # (train, eval) defaults
@@ -120,7 +121,7 @@ def main(argv=None):
         features = open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
         train_ds = build_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
         eval_ds = build_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
-        model = cli.load_model(cli.HEADS["pretraining"], args.model_name_or_path, visual_embedding_dim=features.dim)
+        model = cli.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim)
 
     loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
     if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on

@@ -36,7 +36,7 @@ def main(argv=None):
         features = tasks.open_task_features(args)
         train_ds = tasks.build("vqa2", args.train_split, args, tokenizer, features, exclude_split=args.eval_split)
         eval_ds = tasks.build("vqa2", args.eval_split, args, tokenizer, features) if args.eval_split else None
-        model = cli.load_model(cli.HEADS["vqa"], args.model_name_or_path, visual_embedding_dim=features.dim,
+        model = cli.load_model(tasks.HEAD["vqa2"], args.model_name_or_path, visual_embedding_dim=features.dim,
                                num_labels=len(train_ds.answer_vocab))
     evaluate = None
     if eval_ds is not None:

@@ -5,12 +5,6 @@ import os
 
 from . import modeling
 
-HEADS = {
-    "pretraining": modeling.VisualBertForPreTraining,
-    "vqa": modeling.VisualBertForQuestionAnswering,
-    "nlvr2": modeling.VisualBertForVisualReasoning,
-}
-
 
 def add_model_args(parser, default_model):
     g = parser.add_argument_group("model")

@@ -14,9 +14,11 @@ from .datasets import _ID_FIELD as ID_FIELD
 from .datasets import example_image_keys, load_answer_vocab, load_dataset
 from .features import FEATURE_TYPES, open_features
 from .metrics import nlvr2_scores, vqa_accuracy
+from .modeling import VisualBertForQuestionAnswering, VisualBertForVisualReasoning
 from .processing import NLVR2Dataset, VQADataset
 
 FEATURE_TYPE = {"vqa2": "coco_detectron_fix_100", "nlvr2": "nlvr2_detectron_fix_144"}
+HEAD = {"vqa2": VisualBertForQuestionAnswering, "nlvr2": VisualBertForVisualReasoning}
 
 
 def add_data_args(parser, task):
@@ -64,7 +66,7 @@ def load_for_prediction(task, args):
         tokenizer = cli.tokenizer_from_args(args)
         features = open_task_features(args)
         dataset = build(task, args.split, args, tokenizer, features)
-        model = cli.load_model(cli.HEADS[task], args.model_name_or_path, visual_embedding_dim=features.dim)
+        model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim)
     return dataset, model
 
 
