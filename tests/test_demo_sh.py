@@ -40,7 +40,9 @@ def test_demo_reaches_the_bars(demo_run):
     assert nlvr2_test["accuracy"] >= 0.90, nlvr2_test
     pretrain = [json.loads(l) for l in open(out / "vqa-coco-pre" / "metrics.jsonl")]
     mlm = [r["masked_lm_loss"] for r in pretrain if "masked_lm_loss" in r]
-    assert mlm[-1] < 0.5 * mlm[0], (mlm[0], mlm[-1])  # pretraining learns
+    assert mlm[-1] < 0.5 * mlm[0], (mlm[0], mlm[-1])  # pretraining learns masked LM ...
+    matching = [r["eval_matching_accuracy"] for r in pretrain if "eval_matching_accuracy" in r]
+    assert max(matching) >= 0.90, matching  # ... and image-caption matching, from scratch
     assert "=== summary ===" in proc.stdout and "NLVR2 evaluation (test1)" in proc.stdout.split("=== summary ===")[1]
 
 
