@@ -27,13 +27,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     engine.setup_device(args)
-    with cli.user_errors():
-        tokenizer = cli.tokenizer_from_args(args)
-        features = tasks.open_task_features(args)
-        train_ds = tasks.build("nlvr2", args.train_split, args, tokenizer, features, exclude_split=args.eval_split)
-        eval_ds = tasks.build("nlvr2", args.eval_split, args, tokenizer, features) if args.eval_split else None
-        model = cli.load_model(tasks.HEAD["nlvr2"], args.model_name_or_path, visual_embedding_dim=features.dim,
-                               num_labels=2)
+    train_ds, eval_ds, model = tasks.load_for_finetuning("nlvr2", args)
     evaluate = None
     if eval_ds is not None:
         evaluate = lambda m: tasks.nlvr2_evaluate(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731

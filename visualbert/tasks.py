@@ -59,6 +59,20 @@ def finish_finetune_args(args):
     return args
 
 
+def load_for_finetuning(task, args):
+    """Setup shared by the fine-tuning scripts: train split (evaluation questions removed), eval
+    split (or None) and the model with a head sized for the task."""
+    with cli.user_errors():
+        tokenizer = cli.tokenizer_from_args(args)
+        features = open_task_features(args)
+        train_ds = build(task, args.train_split, args, tokenizer, features, exclude_split=args.eval_split)
+        eval_ds = build(task, args.eval_split, args, tokenizer, features) if args.eval_split else None
+        num_labels = len(train_ds.answer_vocab) if task == "vqa2" else 2
+        model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
+                               num_labels=num_labels)
+    return train_ds, eval_ds, model
+
+
 def load_for_prediction(task, args):
     """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
     engine.setup_device(args)
