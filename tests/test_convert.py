@@ -57,6 +57,9 @@ def run_base(model):
     o = model(input_ids=tensor("input_ids"), attention_mask=tensor("attention_mask"),
               token_type_ids=tensor("token_type_ids"))
     got["base.text_only.last_hidden_state"], got["base.text_only.pooler_output"] = o.last_hidden_state, o.pooler_output
+    o = model(**batch(), head_mask=tensor("head_mask"), output_attentions=True)
+    got["base.head_masked.last_hidden_state"] = o.last_hidden_state
+    got.update({f"base.head_masked.attentions.{i}": a for i, a in enumerate(o.attentions)})
     return got
 
 

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -87,10 +88,77 @@ _ACTIVATIONS = {
 }
 
 
+# On CPU, Paddle 3's strided views make every transpose a view that the next kernel has to copy
+# back to contiguous memory, and that copy is 4-7x slower than the transpose kernel it replaced
+# (the whole BERT-base forward runs ~1.5x faster without them; BENCHMARKS.md). A CPU-only build
+# therefore gets the plain kernels, as in Paddle 2.
+if not paddle.is_compiled_with_cuda():
+    paddle.set_flags({"FLAGS_use_stride_kernel": False})
+
+
 def _mask_bias(mask, dtype):
     """1/0 keep-mask [B, L] -> additive bias broadcastable to attention scores [B, H, Lq, L]."""
     mask = mask.astype(dtype)
     return ((1.0 - mask) * paddle.finfo(dtype).min).unsqueeze([1, 2])
+
+
+# Paddle's CPU kernels for a few operations a BERT layer uses everywhere are far slower than the
+# arithmetic needs (measured on the BERT-base shapes, BENCHMARKS.md): the separate broadcasting
+# add F.linear does for the bias, the column sum that is the bias gradient (~60x a GEMV doing the
+# same sum), and dropout's per-element random draws (~15 ns each). Linear and Dropout below keep
+# nn.Linear's / nn.Dropout's parameters, names and semantics, and route around those kernels on
+# CPU only; on accelerators they are the stock layers.
+
+
+def _eager_on_cpu(x):
+    # Graphs traced by paddle.jit.to_static keep the stock ops: their optimiser does its own fusing.
+    return paddle.in_dynamic_mode() and x.place.is_cpu_place()
+
+
+class _CPULinearFunction(paddle.autograd.PyLayer):
+    """x @ W + b with the bias as the GEMM accumulator, and a backward made of GEMMs only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return paddle.addmm(bias, x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        grad_x = None if x.stop_gradient else paddle.matmul(grad, weight, transpose_y=True)
+        grad_weight = paddle.matmul(x, grad, transpose_x=True)
+        grad_bias = paddle.matmul(paddle.ones([1, grad.shape[0]], grad.dtype), grad).reshape([-1])
+        return grad_x, grad_weight, grad_bias
+
+
+class Linear(nn.Linear):
+    """``nn.Linear``; on CPU, bias added inside the GEMM and its gradient summed by a GEMV."""
+
+    def forward(self, x):
+        if self.bias is None or not _eager_on_cpu(x):
+            return super().forward(x)
+        out = _CPULinearFunction.apply(x.reshape([-1, x.shape[-1]]), self.weight, self.bias)
+        return out.reshape(x.shape[:-1] + [out.shape[-1]])
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (upscale in train); on CPU the keep-mask is drawn by numpy's PCG64.
+
+    The numpy generator is seeded with a number drawn from Paddle's generator, so the masks still
+    follow ``paddle.seed`` and a checkpoint's saved Paddle RNG state (exact resume holds).
+    """
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if (not _eager_on_cpu(x) or x.dtype != paddle.float32 or self.mode != "upscale_in_train"
+                or self.axis is not None):
+            return super().forward(x)
+        seed = int(paddle.randint(0, 2**31 - 1, [1]).item())
+        mask = (np.random.default_rng(seed).random(x.shape, dtype=np.float32) >= self.p).astype(np.float32)
+        mask *= np.float32(1.0 / (1.0 - self.p))
+        return x * paddle.from_dlpack(mask)  # shares the numpy buffer, no copy
 
 
 class VisualBertEmbeddings(nn.Layer):
@@ -101,10 +169,10 @@ class VisualBertEmbeddings(nn.Layer):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.visual_token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.visual_position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.visual_projection = nn.Linear(config.visual_embedding_dim, config.hidden_size)
+        self.visual_projection = Linear(config.visual_embedding_dim, config.hidden_size)
         self.special_visual_initialize = config.special_visual_initialize
         self.copy_text_tables_to_visual()
 
@@ -151,8 +219,10 @@ class VisualBertEmbeddings(nn.Layer):
 
 
 class VisualBertSelfAttention(nn.Layer):
-    # Fused scaled-dot-product attention whenever the probabilities are not returned; set False
-    # to force the explicit matmul/softmax path everywhere.
+    # Paddle's fused scaled-dot-product attention on accelerators whenever the probabilities are
+    # not returned; set False to force the batched-matmul path everywhere. On CPU Paddle has no
+    # fused kernel (the call falls back to a slower matmul/softmax composition), so the CPU always
+    # takes the batched-matmul path (BENCHMARKS.md).
     use_fused = True
 
     def __init__(self, config):
@@ -160,15 +230,15 @@ class VisualBertSelfAttention(nn.Layer):
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.hidden_size // config.num_attention_heads
         all_head_size = self.num_attention_heads * self.attention_head_size
-        self.query = nn.Linear(config.hidden_size, all_head_size)
-        self.key = nn.Linear(config.hidden_size, all_head_size)
-        self.value = nn.Linear(config.hidden_size, all_head_size)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.query = Linear(config.hidden_size, all_head_size)
+        self.key = Linear(config.hidden_size, all_head_size)
+        self.value = Linear(config.hidden_size, all_head_size)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def _fused(self, hidden_states, attention_bias):
         """The same math through Paddle's fused kernel, when the probabilities are not wanted.
 
-        Checked against the explicit path to 1e-6 (tests/test_convert.py parity runs use both).
+        Checked against the batched-matmul path to 1e-5 (tests/test_modeling.py).
         """
         batch, length = hidden_states.shape[:2]
         shape = [batch, length, self.num_attention_heads, self.attention_head_size]
@@ -179,24 +249,40 @@ class VisualBertSelfAttention(nn.Layer):
         )
         return context.reshape([batch, length, -1])
 
-    def _split_heads(self, x):
-        batch, length = x.shape[:2]
-        return x.reshape([batch, length, self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
-
     def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
-        if self.use_fused and not output_attentions and head_mask is None:
+        if (self.use_fused and not output_attentions and head_mask is None
+                and not _eager_on_cpu(hidden_states)):
             return self._fused(hidden_states, attention_bias), None
-        query = self._split_heads(self.query(hidden_states))
-        key = self._split_heads(self.key(hidden_states))
-        value = self._split_heads(self.value(hidden_states))
-        scores = paddle.matmul(query, key, transpose_y=True) / math.sqrt(self.attention_head_size)
-        if attention_bias is not None:
-            scores = scores + attention_bias
+        batch, length = hidden_states.shape[:2]
+        heads, size = self.num_attention_heads, self.attention_head_size
+
+        # Heads folded into the batch axis: [B, L, H*d] -> [B*H, L, d], keys already transposed to
+        # [B*H, d, L] so that both products are plain batched GEMMs.
+        def split(x, perm):
+            x = x.reshape([batch, length, heads, size]).transpose(perm)
+            return x.reshape([batch * heads] + x.shape[2:])
+
+        query = split(self.query(hidden_states), [0, 2, 1, 3])
+        key_t = split(self.key(hidden_states), [0, 2, 3, 1])
+        value = split(self.value(hidden_states), [0, 2, 1, 3])
+        scale = 1.0 / math.sqrt(size)
+        if attention_bias is None:
+            scores = paddle.bmm(query, key_t) * scale
+        else:
+            # scale * Q K^T + bias in one GEMM (bias as the accumulator).
+            if attention_bias.shape != [batch, heads, length, length]:
+                attention_bias = attention_bias.expand([batch, heads, length, length])
+            bias = attention_bias.reshape([batch * heads, length, length])
+            scores = paddle.baddbmm(bias, query, key_t, beta=1.0, alpha=scale)
         probs = self.dropout(F.softmax(scores, axis=-1))
-        if head_mask is not None:
-            probs = probs * head_mask
-        context = paddle.matmul(probs, value).transpose([0, 2, 1, 3])
-        context = context.reshape([context.shape[0], context.shape[1], -1])
+        if head_mask is not None or output_attentions:
+            probs = probs.reshape([batch, heads, length, length])
+            if head_mask is not None:
+                probs = probs * head_mask
+            context = paddle.matmul(probs, value.reshape([batch, heads, length, size]))
+        else:
+            context = paddle.bmm(probs, value).reshape([batch, heads, length, size])
+        context = context.transpose([0, 2, 1, 3]).reshape([batch, length, heads * size])
         return context, (probs if output_attentions else None)
 
 
@@ -214,7 +300,7 @@ class VisualBertAttention(nn.Layer):
 class VisualBertIntermediate(nn.Layer):
     def __init__(self, config):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = Linear(config.hidden_size, config.intermediate_size)
         self.act = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden_states):
@@ -227,9 +313,9 @@ class VisualBertOutput(nn.Layer):
 
     def __init__(self, config, input_size):
         super().__init__()
-        self.dense = nn.Linear(input_size, config.hidden_size)
+        self.dense = Linear(input_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, residual):
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
@@ -251,9 +337,14 @@ class VisualBertEncoder(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.layer = nn.LayerList([VisualBertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.num_attention_heads = config.num_attention_heads
 
     def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
                 output_hidden_states=False):
+        if attention_bias is not None and _eager_on_cpu(hidden_states):
+            # The CPU attention needs the bias at full [B, H, L, L]; expand it once, not per layer.
+            batch, length = hidden_states.shape[:2]
+            attention_bias = attention_bias.expand([batch, self.num_attention_heads, length, length])
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layer):
@@ -270,7 +361,7 @@ class VisualBertEncoder(nn.Layer):
 class VisualBertPooler(nn.Layer):
     def __init__(self, config):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states):
         return paddle.tanh(self.dense(hidden_states[:, 0]))
@@ -279,7 +370,7 @@ class VisualBertPooler(nn.Layer):
 class VisualBertPredictionHeadTransform(nn.Layer):
     def __init__(self, config):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.act = _ACTIVATIONS[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
 
@@ -297,7 +388,7 @@ class VisualBertLMPredictionHead(nn.Layer):
     def __init__(self, config, tied):
         super().__init__()
         self.transform = VisualBertPredictionHeadTransform(config)
-        self.decoder = None if tied else nn.Linear(config.hidden_size, config.vocab_size, bias_attr=False)
+        self.decoder = None if tied else Linear(config.hidden_size, config.vocab_size, bias_attr=False)
         self.bias = self.create_parameter([config.vocab_size], is_bias=True)
 
     def forward(self, hidden_states, word_embeddings=None):
@@ -311,7 +402,7 @@ class VisualBertPreTrainingHeads(nn.Layer):
     def __init__(self, config, tied):
         super().__init__()
         self.predictions = VisualBertLMPredictionHead(config, tied)
-        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+        self.seq_relationship = Linear(config.hidden_size, 2)
 
 
 class VisualBertPretrainedModel(PretrainedModel):
@@ -560,8 +651,8 @@ class VisualBertForQuestionAnswering(VisualBertPretrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.visual_bert = VisualBertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, config.num_labels)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.cls = Linear(config.hidden_size, config.num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
@@ -595,8 +686,8 @@ class VisualBertForVisualReasoning(VisualBertPretrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.visual_bert = VisualBertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, config.num_labels)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.cls = Linear(config.hidden_size, config.num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
@@ -618,8 +709,8 @@ class VisualBertForMultipleChoice(VisualBertPretrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.visual_bert = VisualBertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, 1)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.cls = Linear(config.hidden_size, 1)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
@@ -648,11 +739,11 @@ class VisualBertRegionToPhraseAttention(nn.Layer):
         super().__init__()
         head_size = config.hidden_size // config.num_attention_heads
         self.attention_head_size = head_size
-        self.query = nn.Linear(config.hidden_size, head_size)
-        self.key = nn.Linear(config.hidden_size, head_size)
+        self.query = Linear(config.hidden_size, head_size)
+        self.key = Linear(config.hidden_size, head_size)
         # Unused by the scores; kept so checkpoints trained with it load without unexpected keys.
-        self.value = nn.Linear(config.hidden_size, head_size)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.value = Linear(config.hidden_size, head_size)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def forward(self, query, key, visual_attention_mask):
         scores = paddle.matmul(self.query(query), self.key(key), transpose_y=True) / math.sqrt(self.attention_head_size)
@@ -669,7 +760,7 @@ class VisualBertForRegionToPhraseAlignment(VisualBertPretrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.visual_bert = VisualBertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.cls = VisualBertPreTrainingHeads(config, tied=False)
         self.attention = VisualBertRegionToPhraseAttention(config)
 
