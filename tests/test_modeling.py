@@ -309,7 +309,7 @@ def test_fused_attention_matches_batched_matmul_path():
     layer.eval()
     hidden = paddle.randn([2, 6, config.hidden_size])
     bias = vm._mask_bias(paddle.to_tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]), "float32")
-    fused = layer._fused(hidden, bias).numpy()
+    fused = layer._fused(hidden, bias, hidden).numpy()
     np.testing.assert_allclose(layer(hidden, bias)[0].numpy(), fused, atol=1e-5)
     full = bias.expand([2, config.num_attention_heads, 6, 6])  # what the encoder passes on CPU
     np.testing.assert_allclose(layer(hidden, full)[0].numpy(), fused, atol=1e-5)
@@ -317,6 +317,29 @@ def test_fused_attention_matches_batched_matmul_path():
     moved = hidden.numpy().copy()
     moved[0, 4:] += 3.0
     np.testing.assert_allclose(layer(paddle.to_tensor(moved), bias)[0].numpy()[0, :4], fused[0, :4], atol=1e-5)
+    # Attending from a subset of positions gives those positions' rows, on both paths.
+    queries = hidden[:, 2:4]
+    np.testing.assert_allclose(layer._fused(hidden, bias, queries).numpy(), fused[:, 2:4], atol=1e-5)
+    np.testing.assert_allclose(layer(hidden, bias, query_states=queries)[0].numpy(), fused[:, 2:4], atol=1e-5)
+
+
+@pytest.mark.parametrize("bypass", [False, True])
+def test_last_layer_positions_give_the_full_models_rows_and_heads_use_them(bypass):
+    base = make(vm.VisualBertModel, bypass_transformer=bypass)
+    batch = tensors(numpy_batch())
+    full = base(**batch).last_hidden_state.numpy()
+    positions = paddle.to_tensor([[0, 5, 8], [3, 3, 1]])
+    out = base(**batch, last_layer_positions=positions)
+    assert out.pooler_output is None
+    want = np.stack([full[0, [0, 5, 8]], full[1, [3, 3, 1]]])
+    np.testing.assert_allclose(out.last_hidden_state.numpy(), want, atol=1e-5)
+    with pytest.raises(ValueError, match="last_layer_positions"):
+        base(**batch, last_layer_positions=positions, output_hidden_states=True)
+    # The heads take the short path unless every position was asked for; both give the same logits.
+    for cls in (vm.VisualBertForQuestionAnswering, vm.VisualBertForVisualReasoning):
+        model = make(cls, bypass_transformer=bypass)
+        short = model(**batch).logits.numpy()
+        np.testing.assert_allclose(model(**batch, output_hidden_states=True).logits.numpy(), short, atol=1e-5)
 
 
 def test_linear_matches_nn_linear_forward_and_backward():

@@ -96,6 +96,12 @@ if not paddle.is_compiled_with_cuda():
     paddle.set_flags({"FLAGS_use_stride_kernel": False})
 
 
+def _gather_positions(hidden_states, positions):
+    """[B, L, hidden] at int positions [B, P] -> [B, P, hidden]."""
+    rows = paddle.arange(positions.shape[0], dtype="int64").unsqueeze(1).expand(positions.shape)
+    return paddle.gather_nd(hidden_states, paddle.stack([rows, positions.astype("int64")], axis=-1))
+
+
 def _mask_bias(mask, dtype):
     """1/0 keep-mask [B, L] -> additive bias broadcastable to attention scores [B, H, Lq, L]."""
     mask = mask.astype(dtype)
@@ -110,9 +116,13 @@ def _mask_bias(mask, dtype):
 # CPU only; on accelerators they are the stock layers.
 
 
+# False runs the stock Paddle layers on CPU too (benchmarks/bench_model.py times both).
+CPU_FAST_PATHS = True
+
+
 def _eager_on_cpu(x):
     # Graphs traced by paddle.jit.to_static keep the stock ops: their optimiser does its own fusing.
-    return paddle.in_dynamic_mode() and x.place.is_cpu_place()
+    return CPU_FAST_PATHS and paddle.in_dynamic_mode() and x.place.is_cpu_place()
 
 
 class _CPULinearFunction(paddle.autograd.PyLayer):
@@ -235,34 +245,40 @@ class VisualBertSelfAttention(nn.Layer):
         self.value = Linear(config.hidden_size, all_head_size)
         self.dropout = Dropout(config.attention_probs_dropout_prob)
 
-    def _fused(self, hidden_states, attention_bias):
+    def _fused(self, hidden_states, attention_bias, queries):
         """The same math through Paddle's fused kernel, when the probabilities are not wanted.
 
         Checked against the batched-matmul path to 1e-5 (tests/test_modeling.py).
         """
-        batch, length = hidden_states.shape[:2]
-        shape = [batch, length, self.num_attention_heads, self.attention_head_size]
+        heads, size = self.num_attention_heads, self.attention_head_size
         context = F.scaled_dot_product_attention(
-            self.query(hidden_states).reshape(shape), self.key(hidden_states).reshape(shape),
-            self.value(hidden_states).reshape(shape), attn_mask=attention_bias,
-            dropout_p=self.dropout.p, training=self.training,
+            self.query(queries).reshape(queries.shape[:2] + [heads, size]),
+            self.key(hidden_states).reshape(hidden_states.shape[:2] + [heads, size]),
+            self.value(hidden_states).reshape(hidden_states.shape[:2] + [heads, size]),
+            attn_mask=attention_bias, dropout_p=self.dropout.p, training=self.training,
         )
-        return context.reshape([batch, length, -1])
+        return context.reshape(queries.shape[:2] + [-1])
 
-    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
+    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+                query_states=None):
+        """``query_states`` [B, Lq, hidden]: attend from these instead of from every position (all
+        of ``hidden_states`` still serve as keys and values); ``attention_bias`` must then
+        broadcast to [B, heads, Lq, L]."""
+        queries = hidden_states if query_states is None else query_states
         if (self.use_fused and not output_attentions and head_mask is None
                 and not _eager_on_cpu(hidden_states)):
-            return self._fused(hidden_states, attention_bias), None
+            return self._fused(hidden_states, attention_bias, queries), None
         batch, length = hidden_states.shape[:2]
+        q_len = queries.shape[1]
         heads, size = self.num_attention_heads, self.attention_head_size
 
         # Heads folded into the batch axis: [B, L, H*d] -> [B*H, L, d], keys already transposed to
         # [B*H, d, L] so that both products are plain batched GEMMs.
         def split(x, perm):
-            x = x.reshape([batch, length, heads, size]).transpose(perm)
+            x = x.reshape([batch, -1, heads, size]).transpose(perm)
             return x.reshape([batch * heads] + x.shape[2:])
 
-        query = split(self.query(hidden_states), [0, 2, 1, 3])
+        query = split(self.query(queries), [0, 2, 1, 3])
         key_t = split(self.key(hidden_states), [0, 2, 3, 1])
         value = split(self.value(hidden_states), [0, 2, 1, 3])
         scale = 1.0 / math.sqrt(size)
@@ -270,19 +286,19 @@ class VisualBertSelfAttention(nn.Layer):
             scores = paddle.bmm(query, key_t) * scale
         else:
             # scale * Q K^T + bias in one GEMM (bias as the accumulator).
-            if attention_bias.shape != [batch, heads, length, length]:
-                attention_bias = attention_bias.expand([batch, heads, length, length])
-            bias = attention_bias.reshape([batch * heads, length, length])
+            if attention_bias.shape != [batch, heads, q_len, length]:
+                attention_bias = attention_bias.expand([batch, heads, q_len, length])
+            bias = attention_bias.reshape([batch * heads, q_len, length])
             scores = paddle.baddbmm(bias, query, key_t, beta=1.0, alpha=scale)
         probs = self.dropout(F.softmax(scores, axis=-1))
         if head_mask is not None or output_attentions:
-            probs = probs.reshape([batch, heads, length, length])
+            probs = probs.reshape([batch, heads, q_len, length])
             if head_mask is not None:
                 probs = probs * head_mask
             context = paddle.matmul(probs, value.reshape([batch, heads, length, size]))
         else:
-            context = paddle.bmm(probs, value).reshape([batch, heads, length, size])
-        context = context.transpose([0, 2, 1, 3]).reshape([batch, length, heads * size])
+            context = paddle.bmm(probs, value).reshape([batch, heads, q_len, size])
+        context = context.transpose([0, 2, 1, 3]).reshape([batch, q_len, heads * size])
         return context, (probs if output_attentions else None)
 
 
@@ -292,9 +308,10 @@ class VisualBertAttention(nn.Layer):
         self.self = VisualBertSelfAttention(config)
         self.output = VisualBertOutput(config, config.hidden_size)
 
-    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
-        context, probs = self.self(hidden_states, attention_bias, head_mask, output_attentions)
-        return self.output(context, hidden_states), probs
+    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+                query_states=None):
+        context, probs = self.self(hidden_states, attention_bias, head_mask, output_attentions, query_states)
+        return self.output(context, hidden_states if query_states is None else query_states), probs
 
 
 class VisualBertIntermediate(nn.Layer):
@@ -328,8 +345,9 @@ class VisualBertLayer(nn.Layer):
         self.intermediate = VisualBertIntermediate(config)
         self.output = VisualBertOutput(config, config.intermediate_size)
 
-    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False):
-        attended, probs = self.attention(hidden_states, attention_bias, head_mask, output_attentions)
+    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+                query_states=None):
+        attended, probs = self.attention(hidden_states, attention_bias, head_mask, output_attentions, query_states)
         return self.output(self.intermediate(attended), attended), probs
 
 
@@ -340,7 +358,8 @@ class VisualBertEncoder(nn.Layer):
         self.num_attention_heads = config.num_attention_heads
 
     def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
-                output_hidden_states=False):
+                output_hidden_states=False, last_layer_positions=None):
+        key_bias = attention_bias  # depends on the keys only: [B, 1, 1, L]
         if attention_bias is not None and _eager_on_cpu(hidden_states):
             # The CPU attention needs the bias at full [B, H, L, L]; expand it once, not per layer.
             batch, length = hidden_states.shape[:2]
@@ -348,9 +367,12 @@ class VisualBertEncoder(nn.Layer):
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layer):
-            hidden_states, probs = layer(
-                hidden_states, attention_bias, None if head_mask is None else head_mask[i], output_attentions
-            )
+            layer_head_mask = None if head_mask is None else head_mask[i]
+            if last_layer_positions is not None and i == len(self.layer) - 1:
+                hidden_states, probs = layer(hidden_states, key_bias, layer_head_mask, output_attentions,
+                                             _gather_positions(hidden_states, last_layer_positions))
+            else:
+                hidden_states, probs = layer(hidden_states, attention_bias, layer_head_mask, output_attentions)
             if output_hidden_states:
                 all_hidden.append(hidden_states)
             if output_attentions:
@@ -459,6 +481,12 @@ class VisualBertModel(VisualBertPretrainedModel):
     embeddings are appended to its output and one extra joint layer (``additional_layer``) sees
     both. ``hidden_states``/``attentions`` then hold the text encoder's entries plus the joint
     layer's. (``transformers``' version of this path indexes the mask wrongly and crashes.)
+
+    ``last_layer_positions`` (int [B, P], optional): run the last layer only at these positions, the
+    ones a head reads (every position still serves as key and value there), so a classifier over
+    one token does not pay for the whole last layer. ``last_hidden_state`` is then [B, P, hidden]
+    and ``pooler_output`` None; it cannot be combined with ``output_hidden_states`` or
+    ``output_attentions``, which ask for every position.
     """
 
     def __init__(self, config, add_pooling_layer=True):
@@ -486,11 +514,14 @@ class VisualBertModel(VisualBertPretrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
-                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None):
+                image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                last_layer_positions=None):
         output_attentions = bool(output_attentions)
         output_hidden_states = bool(output_hidden_states)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if last_layer_positions is not None and (output_attentions or output_hidden_states):
+            raise ValueError("last_layer_positions cannot be combined with output_attentions/output_hidden_states")
         batch, text_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         if attention_mask is None:
             attention_mask = paddle.ones([batch, text_len], dtype="int64")
@@ -511,16 +542,20 @@ class VisualBertModel(VisualBertPretrainedModel):
                 output_attentions=output_attentions, output_hidden_states=output_hidden_states,
             )
             joint = paddle.concat([text_out, embedding_output[:, text_len:]], axis=1)
-            sequence_output, probs = self.additional_layer(joint, full_bias, None, output_attentions)
+            queries = None if last_layer_positions is None else _gather_positions(joint, last_layer_positions)
+            sequence_output, probs = self.additional_layer(joint, full_bias, None, output_attentions, queries)
             if output_hidden_states:
                 hidden.append(sequence_output)
             if output_attentions:
                 attentions.append(probs)
         else:
             sequence_output, hidden, attentions = self.encoder(
-                embedding_output, full_bias, self._head_mask(head_mask, dtype), output_attentions, output_hidden_states
+                embedding_output, full_bias, self._head_mask(head_mask, dtype), output_attentions, output_hidden_states,
+                last_layer_positions,
             )
-        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        pooled_output = None
+        if self.pooler is not None and last_layer_positions is None:
+            pooled_output = self.pooler(sequence_output)
         return _finish(BaseModelOutputWithPooling(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
@@ -658,13 +693,17 @@ class VisualBertForQuestionAnswering(VisualBertPretrainedModel):
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
                 image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
                 labels=None, loss_type="kl"):
-        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()))
-        sequence_output = outputs.last_hidden_state
         batch, text_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         lengths = (attention_mask.astype("int64").sum(axis=1) if attention_mask is not None
                    else paddle.full([batch], text_len, dtype="int64"))
-        index = paddle.stack([paddle.arange(batch, dtype="int64"), lengths - 2], axis=1)
-        logits = self.cls(self.dropout(paddle.gather_nd(sequence_output, index)))
+        positions = (lengths - 2).unsqueeze(1)
+        every_position = bool(output_attentions or output_hidden_states)
+        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()),
+                                   last_layer_positions=None if every_position else positions)
+        picked = outputs.last_hidden_state
+        if every_position:
+            picked = _gather_positions(picked, positions)
+        logits = self.cls(self.dropout(picked[:, 0]))
 
         loss = None
         if labels is not None:
@@ -693,8 +732,13 @@ class VisualBertForVisualReasoning(VisualBertPretrainedModel):
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
                 image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
                 labels=None):
-        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()))
-        logits = self.cls(self.dropout(outputs.pooler_output))
+        # The pooler reads position 0 ([CLS]) only, so the last layer runs only there.
+        every_position = bool(output_attentions or output_hidden_states)
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()),
+                                   last_layer_positions=None if every_position else paddle.zeros([batch, 1], "int64"))
+        pooled = outputs.pooler_output if every_position else self.visual_bert.pooler(outputs.last_hidden_state)
+        logits = self.cls(self.dropout(pooled))
         loss = None if labels is None else F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
         return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                                 attentions=outputs.attentions), return_dict)
