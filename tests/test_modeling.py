@@ -379,3 +379,19 @@ def test_dropout_keeps_1_minus_p_scaled_follows_paddle_seed_and_is_identity_in_e
     np.testing.assert_array_equal(x.grad.numpy(), a)  # d(x * mask)/dx = mask
     layer.eval()
     assert layer(x) is x
+
+
+@pytest.mark.parametrize("shape, perm", [([2, 5, 4, 3], [0, 2, 1, 3]), ([2, 5, 4, 3], [0, 2, 3, 1]),
+                                         ([1, 1, 4, 3], [0, 2, 1, 3])])
+def test_cpu_permute_matches_transpose_forward_and_backward(shape, perm):
+    data = paddle.randn(shape)
+    weights = paddle.randn([shape[i] for i in perm])
+    results = []
+    for permute in (vm._permute, lambda x, p: x.transpose(p)):
+        x = data.clone()
+        x.stop_gradient = False
+        out = permute(x, perm)
+        (out * weights).sum().backward()
+        results.append((out.numpy(), x.grad.numpy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -111,9 +111,10 @@ def _mask_bias(mask, dtype):
 # Paddle's CPU kernels for a few operations a BERT layer uses everywhere are far slower than the
 # arithmetic needs (measured on the BERT-base shapes, BENCHMARKS.md): the separate broadcasting
 # add F.linear does for the bias, the column sum that is the bias gradient (~60x a GEMV doing the
-# same sum), and dropout's per-element random draws (~15 ns each). Linear and Dropout below keep
-# nn.Linear's / nn.Dropout's parameters, names and semantics, and route around those kernels on
-# CPU only; on accelerators they are the stock layers.
+# same sum), dropout's per-element random draws (~15 ns each) and the transpose that splits and
+# merges attention heads (~5x slower than numpy's copy of the same permutation). Linear, Dropout
+# and _permute below keep the stock layers' parameters, names and semantics, and route around
+# those kernels on CPU only; on accelerators they are the stock operations.
 
 
 # False runs the stock Paddle layers on CPU too (benchmarks/bench_model.py times both).
@@ -123,6 +124,33 @@ CPU_FAST_PATHS = True
 def _eager_on_cpu(x):
     # Graphs traced by paddle.jit.to_static keep the stock ops: their optimiser does its own fusing.
     return CPU_FAST_PATHS and paddle.in_dynamic_mode() and x.place.is_cpu_place()
+
+
+class _NumpyPermute(paddle.autograd.PyLayer):
+    """x.transpose(perm) as a numpy copy (buffers shared both ways through DLPack)."""
+
+    @staticmethod
+    def forward(ctx, x, perm):
+        ctx.perm = perm
+        return _numpy_permute(x, perm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _numpy_permute(grad, np.argsort(ctx.perm).tolist())
+
+
+def _numpy_permute(x, perm):
+    source = np.from_dlpack(x.detach()).transpose(perm)
+    # np.empty, not np.ascontiguousarray: the latter may give size-1 axes strides Paddle rejects.
+    out = np.empty(source.shape, source.dtype)
+    np.copyto(out, source)
+    return paddle.from_dlpack(out)
+
+
+def _permute(x, perm):
+    if _eager_on_cpu(x) and x.dtype == paddle.float32:
+        return _NumpyPermute.apply(x, perm)
+    return x.transpose(perm)
 
 
 class _CPULinearFunction(paddle.autograd.PyLayer):
@@ -275,7 +303,7 @@ class VisualBertSelfAttention(nn.Layer):
         # Heads folded into the batch axis: [B, L, H*d] -> [B*H, L, d], keys already transposed to
         # [B*H, d, L] so that both products are plain batched GEMMs.
         def split(x, perm):
-            x = x.reshape([batch, -1, heads, size]).transpose(perm)
+            x = _permute(x.reshape([batch, -1, heads, size]), perm)
             return x.reshape([batch * heads] + x.shape[2:])
 
         query = split(self.query(queries), [0, 2, 1, 3])
@@ -298,7 +326,7 @@ class VisualBertSelfAttention(nn.Layer):
             context = paddle.matmul(probs, value.reshape([batch, heads, length, size]))
         else:
             context = paddle.bmm(probs, value).reshape([batch, heads, q_len, size])
-        context = context.transpose([0, 2, 1, 3]).reshape([batch, q_len, heads * size])
+        context = _permute(context, [0, 2, 1, 3]).reshape([batch, q_len, heads * size])
         return context, (probs if output_attentions else None)
 
 
