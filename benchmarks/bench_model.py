@@ -272,22 +272,26 @@ def model_flops(task, cfg, batch, x):
 
     Per layer and sequence position (L = padded text + regions, h hidden, f intermediate):
     2(4h^2 + 2hf) for the Q/K/V/output and feed-forward matmuls and 4Lh for Q K^T and P V.
-    Plus 2 D h per region (visual projection), 2h^2 per sample (pooler), and the head: VQA
-    2 h A per sample (A answers); pretraining 2h^2 + 2 h vocab per *masked* token (ours decodes
-    only those) and 2h*2 for matching. Training = 3x forward (backward = two matmuls per
-    forward one), except the visual projection's backward, which has no input gradient (2x).
-    Embedding lookups, LayerNorm, softmax, GELU, the loss and the optimizer are not counted.
+    The VQA head reads one position, so there the last layer computes K and V at every position
+    (2 * 2h^2 each) and the rest at that position only. Plus 2 D h per region (visual projection)
+    and the head: VQA 2 h A per sample (A answers); pretraining 2h^2 per sample (pooler),
+    2h^2 + 2 h vocab per *masked* token (ours decodes only those) and 2h*2 for matching.
+    Training = 3x forward (backward = two matmuls per forward one), except the visual
+    projection's backward, which has no input gradient (2x). Embedding lookups, LayerNorm,
+    softmax, GELU, the loss and the optimizer are not counted.
     """
     h, f, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     text_len, regions = x["input_ids"].shape[1], x["visual_embeds"].shape[1]
     seq = text_len + regions
-    per_position = n * (2 * (4 * h * h + 2 * h * f) + 4 * seq * h)
-    body = batch * seq * per_position + batch * 2 * h * h
+    per_position = 2 * (4 * h * h + 2 * h * f) + 4 * seq * h
     visual = batch * regions * 2 * cfg["visual_embedding_dim"] * h
     if task == "pretrain":
+        body = batch * seq * n * per_position
         masked = int((x["labels"] != -100).sum())
-        head = masked * (2 * h * h + 2 * h * 30522) + batch * 2 * h * 2
+        head = batch * 2 * h * h + masked * (2 * h * h + 2 * h * 30522) + batch * 2 * h * 2
     else:
+        last_layer = seq * 2 * 2 * h * h + 2 * (2 * h * h + 2 * h * f) + 4 * seq * h
+        body = batch * (seq * (n - 1) * per_position + last_layer)
         head = batch * 2 * h * cfg["num_labels"]
     if task == "infer":
         return body + visual + head
