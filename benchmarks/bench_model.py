@@ -13,8 +13,8 @@ active in both, i.e. train mode; fp32 in both):
     vqa       VQA fine-tuning (3129 answers, KL loss), batch 32
     infer     VQA logits, eval mode, no autograd, batch 64
 
-Every task times ours as shipped, ours on Paddle's stock CPU kernels (``modeling.CPU_FAST_PATHS``
-off and Paddle's strided views back on: what the same model code cost before the CPU routes), the
+Every task times ours as shipped, ours on Paddle's stock CPU kernels (``modeling.set_cpu_fast_paths(False)``:
+the CPU routes off and Paddle's strided views back on, what the same model cost before them), the
 task's own ablation (pretraining: MLM logits at every position; VQA: the last layer at every
 position) and theirs. After
 ``--warmup`` untimed rounds, each round runs every variant once, in alternating order, so slow
@@ -135,12 +135,7 @@ def build_task(task, cfg, batch, use_to_static):
 
     diff = parity(task, ours, theirs, {k: pd_x[k][:2] for k in inputs_only}, {k: th_x[k][:2] for k in inputs_only})
 
-    def kernels(fast):
-        # The CPU routes of modeling.py, and Paddle's strided views that modeling.py turns off on a
-        # CPU-only build; both are read at call time.
-        modeling.CPU_FAST_PATHS = fast
-        paddle.set_flags({"FLAGS_use_stride_kernel": not fast})
-
+    kernels = modeling.set_cpu_fast_paths  # read at call time, so the variants can alternate
     # output_hidden_states=True makes the VQA head run the last layer at every position.
     every_position = {"output_hidden_states": True}
     contenders = []

@@ -395,3 +395,17 @@ def test_cpu_permute_matches_transpose_forward_and_backward(shape, perm):
         results.append((out.numpy(), x.grad.numpy()))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_cpu_fast_paths_switch_gives_the_same_model_on_stock_kernels():
+    model = make(vm.VisualBertForQuestionAnswering)
+    batch = tensors(numpy_batch())
+    fast = model(**batch).logits.numpy()
+    assert not paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+    try:
+        vm.set_cpu_fast_paths(False)
+        assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+        np.testing.assert_allclose(model(**batch).logits.numpy(), fast, atol=1e-5)
+    finally:
+        vm.set_cpu_fast_paths(True)
+    assert not paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]

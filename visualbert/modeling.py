@@ -88,14 +88,6 @@ _ACTIVATIONS = {
 }
 
 
-# On CPU, Paddle 3's strided views make every transpose a view that the next kernel has to copy
-# back to contiguous memory, and that copy is 4-7x slower than the transpose kernel it replaced
-# (the whole BERT-base forward runs ~1.5x faster without them; BENCHMARKS.md). A CPU-only build
-# therefore gets the plain kernels, as in Paddle 2.
-if not paddle.is_compiled_with_cuda():
-    paddle.set_flags({"FLAGS_use_stride_kernel": False})
-
-
 def _gather_positions(hidden_states, positions):
     """[B, L, hidden] at int positions [B, P] -> [B, P, hidden]."""
     rows = paddle.arange(positions.shape[0], dtype="int64").unsqueeze(1).expand(positions.shape)
@@ -117,13 +109,34 @@ def _mask_bias(mask, dtype):
 # those kernels on CPU only; on accelerators they are the stock operations.
 
 
-# False runs the stock Paddle layers on CPU too (benchmarks/bench_model.py times both).
 CPU_FAST_PATHS = True
+
+
+def set_cpu_fast_paths(enabled):
+    """Turn the CPU routes below on (the default) or off (Paddle's stock CPU layers and kernels).
+
+    On a CPU-only build this also decides Paddle's strided views: with them every transpose is a
+    view that the next kernel copies back to contiguous memory, 4-7x slower than the transpose
+    kernel it replaced (the BERT-base forward runs ~1.5x faster without them), so they are off
+    while the routes are on, as in Paddle 2. benchmarks/bench_model.py times both settings.
+    """
+    global CPU_FAST_PATHS
+    CPU_FAST_PATHS = bool(enabled)
+    if not paddle.is_compiled_with_cuda():
+        paddle.set_flags({"FLAGS_use_stride_kernel": not CPU_FAST_PATHS})
+
+
+set_cpu_fast_paths(True)
 
 
 def _eager_on_cpu(x):
     # Graphs traced by paddle.jit.to_static keep the stock ops: their optimiser does its own fusing.
     return CPU_FAST_PATHS and paddle.in_dynamic_mode() and x.place.is_cpu_place()
+
+
+def _numpy_route(x):
+    # The routes through numpy handle float32, what CPU training and inference compute in.
+    return _eager_on_cpu(x) and x.dtype == paddle.float32
 
 
 class _NumpyPermute(paddle.autograd.PyLayer):
@@ -148,7 +161,7 @@ def _numpy_permute(x, perm):
 
 
 def _permute(x, perm):
-    if _eager_on_cpu(x) and x.dtype == paddle.float32:
+    if _numpy_route(x):
         return _NumpyPermute.apply(x, perm)
     return x.transpose(perm)
 
@@ -190,8 +203,7 @@ class Dropout(nn.Dropout):
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        if (not _eager_on_cpu(x) or x.dtype != paddle.float32 or self.mode != "upscale_in_train"
-                or self.axis is not None):
+        if not _numpy_route(x) or self.mode != "upscale_in_train" or self.axis is not None:
             return super().forward(x)
         seed = int(paddle.randint(0, 2**31 - 1, [1]).item())
         mask = (np.random.default_rng(seed).random(x.shape, dtype=np.float32) >= self.p).astype(np.float32)
