@@ -1,4 +1,8 @@
 """Behaviour of visualbert.modeling on tiny random models (parity with transformers is in test_convert)."""
+import ctypes
+import os
+import platform
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -311,7 +315,7 @@ def test_fused_attention_matches_batched_matmul_path():
     bias = vm._mask_bias(paddle.to_tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]), "float32")
     fused = layer._fused(hidden, bias, hidden).numpy()
     np.testing.assert_allclose(layer(hidden, bias)[0].numpy(), fused, atol=1e-5)
-    full = bias.expand([2, config.num_attention_heads, 6, 6])  # what the encoder passes on CPU
+    full = bias.expand([2, config.num_attention_heads, 6, 6])  # a bias given per head and query
     np.testing.assert_allclose(layer(hidden, full)[0].numpy(), fused, atol=1e-5)
     # The masked keys really are ignored: changing them leaves the other positions' outputs alone.
     moved = hidden.numpy().copy()
@@ -397,15 +401,84 @@ def test_cpu_permute_matches_transpose_forward_and_backward(shape, perm):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("threads, onednn", [("1", True), ("3", True), ("1", False), ("3", False)])
+@pytest.mark.parametrize("bias_shape", [None, [4, 1, 1, 7], [4, 2, 5, 7]])
+def test_cpu_attention_softmax_matches_paddle_forward_and_backward(monkeypatch, threads, onednn, bias_shape):
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)  # 3 threads: uneven slices of the batch
+    if not onednn:  # numpy's softmax, what platforms without Paddle's oneDNN get
+        monkeypatch.setattr(vm, "_ONEDNN", None)
+    paddle.seed(0)
+    data = paddle.randn([4, 2, 5, 7]) * 4
+    weights = paddle.randn([4, 2, 5, 7])
+    bias = None
+    if bias_shape is not None:
+        keep = paddle.rand(bias_shape) > 0.3
+        keep[..., 0] = True  # every row keeps one key
+        bias = paddle.where(keep, paddle.zeros(bias_shape), paddle.full(bias_shape, paddle.finfo(paddle.float32).min))
+    results = []
+    for route in (True, False):
+        x = data.clone()
+        x.stop_gradient = False
+        try:
+            vm.set_cpu_fast_paths(route)
+            out = vm._attention_softmax(x, bias, 0.125)
+        finally:
+            vm.set_cpu_fast_paths(True)
+        (out * weights).sum().backward()
+        results.append((out.numpy(), x.grad.numpy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-6)
+    np.testing.assert_allclose(results[0][0].sum(-1), 1.0, atol=1e-6)
+    # Without autograd the scores are overwritten in place; the numbers are the same.
+    with paddle.no_grad():
+        scores = data.clone()
+        out = vm._attention_softmax(scores, bias, 0.125)
+    assert out is scores
+    np.testing.assert_allclose(out.numpy(), results[1][0], atol=1e-6)
+    if bias_shape is not None:
+        assert (results[0][0][~np.broadcast_to(keep.numpy(), data.shape)] == 0).all()
+
+
+def test_cpu_gelu_is_onednns_and_matches_paddle_forward_and_backward():
+    if platform.machine() == "x86_64":
+        assert vm._ONEDNN is not None  # Paddle's x86-64 CPU wheel ships oneDNN 3: the route is live
+    paddle.seed(0)
+    data = paddle.randn([3, 7, 50]) * 4
+    weights = paddle.randn([3, 7, 50])
+    results = []
+    for route in (True, False):
+        x = data.clone()
+        x.stop_gradient = False
+        try:
+            vm.set_cpu_fast_paths(route)
+            out = vm._gelu(x)
+        finally:
+            vm.set_cpu_fast_paths(True)
+        (out * weights).sum().backward()
+        results.append((out.numpy(), x.grad.numpy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+    with paddle.no_grad():  # without autograd the input is overwritten in place
+        x = data.clone()
+        out = vm._gelu(x)
+    assert out is x
+    np.testing.assert_allclose(out.numpy(), results[1][0], rtol=1e-5, atol=1e-6)
+
+
 def test_cpu_fast_paths_switch_gives_the_same_model_on_stock_kernels():
     model = make(vm.VisualBertForQuestionAnswering)
     batch = tensors(numpy_batch())
     fast = model(**batch).logits.numpy()
+    openmp = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
+    blocktime = ctypes.CDLL(openmp).kmp_get_blocktime if os.path.exists(openmp) and "KMP_BLOCKTIME" not in os.environ else None
     assert not paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+    assert blocktime is None or blocktime() == 0
     try:
         vm.set_cpu_fast_paths(False)
         assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+        assert blocktime is None or blocktime() == 200
         np.testing.assert_allclose(model(**batch).logits.numpy(), fast, atol=1e-5)
     finally:
         vm.set_cpu_fast_paths(True)
     assert not paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+    assert blocktime is None or blocktime() == 0

@@ -5,8 +5,10 @@ checkpoint is a plain copy of its state dict (Linear weights transposed). Where 
 is known to be wrong (``bypass_transformer``, ``special_visual_initialize`` being undone by weight
 init) this file does what the paper and the original code do instead; see the class docstrings.
 """
+import ctypes
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -21,6 +23,8 @@ from paddlenlp.transformers.model_outputs import (
     MultipleChoiceModelOutput,
     SequenceClassifierOutput,
 )
+
+from . import onednn
 
 __all__ = [
     "VisualBertConfig",
@@ -78,8 +82,15 @@ class VisualBertConfig(PretrainedConfig):
         self.bypass_transformer, self.special_visual_initialize = bypass_transformer, special_visual_initialize
 
 
+def _gelu(x):
+    """Exact GELU; on CPU by oneDNN's kernel (see _cpu_gelu). Only ever applied to a fresh Linear output."""
+    if _ONEDNN is not None and _numpy_route(x):
+        return _cpu_gelu(x)
+    return F.gelu(x, approximate=False)
+
+
 _ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x, approximate=False),
+    "gelu": _gelu,
     "gelu_new": lambda x: F.gelu(x, approximate=True),
     "relu": F.relu,
     "silu": F.silu,
@@ -103,10 +114,11 @@ def _mask_bias(mask, dtype):
 # Paddle's CPU kernels for a few operations a BERT layer uses everywhere are far slower than the
 # arithmetic needs (measured on the BERT-base shapes, BENCHMARKS.md): the separate broadcasting
 # add F.linear does for the bias, the column sum that is the bias gradient (~60x a GEMV doing the
-# same sum), dropout's per-element random draws (~15 ns each) and the transpose that splits and
-# merges attention heads (~5x slower than numpy's copy of the same permutation). Linear, Dropout
-# and _permute below keep the stock layers' parameters, names and semantics, and route around
-# those kernels on CPU only; on accelerators they are the stock operations.
+# same sum), dropout's per-element random draws (~15 ns each), the transpose that splits and
+# merges attention heads (~5x slower than numpy's copy of the same permutation), the attention
+# softmax (~2.5x numpy's, which has a vectorised exp) and GELU (~5x oneDNN's). Linear, Dropout,
+# _permute, _attention_softmax and _gelu below keep the stock layers' parameters, names and
+# semantics, and route around those kernels on CPU only; on accelerators they are the stock operations.
 
 
 CPU_FAST_PATHS = True
@@ -118,12 +130,27 @@ def set_cpu_fast_paths(enabled):
     On a CPU-only build this also decides Paddle's strided views: with them every transpose is a
     view that the next kernel copies back to contiguous memory, 4-7x slower than the transpose
     kernel it replaced (the BERT-base forward runs ~1.5x faster without them), so they are off
-    while the routes are on, as in Paddle 2. benchmarks/bench_model.py times both settings.
+    while the routes are on, as in Paddle 2. It also decides how long Intel OpenMP's workers spin
+    after a parallel region (see _set_openmp_blocktime). benchmarks/bench_model.py times both settings.
     """
     global CPU_FAST_PATHS
     CPU_FAST_PATHS = bool(enabled)
     if not paddle.is_compiled_with_cuda():
         paddle.set_flags({"FLAGS_use_stride_kernel": not CPU_FAST_PATHS})
+        _set_openmp_blocktime(0 if CPU_FAST_PATHS else _OPENMP_DEFAULT_BLOCKTIME_MS)
+
+
+# Intel OpenMP (MKL's threads in Paddle's CPU wheels) keeps its workers spinning for 200 ms after
+# every parallel region. The numpy routes below run their own threads between Paddle's GEMMs, and a
+# worker spinning on the other core halves them (measured: softmax and head permutes ~1.4x slower).
+# Workers that sleep at once cost nothing measurable on the GEMMs. A KMP_BLOCKTIME the user set wins.
+_OPENMP_DEFAULT_BLOCKTIME_MS = 200
+
+
+def _set_openmp_blocktime(ms):
+    library = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
+    if "KMP_BLOCKTIME" not in os.environ and os.path.exists(library):
+        ctypes.CDLL(library).kmp_set_blocktime(ms)
 
 
 set_cpu_fast_paths(True)
@@ -135,8 +162,142 @@ def _eager_on_cpu(x):
 
 
 def _numpy_route(x):
-    # The routes through numpy handle float32, what CPU training and inference compute in.
-    return _eager_on_cpu(x) and x.dtype == paddle.float32
+    # The routes through numpy handle float32, what CPU training and inference compute in. Empty
+    # tensors (a batch with nothing masked) stay with Paddle: numpy's strides for them are not Paddle's.
+    return _eager_on_cpu(x) and x.dtype == paddle.float32 and x.size > 0
+
+
+_POOL = (None, None)  # (pid, executor): a forked process must not reuse its parent's threads
+
+
+def _in_threads(fn, *arrays):
+    """fn(*chunks) on slices of the arrays' first axis, one slice per Paddle intra-op thread.
+
+    numpy's elementwise loops release the GIL, so the slices run in parallel, as Paddle's own
+    kernels would on OMP_NUM_THREADS threads (which paddle sets, to 1 when unset, on import).
+    """
+    global _POOL
+    parts = min(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1)), arrays[0].shape[0])
+    if parts == 1:
+        fn(*arrays)
+        return
+    pid, pool = _POOL
+    if pid != os.getpid() or pool._max_workers < parts:
+        pool = ThreadPoolExecutor(parts, thread_name_prefix="visualbert-cpu")
+        _POOL = (os.getpid(), pool)
+    bounds = np.linspace(0, arrays[0].shape[0], parts + 1).astype(int)
+    jobs = [pool.submit(fn, *(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for job in jobs:
+        job.result()
+
+
+# Paddle's own CPU GELU and softmax kernels are several times slower than oneDNN's (visualbert/onednn.py).
+_ONEDNN = onednn.load()
+
+
+def _scale_and_mask(scores, bias, out, scale):
+    np.multiply(scores, np.float32(scale), out=out)
+    if bias is not None:
+        np.add(out, bias, out=out)
+
+
+def _softmax_rows(out):
+    np.subtract(out, out.max(axis=-1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    np.divide(out, out.sum(axis=-1, keepdims=True), out=out)
+
+
+def _softmax_grad_rows(probs, grad, out):
+    # d softmax: p * (g - sum(g * p)).
+    np.multiply(grad, probs, out=out)
+    np.subtract(grad, out.sum(axis=-1, keepdims=True), out=out)
+    np.multiply(out, probs, out=out)
+
+
+def _as_numpy(x):
+    return np.from_dlpack(x.detach())
+
+
+def _cpu_softmax(scores, bias, scale, out):
+    """out = softmax(scale * scores + bias) over the last axis, numpy arrays; ``out`` may be ``scores``.
+
+    The scaling and the mask are numpy passes on Paddle's threads, the softmax is oneDNN's kernel
+    (numpy's where Paddle ships no oneDNN).
+    """
+    if bias is None:
+        _in_threads(lambda s, o: _scale_and_mask(s, None, o, scale), scores, out)
+    else:
+        _in_threads(lambda s, b, o: _scale_and_mask(s, b, o, scale), scores, np.broadcast_to(bias, scores.shape), out)
+    if _ONEDNN is not None:
+        _ONEDNN.softmax(out, out)
+    else:
+        _in_threads(_softmax_rows, out)
+
+
+class _CPUSoftmax(paddle.autograd.PyLayer):
+    """softmax(scale * scores + bias) over the last axis on CPU; ``bias`` (numpy) gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, scores, bias, scale):
+        source = _as_numpy(scores)
+        out = np.empty(source.shape, np.float32)
+        _cpu_softmax(source, bias, scale, out)
+        probs = paddle.from_dlpack(out)
+        ctx.save_for_backward(probs)
+        ctx.scale = scale
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):
+        (probs,) = ctx.saved_tensor()
+        probs, grad = _as_numpy(probs), _as_numpy(grad.contiguous())
+        out = np.empty(probs.shape, np.float32)
+        if _ONEDNN is not None:
+            _ONEDNN.softmax_grad(probs, grad, out)
+        else:
+            _in_threads(_softmax_grad_rows, probs, grad, out)
+        # The scores were scaled before the softmax.
+        _in_threads(lambda o: np.multiply(o, np.float32(ctx.scale), out=o), out)
+        return paddle.from_dlpack(out)
+
+
+def _attention_softmax(scores, bias, scale):
+    """softmax(scale * scores + bias, axis=-1); scores [B, H, Lq, L], bias broadcastable to it."""
+    if _numpy_route(scores) and (bias is None or bias.stop_gradient):
+        bias = None if bias is None else _as_numpy(bias)
+        if scores.stop_gradient:
+            # Nothing differentiates through (inference): overwrite the scores, a fresh temporary,
+            # rather than page-fault a new 40+ MB buffer per layer.
+            _cpu_softmax(_as_numpy(scores), bias, scale, _as_numpy(scores))
+            return scores
+        return _CPUSoftmax.apply(scores, bias, scale)
+    scores = scores * scale
+    return F.softmax(scores if bias is None else scores + bias, axis=-1)
+
+
+class _OneDNNGelu(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        out = np.empty(x.shape, np.float32)
+        _ONEDNN.gelu(_as_numpy(x), out)
+        return paddle.from_dlpack(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensor()
+        out = np.empty(x.shape, np.float32)
+        _ONEDNN.gelu_grad(_as_numpy(x), _as_numpy(grad.contiguous()), out)
+        return paddle.from_dlpack(out)
+
+
+def _cpu_gelu(x):
+    if x.stop_gradient:
+        # Nothing differentiates through (inference): overwrite the input, a fresh Linear output,
+        # rather than page-fault a new buffer of batch x length x 3072 floats per layer.
+        _ONEDNN.gelu(_as_numpy(x), _as_numpy(x))
+        return x
+    return _OneDNNGelu.apply(x)
 
 
 class _NumpyPermute(paddle.autograd.PyLayer):
@@ -153,10 +314,10 @@ class _NumpyPermute(paddle.autograd.PyLayer):
 
 
 def _numpy_permute(x, perm):
-    source = np.from_dlpack(x.detach()).transpose(perm)
+    source = _as_numpy(x).transpose(perm)
     # np.empty, not np.ascontiguousarray: the latter may give size-1 axes strides Paddle rejects.
     out = np.empty(source.shape, source.dtype)
-    np.copyto(out, source)
+    _in_threads(np.copyto, out, source)
     return paddle.from_dlpack(out)
 
 
@@ -321,25 +482,13 @@ class VisualBertSelfAttention(nn.Layer):
         query = split(self.query(queries), [0, 2, 1, 3])
         key_t = split(self.key(hidden_states), [0, 2, 3, 1])
         value = split(self.value(hidden_states), [0, 2, 1, 3])
-        scale = 1.0 / math.sqrt(size)
-        if attention_bias is None:
-            scores = paddle.bmm(query, key_t) * scale
-        else:
-            # scale * Q K^T + bias in one GEMM (bias as the accumulator).
-            if attention_bias.shape != [batch, heads, q_len, length]:
-                attention_bias = attention_bias.expand([batch, heads, q_len, length])
-            bias = attention_bias.reshape([batch * heads, q_len, length])
-            scores = paddle.baddbmm(bias, query, key_t, beta=1.0, alpha=scale)
-        probs = self.dropout(F.softmax(scores, axis=-1))
-        if head_mask is not None or output_attentions:
-            probs = probs.reshape([batch, heads, q_len, length])
-            if head_mask is not None:
-                probs = probs * head_mask
-            context = paddle.matmul(probs, value.reshape([batch, heads, length, size]))
-        else:
-            context = paddle.bmm(probs, value).reshape([batch, heads, q_len, size])
-        context = _permute(context, [0, 2, 1, 3]).reshape([batch, q_len, heads * size])
-        return context, (probs if output_attentions else None)
+        scores = paddle.bmm(query, key_t).reshape([batch, heads, q_len, length])
+        probs = self.dropout(_attention_softmax(scores, attention_bias, 1.0 / math.sqrt(size)))
+        if head_mask is not None:
+            probs = probs * head_mask
+        context = paddle.bmm(probs.reshape([batch * heads, q_len, length]), value)
+        context = _permute(context.reshape([batch, heads, q_len, size]), [0, 2, 1, 3])
+        return context.reshape([batch, q_len, heads * size]), (probs if output_attentions else None)
 
 
 class VisualBertAttention(nn.Layer):
@@ -395,21 +544,15 @@ class VisualBertEncoder(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.layer = nn.LayerList([VisualBertLayer(config) for _ in range(config.num_hidden_layers)])
-        self.num_attention_heads = config.num_attention_heads
 
     def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
                 output_hidden_states=False, last_layer_positions=None):
-        key_bias = attention_bias  # depends on the keys only: [B, 1, 1, L]
-        if attention_bias is not None and _eager_on_cpu(hidden_states):
-            # The CPU attention needs the bias at full [B, H, L, L]; expand it once, not per layer.
-            batch, length = hidden_states.shape[:2]
-            attention_bias = attention_bias.expand([batch, self.num_attention_heads, length, length])
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layer):
             layer_head_mask = None if head_mask is None else head_mask[i]
             if last_layer_positions is not None and i == len(self.layer) - 1:
-                hidden_states, probs = layer(hidden_states, key_bias, layer_head_mask, output_attentions,
+                hidden_states, probs = layer(hidden_states, attention_bias, layer_head_mask, output_attentions,
                                              _gather_positions(hidden_states, last_layer_positions))
             else:
                 hidden_states, probs = layer(hidden_states, attention_bias, layer_head_mask, output_attentions)
