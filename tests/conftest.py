@@ -8,6 +8,15 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture
+def all_cpu_routes(monkeypatch):
+    """The model's CPU routes at every tensor size (by default small tensors take Paddle's kernels),
+    so that tests on tiny models check the routes too."""
+    from visualbert import modeling
+
+    monkeypatch.setattr(modeling, "ROUTE_MIN_ELEMENTS", {route: 1 for route in modeling.ROUTE_MIN_ELEMENTS})
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """The demo dataset (X_COCO/ and X_NLVR/), written once per test session."""

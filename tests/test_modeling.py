@@ -12,6 +12,9 @@ from visualbert import modeling as vm
 
 B, T, V, D = 2, 6, 3, 8
 
+# The CPU routes at every size, so the tiny models here go through them (see conftest).
+pytestmark = pytest.mark.usefixtures("all_cpu_routes")
+
 
 def tiny_config(**overrides):
     fields = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
@@ -401,6 +404,22 @@ def test_cpu_permute_matches_transpose_forward_and_backward(shape, perm):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+def on_both_routes(function, data, weights):
+    """[(output, input gradient)] of ``function`` with the CPU routes on, then on Paddle's stock kernels."""
+    results = []
+    for route in (True, False):
+        x = data.clone()
+        x.stop_gradient = False
+        try:
+            vm.set_cpu_fast_paths(route)
+            out = function(x)
+        finally:
+            vm.set_cpu_fast_paths(True)
+        (out * weights).sum().backward()
+        results.append((out.numpy(), x.grad.numpy()))
+    return results
+
+
 @pytest.mark.parametrize("threads, onednn", [("1", True), ("3", True), ("1", False), ("3", False)])
 @pytest.mark.parametrize("bias_shape", [None, [4, 1, 1, 7], [4, 2, 5, 7]])
 def test_cpu_attention_softmax_matches_paddle_forward_and_backward(monkeypatch, threads, onednn, bias_shape):
@@ -415,17 +434,7 @@ def test_cpu_attention_softmax_matches_paddle_forward_and_backward(monkeypatch, 
         keep = paddle.rand(bias_shape) > 0.3
         keep[..., 0] = True  # every row keeps one key
         bias = paddle.where(keep, paddle.zeros(bias_shape), paddle.full(bias_shape, paddle.finfo(paddle.float32).min))
-    results = []
-    for route in (True, False):
-        x = data.clone()
-        x.stop_gradient = False
-        try:
-            vm.set_cpu_fast_paths(route)
-            out = vm._attention_softmax(x, bias, 0.125)
-        finally:
-            vm.set_cpu_fast_paths(True)
-        (out * weights).sum().backward()
-        results.append((out.numpy(), x.grad.numpy()))
+    results = on_both_routes(lambda x: vm._attention_softmax(x, bias, 0.125), data, weights)
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-6)
     np.testing.assert_allclose(results[0][0].sum(-1), 1.0, atol=1e-6)
@@ -445,17 +454,7 @@ def test_cpu_gelu_is_onednns_and_matches_paddle_forward_and_backward():
     paddle.seed(0)
     data = paddle.randn([3, 7, 50]) * 4
     weights = paddle.randn([3, 7, 50])
-    results = []
-    for route in (True, False):
-        x = data.clone()
-        x.stop_gradient = False
-        try:
-            vm.set_cpu_fast_paths(route)
-            out = vm._gelu(x)
-        finally:
-            vm.set_cpu_fast_paths(True)
-        (out * weights).sum().backward()
-        results.append((out.numpy(), x.grad.numpy()))
+    results = on_both_routes(vm._gelu, data, weights)
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
     with paddle.no_grad():  # without autograd the input is overwritten in place
@@ -463,6 +462,19 @@ def test_cpu_gelu_is_onednns_and_matches_paddle_forward_and_backward():
         out = vm._gelu(x)
     assert out is x
     np.testing.assert_allclose(out.numpy(), results[1][0], rtol=1e-5, atol=1e-6)
+
+
+def test_small_tensors_take_paddles_kernels_and_large_ones_the_routes(monkeypatch):
+    monkeypatch.setattr(vm, "ROUTE_MIN_ELEMENTS", dict(vm.ROUTE_MIN_ELEMENTS, softmax=1000))
+    with paddle.no_grad():
+        small, large = paddle.randn([1, 1, 10, 99]), paddle.randn([1, 1, 10, 100])
+        # Without autograd the route overwrites the scores in place; Paddle's softmax makes a new tensor.
+        assert vm._attention_softmax(small, None, 1.0) is not small
+        assert vm._attention_softmax(large, None, 1.0) is large
+    # BERT-base at batch 64 takes every route with the shipped thresholds.
+    monkeypatch.undo()
+    sizes = {"softmax": 64 * 12 * 120 * 120, "gelu": 64 * 120 * 3072, "permute": 64 * 120 * 768, "dropout": 1}
+    assert all(sizes[route] >= least for route, least in vm.ROUTE_MIN_ELEMENTS.items())
 
 
 def test_cpu_fast_paths_switch_gives_the_same_model_on_stock_kernels():

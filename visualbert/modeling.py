@@ -84,7 +84,7 @@ class VisualBertConfig(PretrainedConfig):
 
 def _gelu(x):
     """Exact GELU; on CPU by oneDNN's kernel (see _cpu_gelu). Only ever applied to a fresh Linear output."""
-    if _ONEDNN is not None and _numpy_route(x):
+    if _ONEDNN is not None and _numpy_route(x, "gelu"):
         return _cpu_gelu(x)
     return F.gelu(x, approximate=False)
 
@@ -161,10 +161,16 @@ def _eager_on_cpu(x):
     return CPU_FAST_PATHS and paddle.in_dynamic_mode() and x.place.is_cpu_place()
 
 
-def _numpy_route(x):
+# Below these sizes (elements) a route's fixed cost, ~0.1-0.2 ms to hand work to other threads and
+# back, exceeds what it saves, and Paddle's kernel is faster (measured on BERT-base shapes at batch
+# 1-16, BENCHMARKS.md). Paddle's transpose keeps up with numpy's copy up to ~1.5M elements.
+ROUTE_MIN_ELEMENTS = {"dropout": 1, "softmax": 1 << 17, "gelu": 1 << 19, "permute": 1 << 21}
+
+
+def _numpy_route(x, route):
     # The routes through numpy handle float32, what CPU training and inference compute in. Empty
     # tensors (a batch with nothing masked) stay with Paddle: numpy's strides for them are not Paddle's.
-    return _eager_on_cpu(x) and x.dtype == paddle.float32 and x.size > 0
+    return _eager_on_cpu(x) and x.dtype == paddle.float32 and x.size >= max(1, ROUTE_MIN_ELEMENTS[route])
 
 
 _POOL = (None, None)  # (pid, executor): a forked process must not reuse its parent's threads
@@ -263,7 +269,7 @@ class _CPUSoftmax(paddle.autograd.PyLayer):
 
 def _attention_softmax(scores, bias, scale):
     """softmax(scale * scores + bias, axis=-1); scores [B, H, Lq, L], bias broadcastable to it."""
-    if _numpy_route(scores) and (bias is None or bias.stop_gradient):
+    if _numpy_route(scores, "softmax") and (bias is None or bias.stop_gradient):
         bias = None if bias is None else _as_numpy(bias)
         if scores.stop_gradient:
             # Nothing differentiates through (inference): overwrite the scores, a fresh temporary,
@@ -322,7 +328,7 @@ def _numpy_permute(x, perm):
 
 
 def _permute(x, perm):
-    if _numpy_route(x):
+    if _numpy_route(x, "permute"):
         return _NumpyPermute.apply(x, perm)
     return x.transpose(perm)
 
@@ -364,7 +370,7 @@ class Dropout(nn.Dropout):
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        if not _numpy_route(x) or self.mode != "upscale_in_train" or self.axis is not None:
+        if not _numpy_route(x, "dropout") or self.mode != "upscale_in_train" or self.axis is not None:
             return super().forward(x)
         seed = int(paddle.randint(0, 2**31 - 1, [1]).item())
         mask = (np.random.default_rng(seed).random(x.shape, dtype=np.float32) >= self.p).astype(np.float32)
