@@ -115,8 +115,8 @@ def _mask_bias(mask, dtype):
 # arithmetic needs (measured on the BERT-base shapes, BENCHMARKS.md): the separate broadcasting
 # add F.linear does for the bias, the column sum that is the bias gradient (~60x a GEMV doing the
 # same sum), dropout's per-element random draws (~15 ns each), the transpose that splits and
-# merges attention heads (~5x slower than numpy's copy of the same permutation), the attention
-# softmax (~2.5x numpy's, which has a vectorised exp) and GELU (~5x oneDNN's). Linear, Dropout,
+# merges attention heads (~5x slower than numpy's copy of the same permutation at batch 64), the
+# attention softmax (~6x oneDNN's) and GELU (~5x oneDNN's, ~9x in the backward). Linear, Dropout,
 # _permute, _attention_softmax and _gelu below keep the stock layers' parameters, names and
 # semantics, and route around those kernels on CPU only; on accelerators they are the stock operations.
 
