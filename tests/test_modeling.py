@@ -464,6 +464,32 @@ def test_cpu_gelu_is_onednns_and_matches_paddle_forward_and_backward():
     np.testing.assert_allclose(out.numpy(), results[1][0], rtol=1e-5, atol=1e-6)
 
 
+def test_layer_norm_matches_nn_layer_norm_forward_and_backward():
+    paddle.seed(0)
+    ours, plain = vm.LayerNorm(50, epsilon=1e-12), paddle.nn.LayerNorm(50, epsilon=1e-12)
+    ours.weight.set_value(paddle.randn([50]))
+    ours.bias.set_value(paddle.randn([50]))
+    plain.set_state_dict(ours.state_dict())
+    data = paddle.randn([3, 7, 50]) * 3 + 1
+    weights = paddle.randn([3, 7, 50])
+    results = []
+    for layer in (ours, plain):
+        x = data.clone()
+        x.stop_gradient = False
+        out = layer(x)
+        (out * weights).sum().backward()
+        results.append((out.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()))
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert results[0][0].shape == (3, 7, 50)
+    with paddle.no_grad():
+        np.testing.assert_allclose(ours(data).numpy(), results[1][0], rtol=1e-5, atol=1e-5)
+    # An input that needs no gradient gets none; the parameters still do.
+    ours.clear_gradients()
+    ours(data).sum().backward()
+    assert data.grad is None and ours.weight.grad is not None and ours.bias.grad is not None
+
+
 def test_small_tensors_take_paddles_kernels_and_large_ones_the_routes(monkeypatch):
     monkeypatch.setattr(vm, "ROUTE_MIN_ELEMENTS", dict(vm.ROUTE_MIN_ELEMENTS, softmax=1000))
     with paddle.no_grad():
@@ -473,7 +499,8 @@ def test_small_tensors_take_paddles_kernels_and_large_ones_the_routes(monkeypatc
         assert vm._attention_softmax(large, None, 1.0) is large
     # BERT-base at batch 64 takes every route with the shipped thresholds.
     monkeypatch.undo()
-    sizes = {"softmax": 64 * 12 * 120 * 120, "gelu": 64 * 120 * 3072, "permute": 64 * 120 * 768, "dropout": 1}
+    sizes = {"softmax": 64 * 12 * 120 * 120, "gelu": 64 * 120 * 3072, "permute": 64 * 120 * 768,
+             "layer_norm": 64 * 120 * 768, "dropout": 1}
     assert all(sizes[route] >= least for route, least in vm.ROUTE_MIN_ELEMENTS.items())
 
 

@@ -116,9 +116,10 @@ def _mask_bias(mask, dtype):
 # add F.linear does for the bias, the column sum that is the bias gradient (~60x a GEMV doing the
 # same sum), dropout's per-element random draws (~15 ns each), the transpose that splits and
 # merges attention heads (~5x slower than numpy's copy of the same permutation at batch 64), the
-# attention softmax (~6x oneDNN's) and GELU (~5x oneDNN's, ~9x in the backward). Linear, Dropout,
-# _permute, _attention_softmax and _gelu below keep the stock layers' parameters, names and
-# semantics, and route around those kernels on CPU only; on accelerators they are the stock operations.
+# attention softmax (~6x oneDNN's), GELU (~5x oneDNN's, ~9x in the backward) and the LayerNorm
+# backward (~35x oneDNN's). Linear, LayerNorm, Dropout, _permute, _attention_softmax and _gelu below
+# keep the stock layers' parameters, names and semantics, and route around those kernels on CPU
+# only; on accelerators they are the stock operations.
 
 
 CPU_FAST_PATHS = True
@@ -164,7 +165,7 @@ def _eager_on_cpu(x):
 # Below these sizes (elements) a route's fixed cost, ~0.1-0.2 ms to hand work to other threads and
 # back, exceeds what it saves, and Paddle's kernel is faster (measured on BERT-base shapes at batch
 # 1-16, BENCHMARKS.md). Paddle's transpose keeps up with numpy's copy up to ~1.5M elements.
-ROUTE_MIN_ELEMENTS = {"dropout": 1, "softmax": 1 << 17, "gelu": 1 << 19, "permute": 1 << 21}
+ROUTE_MIN_ELEMENTS = {"dropout": 1, "softmax": 1 << 17, "gelu": 1 << 19, "layer_norm": 1 << 16, "permute": 1 << 21}
 
 
 def _numpy_route(x, route):
@@ -197,7 +198,7 @@ def _in_threads(fn, *arrays):
         job.result()
 
 
-# Paddle's own CPU GELU and softmax kernels are several times slower than oneDNN's (visualbert/onednn.py).
+# Paddle's own CPU GELU, softmax and LayerNorm kernels are several times slower than oneDNN's (visualbert/onednn.py).
 _ONEDNN = onednn.load()
 
 
@@ -360,6 +361,50 @@ class Linear(nn.Linear):
         return out.reshape(x.shape[:-1] + [out.shape[-1]])
 
 
+class _OneDNNLayerNorm(paddle.autograd.PyLayer):
+    """Layer norm over the last axis with weight and bias, forward and backward by oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, epsilon):
+        out, mean, variance = _onednn_layer_norm(x, weight, bias, epsilon)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.stats = (mean, variance, epsilon)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias = ctx.saved_tensor()
+        mean, variance, epsilon = ctx.stats
+        source = _as_numpy(x).reshape(mean.shape[0], -1)
+        grad_x = np.empty(source.shape, np.float32)
+        grad_weight, grad_bias = np.empty(source.shape[1], np.float32), np.empty(source.shape[1], np.float32)
+        _ONEDNN.layer_norm_grad(source, _as_numpy(weight), _as_numpy(bias), mean, variance, epsilon,
+                                _as_numpy(grad.contiguous()).reshape(source.shape), grad_x, grad_weight, grad_bias)
+        return tuple(None if t.stop_gradient else paddle.from_dlpack(g).reshape(t.shape)
+                     for t, g in ((x, grad_x), (weight, grad_weight), (bias, grad_bias)))
+
+
+def _onednn_layer_norm(x, weight, bias, epsilon):
+    """(output tensor, mean, variance): oneDNN's layer norm of x over its last axis."""
+    source = _as_numpy(x).reshape(-1, x.shape[-1])
+    out = np.empty(source.shape, np.float32)
+    mean, variance = np.empty(source.shape[0], np.float32), np.empty(source.shape[0], np.float32)
+    _ONEDNN.layer_norm(source, _as_numpy(weight), _as_numpy(bias), epsilon, out, mean, variance)
+    return paddle.from_dlpack(out).reshape(x.shape), mean, variance
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm``; on CPU by oneDNN's kernels (Paddle's backward is ~35x slower on BERT-base shapes)."""
+
+    def forward(self, x):
+        if (_ONEDNN is None or not _numpy_route(x, "layer_norm") or self.weight is None or self.bias is None
+                or len(self._normalized_shape) != 1):
+            return super().forward(x)
+        if x.stop_gradient and self.weight.stop_gradient and self.bias.stop_gradient:
+            return _onednn_layer_norm(x, self.weight, self.bias, self._epsilon)[0]
+        return _OneDNNLayerNorm.apply(x, self.weight, self.bias, self._epsilon)
+
+
 class Dropout(nn.Dropout):
     """``nn.Dropout`` (upscale in train); on CPU the keep-mask is drawn by numpy's PCG64.
 
@@ -385,7 +430,7 @@ class VisualBertEmbeddings(nn.Layer):
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.visual_token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.visual_position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -526,7 +571,7 @@ class VisualBertOutput(nn.Layer):
     def __init__(self, config, input_size):
         super().__init__()
         self.dense = Linear(input_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, residual):
@@ -583,7 +628,7 @@ class VisualBertPredictionHeadTransform(nn.Layer):
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.act = _ACTIVATIONS[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
 
     def forward(self, hidden_states):
         return self.LayerNorm(self.act(self.dense(hidden_states)))

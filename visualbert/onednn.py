@@ -20,8 +20,10 @@ LIBRARY = os.path.join(os.path.dirname(paddle.__file__), "libs", "libdnnl.so.3")
 
 # oneDNN 3.x C API constants (oneapi/dnnl/dnnl_types.h, dnnl_common_types.h).
 _SUCCESS, _CPU_ENGINE, _IN_ORDER_STREAM, _F32 = 0, 1, 1, 3
-_FORWARD_TRAINING, _ELTWISE_GELU_ERF, _SOFTMAX_ACCURATE = 64, 0x31, 0x30000
+_FORWARD_TRAINING, _BACKWARD, _ELTWISE_GELU_ERF, _SOFTMAX_ACCURATE = 64, 128, 0x31, 0x30000
+_USE_SCALE, _USE_SHIFT = 0x2, 0x4
 _ARG_SRC, _ARG_DST, _ARG_DIFF_SRC, _ARG_DIFF_DST = 1, 17, 129, 145
+_ARG_MEAN, _ARG_VARIANCE, _ARG_SCALE, _ARG_SHIFT, _ARG_DIFF_SCALE, _ARG_DIFF_SHIFT = 49, 50, 51, 52, 255, 256
 _MAX_NDIMS = 12
 _CACHED_SHAPES = 64  # primitive pairs kept, one per operation and shape (text length varies by batch)
 
@@ -58,6 +60,12 @@ class OneDNN:
         lib.dnnl_softmax_backward_primitive_desc_create.argtypes = [
             ctypes.POINTER(_handle), _handle, ctypes.c_int, _handle, _handle, _handle, ctypes.c_int, _handle,
             _handle]
+        lib.dnnl_layer_normalization_forward_primitive_desc_create.argtypes = [
+            ctypes.POINTER(_handle), _handle, ctypes.c_int, _handle, _handle, _handle, ctypes.c_float, ctypes.c_uint,
+            _handle]
+        lib.dnnl_layer_normalization_backward_primitive_desc_create.argtypes = [
+            ctypes.POINTER(_handle), _handle, ctypes.c_int, _handle, _handle, _handle, _handle, ctypes.c_float,
+            ctypes.c_uint, _handle, _handle]
         lib.dnnl_primitive_create.argtypes = [ctypes.POINTER(_handle), _handle]
         lib.dnnl_memory_create.argtypes = [ctypes.POINTER(_handle), _handle, _handle, _handle]
         lib.dnnl_memory_set_data_handle.argtypes = [_handle, _handle]
@@ -77,52 +85,66 @@ class OneDNN:
             raise RuntimeError(f"oneDNN {function.__name__} failed with status {status}")
         return out
 
-    def _pair(self, operation, shape):
-        """(forward primitive, backward primitive, memory objects) for ``operation`` on ``shape``."""
-        key = (operation, shape)
+    def _desc(self, *shape):
+        strides = [1] * len(shape)
+        for i in range(len(shape) - 2, -1, -1):
+            strides[i] = strides[i + 1] * shape[i + 1]
+        return self._create(self.lib.dnnl_memory_desc_create_with_strides, len(shape), _Dims(*shape), _F32,
+                            _Dims(*strides))
+
+    def _pair(self, operation, shape, epsilon=0.0):
+        """(forward primitive, backward primitive, {argument: memory object}) for ``operation`` on ``shape``."""
+        key = (operation, shape, epsilon)
         if key not in self.primitives:
             if len(self.primitives) >= _CACHED_SHAPES:
                 self._destroy(self.primitives.pop(next(iter(self.primitives))))
             lib, engine = self.lib, self.engine
-            strides = [1] * len(shape)
-            for i in range(len(shape) - 2, -1, -1):
-                strides[i] = strides[i + 1] * shape[i + 1]
-            desc = self._create(lib.dnnl_memory_desc_create_with_strides, len(shape), _Dims(*shape), _F32,
-                                _Dims(*strides))
+            data = self._desc(*shape)
+            descs = {arg: data for arg in (_ARG_SRC, _ARG_DST, _ARG_DIFF_SRC, _ARG_DIFF_DST)}
             if operation == "gelu":
                 forward_pd = self._create(lib.dnnl_eltwise_forward_primitive_desc_create, engine, _FORWARD_TRAINING,
-                                          _ELTWISE_GELU_ERF, desc, desc, 0.0, 0.0, None)
+                                          _ELTWISE_GELU_ERF, data, data, 0.0, 0.0, None)
                 backward_pd = self._create(lib.dnnl_eltwise_backward_primitive_desc_create, engine,
-                                           _ELTWISE_GELU_ERF, desc, desc, desc, 0.0, 0.0, forward_pd, None)
-            else:  # softmax over the last axis
+                                           _ELTWISE_GELU_ERF, data, data, data, 0.0, 0.0, forward_pd, None)
+            elif operation == "softmax":  # over the last axis
                 axis = len(shape) - 1
                 forward_pd = self._create(lib.dnnl_softmax_forward_primitive_desc_create, engine, _FORWARD_TRAINING,
-                                          _SOFTMAX_ACCURATE, desc, desc, axis, None)
+                                          _SOFTMAX_ACCURATE, data, data, axis, None)
                 backward_pd = self._create(lib.dnnl_softmax_backward_primitive_desc_create, engine,
-                                           _SOFTMAX_ACCURATE, desc, desc, desc, axis, forward_pd, None)
-            memories = [self._create(lib.dnnl_memory_create, desc, engine, None) for _ in range(3)]
+                                           _SOFTMAX_ACCURATE, data, data, data, axis, forward_pd, None)
+            else:  # layer norm over the last axis of [rows, features], with scale and shift
+                stats, params = self._desc(shape[0]), self._desc(shape[1])
+                descs.update({_ARG_MEAN: stats, _ARG_VARIANCE: stats, _ARG_SCALE: params, _ARG_SHIFT: params,
+                              _ARG_DIFF_SCALE: params, _ARG_DIFF_SHIFT: params})
+                flags = _USE_SCALE | _USE_SHIFT
+                forward_pd = self._create(lib.dnnl_layer_normalization_forward_primitive_desc_create, engine,
+                                          _FORWARD_TRAINING, data, data, stats, epsilon, flags, None)
+                backward_pd = self._create(lib.dnnl_layer_normalization_backward_primitive_desc_create, engine,
+                                           _BACKWARD, data, data, data, stats, epsilon, flags, forward_pd, None)
+            memories = {arg: self._create(lib.dnnl_memory_create, desc, engine, None) for arg, desc in descs.items()}
             self.primitives[key] = (self._create(lib.dnnl_primitive_create, forward_pd),
                                     self._create(lib.dnnl_primitive_create, backward_pd),
-                                    memories, (forward_pd, backward_pd, desc))
-        return self.primitives[key]
+                                    memories, (forward_pd, backward_pd), {desc.value: desc for desc in descs.values()})
+        return self.primitives[key][:3]
 
     def _destroy(self, entry):
-        forward, backward, memories, (forward_pd, backward_pd, desc) = entry
+        forward, backward, memories, primitive_descs, memory_descs = entry
         for primitive in (forward, backward):
             self.lib.dnnl_primitive_destroy(primitive)
-        for memory in memories:
+        for memory in memories.values():
             self.lib.dnnl_memory_destroy(memory)
-        self.lib.dnnl_primitive_desc_destroy(forward_pd)
-        self.lib.dnnl_primitive_desc_destroy(backward_pd)
-        self.lib.dnnl_memory_desc_destroy(desc)
+        for desc in primitive_descs:
+            self.lib.dnnl_primitive_desc_destroy(desc)
+        for desc in memory_descs.values():
+            self.lib.dnnl_memory_desc_destroy(desc)
 
     def _run(self, primitive, memories, bindings):
         args = (_ExecArg * len(bindings))()
-        for i, ((arg, array), memory) in enumerate(zip(bindings, memories)):
+        for i, (arg, array) in enumerate(bindings.items()):
             if array.dtype != np.float32 or not array.flags.c_contiguous:
                 raise ValueError("oneDNN routes take C-contiguous float32 arrays")
-            self.lib.dnnl_memory_set_data_handle(memory, array.ctypes.data)
-            args[i] = _ExecArg(arg, memory)
+            self.lib.dnnl_memory_set_data_handle(memories[arg], array.ctypes.data)
+            args[i] = _ExecArg(arg, memories[arg])
         status = self.lib.dnnl_primitive_execute(primitive, self.stream, len(bindings), args)
         if status != _SUCCESS:
             raise RuntimeError(f"oneDNN primitive failed with status {status}")
@@ -131,23 +153,38 @@ class OneDNN:
     def gelu(self, x, out):
         """out = x * Phi(x) (Phi: the standard normal CDF, via erf); ``out`` may be ``x``."""
         # Elementwise, so any shape is one flat run of elements.
-        forward, _, memories, _ = self._pair("gelu", (x.size,))
-        self._run(forward, memories, [(_ARG_SRC, x), (_ARG_DST, out)])
+        forward, _, memories = self._pair("gelu", (x.size,))
+        self._run(forward, memories, {_ARG_SRC: x, _ARG_DST: out})
 
     def gelu_grad(self, x, grad, out):
         """out = grad * d GELU(x) / dx."""
-        _, backward, memories, _ = self._pair("gelu", (x.size,))
-        self._run(backward, memories, [(_ARG_SRC, x), (_ARG_DIFF_DST, grad), (_ARG_DIFF_SRC, out)])
+        _, backward, memories = self._pair("gelu", (x.size,))
+        self._run(backward, memories, {_ARG_SRC: x, _ARG_DIFF_DST: grad, _ARG_DIFF_SRC: out})
 
     def softmax(self, x, out):
         """out = softmax(x) over the last axis; ``out`` may be ``x``."""
-        forward, _, memories, _ = self._pair("softmax", (x.size // x.shape[-1], x.shape[-1]))
-        self._run(forward, memories, [(_ARG_SRC, x), (_ARG_DST, out)])
+        forward, _, memories = self._pair("softmax", (x.size // x.shape[-1], x.shape[-1]))
+        self._run(forward, memories, {_ARG_SRC: x, _ARG_DST: out})
 
     def softmax_grad(self, probs, grad, out):
         """out = probs * (grad - sum(grad * probs)) over the last axis, the gradient of the scores."""
-        _, backward, memories, _ = self._pair("softmax", (probs.size // probs.shape[-1], probs.shape[-1]))
-        self._run(backward, memories, [(_ARG_DST, probs), (_ARG_DIFF_DST, grad), (_ARG_DIFF_SRC, out)])
+        _, backward, memories = self._pair("softmax", (probs.size // probs.shape[-1], probs.shape[-1]))
+        self._run(backward, memories, {_ARG_DST: probs, _ARG_DIFF_DST: grad, _ARG_DIFF_SRC: out})
+
+    def layer_norm(self, x, scale, shift, epsilon, out, mean, variance):
+        """out = (x - mean) / sqrt(variance + epsilon) * scale + shift over the last axis of x [rows,
+        features]; fills ``mean`` and ``variance`` [rows] for the backward."""
+        forward, _, memories = self._pair("layer_norm", x.shape, epsilon)
+        self._run(forward, memories, {_ARG_SRC: x, _ARG_SCALE: scale, _ARG_SHIFT: shift, _ARG_DST: out,
+                                      _ARG_MEAN: mean, _ARG_VARIANCE: variance})
+
+    def layer_norm_grad(self, x, scale, shift, mean, variance, epsilon, grad, out, grad_scale, grad_shift):
+        """Gradients of layer_norm: ``out`` for x, ``grad_scale`` and ``grad_shift`` for the parameters
+        (oneDNN asks for ``shift`` here too)."""
+        _, backward, memories = self._pair("layer_norm", x.shape, epsilon)
+        self._run(backward, memories, {_ARG_SRC: x, _ARG_DIFF_DST: grad, _ARG_MEAN: mean, _ARG_VARIANCE: variance,
+                                       _ARG_SCALE: scale, _ARG_SHIFT: shift, _ARG_DIFF_SRC: out,
+                                       _ARG_DIFF_SCALE: grad_scale, _ARG_DIFF_SHIFT: grad_shift})
 
 
 def load(path=LIBRARY):
