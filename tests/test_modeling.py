@@ -349,18 +349,21 @@ def test_last_layer_positions_give_the_full_models_rows_and_heads_use_them(bypas
         np.testing.assert_allclose(model(**batch, output_hidden_states=True).logits.numpy(), short, atol=1e-5)
 
 
+def layer_outputs_and_gradients(layer, data, weights):
+    """(output, input gradient, weight gradient, bias gradient) of sum(layer(data) * weights)."""
+    x = data.clone()
+    x.stop_gradient = False
+    out = layer(x)
+    (out * weights).sum().backward()
+    return out.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()
+
+
 def test_linear_matches_nn_linear_forward_and_backward():
     paddle.seed(0)
     ours, plain = vm.Linear(8, 5), paddle.nn.Linear(8, 5)
     plain.set_state_dict(ours.state_dict())
     data = paddle.randn([3, 4, 8])
-    results = []
-    for layer in (ours, plain):
-        x = data.clone()
-        x.stop_gradient = False
-        out = layer(x)
-        (out * paddle.arange(5, dtype="float32")).sum().backward()
-        results.append((out.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()))
+    results = [layer_outputs_and_gradients(layer, data, paddle.arange(5, dtype="float32")) for layer in (ours, plain)]
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert results[0][0].shape == (3, 4, 5)
@@ -472,13 +475,7 @@ def test_layer_norm_matches_nn_layer_norm_forward_and_backward():
     plain.set_state_dict(ours.state_dict())
     data = paddle.randn([3, 7, 50]) * 3 + 1
     weights = paddle.randn([3, 7, 50])
-    results = []
-    for layer in (ours, plain):
-        x = data.clone()
-        x.stop_gradient = False
-        out = layer(x)
-        (out * weights).sum().backward()
-        results.append((out.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()))
+    results = [layer_outputs_and_gradients(layer, data, weights) for layer in (ours, plain)]
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert results[0][0].shape == (3, 7, 50)
