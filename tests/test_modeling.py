@@ -391,36 +391,30 @@ def test_dropout_keeps_1_minus_p_scaled_follows_paddle_seed_and_is_identity_in_e
     assert layer(x) is x
 
 
-@pytest.mark.parametrize("shape, perm", [([2, 5, 4, 3], [0, 2, 1, 3]), ([2, 5, 4, 3], [0, 2, 3, 1]),
-                                         ([1, 1, 4, 3], [0, 2, 1, 3])])
-def test_cpu_permute_matches_transpose_forward_and_backward(shape, perm):
-    data = paddle.randn(shape)
-    weights = paddle.randn([shape[i] for i in perm])
-    results = []
-    for permute in (vm._permute, lambda x, p: x.transpose(p)):
-        x = data.clone()
-        x.stop_gradient = False
-        out = permute(x, perm)
-        (out * weights).sum().backward()
-        results.append((out.numpy(), x.grad.numpy()))
-    np.testing.assert_array_equal(results[0][0], results[1][0])
-    np.testing.assert_array_equal(results[0][1], results[1][1])
-
-
 def on_both_routes(function, data, weights):
     """[(output, input gradient)] of ``function`` with the CPU routes on, then on Paddle's stock kernels."""
     results = []
     for route in (True, False):
         x = data.clone()
         x.stop_gradient = False
-        try:
+        try:  # forward and backward under the same setting
             vm.set_cpu_fast_paths(route)
             out = function(x)
+            (out * weights).sum().backward()
+            results.append((out.numpy(), x.grad.numpy()))
         finally:
             vm.set_cpu_fast_paths(True)
-        (out * weights).sum().backward()
-        results.append((out.numpy(), x.grad.numpy()))
     return results
+
+
+@pytest.mark.parametrize("shape, perm", [([2, 5, 4, 3], [0, 2, 1, 3]), ([2, 5, 4, 3], [0, 2, 3, 1]),
+                                         ([1, 1, 4, 3], [0, 2, 1, 3])])
+def test_cpu_permute_matches_transpose_forward_and_backward(shape, perm):
+    data = paddle.randn(shape)
+    weights = paddle.randn([shape[i] for i in perm])
+    results = on_both_routes(lambda x: vm._permute(x, perm), data, weights)  # routes off: Paddle's transpose
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
 @pytest.mark.parametrize("threads, onednn", [("1", True), ("3", True), ("1", False), ("3", False)])
@@ -505,7 +499,7 @@ def test_cpu_fast_paths_switch_gives_the_same_model_on_stock_kernels():
     model = make(vm.VisualBertForQuestionAnswering)
     batch = tensors(numpy_batch())
     fast = model(**batch).logits.numpy()
-    openmp = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
+    openmp = vm._OPENMP_LIBRARY
     blocktime = ctypes.CDLL(openmp).kmp_get_blocktime if os.path.exists(openmp) and "KMP_BLOCKTIME" not in os.environ else None
     assert not paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
     assert blocktime is None or blocktime() == 0

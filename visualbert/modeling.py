@@ -84,7 +84,7 @@ class VisualBertConfig(PretrainedConfig):
 
 def _gelu(x):
     """Exact GELU; on CPU by oneDNN's kernel (see _cpu_gelu). Only ever applied to a fresh Linear output."""
-    if _ONEDNN is not None and _numpy_route(x, "gelu"):
+    if _onednn_route(x, "gelu"):
         return _cpu_gelu(x)
     return F.gelu(x, approximate=False)
 
@@ -146,12 +146,12 @@ def set_cpu_fast_paths(enabled):
 # worker spinning on the other core halves them (measured: softmax and head permutes ~1.4x slower).
 # Workers that sleep at once cost nothing measurable on the GEMMs. A KMP_BLOCKTIME the user set wins.
 _OPENMP_DEFAULT_BLOCKTIME_MS = 200
+_OPENMP_LIBRARY = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
 
 
 def _set_openmp_blocktime(ms):
-    library = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
-    if "KMP_BLOCKTIME" not in os.environ and os.path.exists(library):
-        ctypes.CDLL(library).kmp_set_blocktime(ms)
+    if "KMP_BLOCKTIME" not in os.environ and os.path.exists(_OPENMP_LIBRARY):
+        ctypes.CDLL(_OPENMP_LIBRARY).kmp_set_blocktime(ms)
 
 
 set_cpu_fast_paths(True)
@@ -174,7 +174,11 @@ def _numpy_route(x, route):
     return _eager_on_cpu(x) and x.dtype == paddle.float32 and x.size >= max(1, ROUTE_MIN_ELEMENTS[route])
 
 
-_POOL = (None, None)  # (pid, executor): a forked process must not reuse its parent's threads
+def _onednn_route(x, route):
+    return _ONEDNN is not None and _numpy_route(x, route)
+
+
+_POOL = (None, 0, None)  # (pid, workers, executor): a forked process must not reuse its parent's threads
 
 
 def _in_threads(fn, *arrays):
@@ -188,10 +192,10 @@ def _in_threads(fn, *arrays):
     if parts == 1:
         fn(*arrays)
         return
-    pid, pool = _POOL
-    if pid != os.getpid() or pool._max_workers < parts:
+    pid, workers, pool = _POOL
+    if pid != os.getpid() or workers < parts:
         pool = ThreadPoolExecutor(parts, thread_name_prefix="visualbert-cpu")
-        _POOL = (os.getpid(), pool)
+        _POOL = (os.getpid(), parts, pool)
     bounds = np.linspace(0, arrays[0].shape[0], parts + 1).astype(int)
     jobs = [pool.submit(fn, *(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     for job in jobs:
@@ -275,7 +279,8 @@ def _attention_softmax(scores, bias, scale):
         if scores.stop_gradient:
             # Nothing differentiates through (inference): overwrite the scores, a fresh temporary,
             # rather than page-fault a new 40+ MB buffer per layer.
-            _cpu_softmax(_as_numpy(scores), bias, scale, _as_numpy(scores))
+            in_place = _as_numpy(scores)
+            _cpu_softmax(in_place, bias, scale, in_place)
             return scores
         return _CPUSoftmax.apply(scores, bias, scale)
     scores = scores * scale
@@ -397,7 +402,7 @@ class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm``; on CPU by oneDNN's kernels (Paddle's backward is ~35x slower on BERT-base shapes)."""
 
     def forward(self, x):
-        if (_ONEDNN is None or not _numpy_route(x, "layer_norm") or self.weight is None or self.bias is None
+        if (not _onednn_route(x, "layer_norm") or self.weight is None or self.bias is None
                 or len(self._normalized_shape) != 1):
             return super().forward(x)
         if x.stop_gradient and self.weight.stop_gradient and self.bias.stop_gradient:
