@@ -2,9 +2,10 @@
 
 VQA accuracy follows GT-Vision-Lab/VQA ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` as of
 commit a013f00 (2021-03-11, "Fixed processing answers bug"), the current official code and the
-one the EvalAI leaderboard scores with; NLVR2 follows lil-lab/nlvr ``nlvr2/eval/metrics.py``. Where the official code has a quirk that changes scores, it is mirrored
-on purpose and said so next to the code, because a metric that is "more correct" than the
-leaderboard's is not comparable with it.
+one the EvalAI leaderboard scores with; NLVR2 follows lil-lab/nlvr ``nlvr2/eval/metrics.py``.
+Where the official code has a quirk that changes scores, it is mirrored on purpose and said so
+next to the code, because a metric that is "more correct" than the leaderboard's is not
+comparable with it.
 
 The scoring functions take in-memory dicts so training code can call them during evaluation;
 the ``load_*`` functions turn the official files into those dicts (imdb and NLVR2 files through
@@ -169,10 +170,10 @@ def vqa_question_accuracy(prediction: str, answers: list) -> float:
     spaces and their ends stripped. Then, only if the human answers (so cleaned) are not all
     identical, both the human answers and the prediction are fully normalised
     (``normalize_vqa_answer``). When all humans agree nothing more is done to either side, so
-    the prediction must equal their answer exactly: "Yes" or "yes." scores 0 against ten
-    "yes" (the authors' reason: unanimous answers are often text read off the image, which
-    normalising would corrupt). (Before that commit the prediction was always normalised and the humans only had
-    punctuation handled when they differed; scores under the two rules are not comparable.)
+    the prediction must equal their answer exactly: "Yes" or "yes." scores 0 against ten "yes"
+    (the authors' reason: unanimous answers are often text read off the image, which normalising
+    would corrupt). Before that commit the prediction was always normalised and the humans only
+    had punctuation handled when they differed; scores under the two rules are not comparable.
     """
     if not answers:
         raise ValueError("a question needs at least one human answer to be scored")
