@@ -64,6 +64,7 @@ def test_imdb_with_and_without_header_read_the_same(tmp_path):
     ([HEADER, item(1), ["not", "a", "dict"]], "item 2 is a list, expected a dict (one question)"),
     ([item(1), "text"], "item 1 is a str, expected a dict (one question)"),
     ([HEADER, item(1), item(2, question_id=None)], "item 2 has no 'question_id'"),
+    ([item(1, question_id=None), item(2)], "item 0 has no 'question_id'"),  # not mistaken for a header
     ([HEADER, item(1), item(2, question_id="2")], "item 2: question_id must be an integer, got '2'"),
     ([HEADER, item(1, question_id=True)], "item 1: question_id must be an integer, got True"),
     ([HEADER, item(1), item(2, answers="dog")],

@@ -51,6 +51,9 @@ _IMDB_FIELDS = {
 }
 
 
+_QUESTION_KEYS = frozenset(("question_id", "valid_answers", *_IMDB_FIELDS))
+
+
 def _is_empty(value):
     return value is None or (hasattr(value, "__len__") and len(value) == 0)
 
@@ -94,7 +97,10 @@ def read_vqa_imdb(path, need=()):
     if array.dtype != object or array.ndim != 1:
         raise ValueError(f"{path}: expected an imdb object array (an optional header dict, then one dict "
                          f"per question), found {array.dtype} {array.shape}")
-    start = 1 if len(array) and isinstance(array[0], dict) and "question_id" not in array[0] else 0
+    # The header (creation time, version, ...) shares no key with a question, so a first question
+    # that merely lacks its question_id is reported as such rather than skipped as a header.
+    first = array[0] if len(array) else None
+    start = 1 if isinstance(first, dict) and not _QUESTION_KEYS.intersection(first) else 0
     questions, first_seen = [], {}
     for index in range(start, len(array)):
         item = array[index]
