@@ -49,8 +49,7 @@ _IMDB_FIELDS = {
     "question_tokens": "a list of strings",
     "answers": "a list of strings",
 }
-
-
+# Keys only a question has; the header dict has none of them.
 _QUESTION_KEYS = frozenset(("question_id", "valid_answers", *_IMDB_FIELDS))
 
 
