@@ -35,7 +35,7 @@ def vqa_files(tmp_path):
     ann = tmp_path / "v2_mscoco_val2014_annotations.json"
     ann.write_text(json.dumps({"annotations": [
         annotation(1, ["2"] * 3 + ["3"] * 7, "number", "how many"),     # "two" -> 0.9
-        annotation(2, ["yes"] * 10, "yes/no", "is the"),                 # "yes" -> 1.0
+        annotation(2, ["yes"] * 10, "yes/no", "is the"),                 # "Yes." -> 0.0 (all agree: verbatim)
         annotation(3, ["red"] * 2 + ["blue"] * 8, "other", "what color"),  # "red" -> 0.6
     ]}))
     questions = tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json"
@@ -53,13 +53,13 @@ def test_vqa_prints_official_scores(vqa_files):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["num_questions"] == 3
-    # (0.9 + 1.0 + 0.6) / 3 = 0.8333...
+    # (0.9 + 0.0 + 0.6) / 3 = 0.5
     assert out["percent"] == {
-        "overall": 83.33,
-        "per_answer_type": {"number": 90.0, "yes/no": 100.0, "other": 60.0},
-        "per_question_type": {"how many": 90.0, "is the": 100.0, "what color": 60.0},
+        "overall": 50.0,
+        "per_answer_type": {"number": 90.0, "yes/no": 0.0, "other": 60.0},
+        "per_question_type": {"how many": 90.0, "is the": 0.0, "what color": 60.0},
     }
-    assert out["fraction"]["overall"] == pytest.approx(2.5 / 3)
+    assert out["fraction"]["overall"] == pytest.approx(0.5)
     assert out["fraction"]["per_answer_type"]["number"] == pytest.approx(0.9)
 
 
@@ -74,8 +74,9 @@ def test_vqa_mismatched_ids(vqa_files, tmp_path):
 def test_vqa_imdb_ground_truth_has_no_breakdowns(tmp_path):
     imdb = tmp_path / "imdb_val2014.npy"
     np.save(imdb, np.array([{"version": 1}, {"question_id": 4, "question_str": "?", "image_id": 1,
-                                             "answers": ["cat"] * 10}], dtype=object), allow_pickle=True)
+                                             "answers": ["cat"] * 9 + ["kitten"]}], dtype=object), allow_pickle=True)
     result = tmp_path / "result.json"
+    # the humans differ, so "a cat" is normalised to "cat" and matches nine of them
     result.write_text(json.dumps([{"question_id": 4, "answer": "a cat"}]))
     proc = evaluate("vqa", "--result", result, "--annotations", imdb)
     assert proc.returncode == 0, proc.stderr

@@ -67,6 +67,17 @@ def test_soft_targets_normalise_answers_like_vqaeval(tokenizer):
     assert labels[0] == 0.0
 
 
+def test_soft_targets_normalise_even_when_all_humans_agree(tokenizer):
+    # The metric compares unanimous answers verbatim, so no vocab answer can score on ten "t-shirt";
+    # the target still points at the vocabulary's normalised "t shirt" rather than at nothing.
+    vocab = load_answer_vocab()
+    ex = {"question_str": "what is he wearing?", "answers": ["t-shirt"] * 10, "image_key": "img2",
+          "question_id": 1, "image_id": 1}
+    labels = P.VQADataset([ex], tokenizer, FakeStore(), vocab)[0]["labels"]
+    assert "t-shirt" not in vocab
+    assert labels[vocab.index("t shirt")] == pytest.approx(1.0) and np.count_nonzero(labels) == 1
+
+
 def test_vqa_input_is_cls_question_qmark_mask_sep(tokenizer):
     ex = {"question_str": "What is the man holding?", "answers": None, "image_key": "COCO_train2014_000000000003",
           "question_id": 42, "image_id": 3}

@@ -9,10 +9,10 @@ seed, where a missing file is downloaded from the seed's URL and md5-checked):
 - ``coco_captions``: train, val -> ``captions_{train,val}2014.json`` (COCO format, pycocotools).
   Example: ``image_id, caption_id, caption, split, image_key``.
 - ``vqa2``: train, val, trainval, minival, test -> ``imdb_{train2014,val2014,trainval2014,
-  minival2014,test2015}.npy`` (Pythia/MMF imdb: element 0 is a header dict and is skipped).
+  minival2014,test2015}.npy`` (Pythia/MMF imdb, with or without the header dict at element 0).
   Example: ``image_name, image_id, question_id, feature_path, question_str, question_tokens,
-  answers`` (10 human answers; ``valid_answers`` when ``answers`` is absent; None on test),
-  ``split, image_key``.
+  answers`` (10 human answers; ``valid_answers`` when ``answers`` is missing or empty; None on
+  test), ``split, image_key``.
 - ``nlvr2``: train, dev, test1, test2 -> ``{split}.json`` (JSON lines). Example: ``identifier,
   sentence, label`` (1 = "True", 0 = "False"; None only on the unlabelled test2), ``split,
   image_keys`` (left, right).
@@ -29,8 +29,9 @@ import json
 import logging
 import os
 
+from .annotations import read_nlvr2 as read_nlvr2_lines
+from .annotations import read_vqa_imdb
 from .features import coco_image_key, nlvr2_image_keys
-from .safeload import load_npy
 
 __all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "load_answer_vocab", "annotation_path",
            "example_image_keys", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2"]
@@ -176,43 +177,21 @@ def read_coco_captions(path, split):
     return examples
 
 
-_IMDB_FIELDS = ("image_name", "image_id", "question_id", "question_str")
-
-
 def read_vqa2_imdb(path, split):
-    """Examples of a Pythia/MMF imdb file (header element skipped; answers None on test)."""
-    arr = load_npy(path)
-    if arr.dtype != object or arr.ndim != 1 or len(arr) == 0:
-        raise ValueError(f"{path}: expected an imdb object array (header dict then items), found {arr.dtype} {arr.shape}")
-    header = arr[0]
-    if not isinstance(header, dict) or "question_id" in header:
-        raise ValueError(f"{path}: element 0 must be the imdb header dict (version, dataset_name, ...), found "
-                         f"{'a question item' if isinstance(header, dict) else type(header).__name__}")
+    """Examples of a Pythia/MMF imdb file (see :func:`visualbert.annotations.read_vqa_imdb`); answers None on test."""
     labelled = split not in _UNLABELLED["vqa2"]
+    need = ("image_name", "image_id", "question_str") + (("answers",) if labelled else ())
     examples = []
-    for i, item in enumerate(arr[1:], start=1):
-        if not isinstance(item, dict):
-            raise ValueError(f"{path}: item {i} is a {type(item).__name__}, expected a dict")
-        for field in _IMDB_FIELDS:
-            if field not in item:
-                raise ValueError(f"{path}: item {i} (question_id {item.get('question_id', '?')}) has no '{field}'")
-        answers = None
-        if labelled:
-            answers = item.get("answers", item.get("valid_answers"))
-            if answers is None:
-                raise ValueError(f"{path}: item {i} (question_id {item['question_id']}) has neither 'answers' nor 'valid_answers'")
-            answers = [str(a) for a in answers]
-            if not answers:
-                raise ValueError(f"{path}: item {i} (question_id {item['question_id']}) has an empty answer list")
-        name = str(item["image_name"])
+    for q in read_vqa_imdb(path, need=need):
+        name = q["image_name"]
         examples.append({
             "image_name": name,
-            "image_id": int(item["image_id"]),
-            "question_id": int(item["question_id"]),
-            "feature_path": str(item.get("feature_path", name + ".npy")),
-            "question_str": str(item["question_str"]),
-            "question_tokens": [str(t) for t in item.get("question_tokens", [])],
-            "answers": answers,
+            "image_id": q["image_id"],
+            "question_id": q["question_id"],
+            "feature_path": q["feature_path"] or name + ".npy",
+            "question_str": q["question_str"],
+            "question_tokens": q["question_tokens"] or [],
+            "answers": q["answers"] if labelled else None,
             "split": split,
             "image_key": name,
         })
@@ -220,37 +199,12 @@ def read_vqa2_imdb(path, split):
 
 
 def read_nlvr2(path, split):
-    """Examples of an NLVR2 JSON-lines file; label 1 = "True"."""
-    labelled = split not in _UNLABELLED["nlvr2"]
+    """Examples of an NLVR2 JSON-lines file (see :func:`visualbert.annotations.read_nlvr2`); label 1 = "True"."""
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, found {type(item).__name__}")
-            for field in ("identifier", "sentence"):
-                if field not in item:
-                    raise ValueError(f"{path}:{lineno}: no '{field}' field")
-            label = item.get("label")
-            if label is None:
-                if labelled:
-                    raise ValueError(f"{path}:{lineno}: identifier {item['identifier']} has no 'label' (split {split} is labelled)")
-            else:
-                text = str(label).strip().lower()
-                if text not in ("true", "false"):
-                    raise ValueError(f"{path}:{lineno}: label {label!r} of {item['identifier']} is not True/False")
-                label = int(text == "true")
-            try:
-                keys = nlvr2_image_keys(str(item["identifier"]))
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            examples.append({"identifier": str(item["identifier"]), "sentence": str(item["sentence"]), "label": label,
-                             "split": split, "image_keys": keys})
+    for ex in read_nlvr2_lines(path, need_label=split not in _UNLABELLED["nlvr2"]):
+        label = None if ex["label"] is None else int(ex["label"])
+        examples.append({"identifier": ex["identifier"], "sentence": ex["sentence"], "label": label,
+                         "split": split, "image_keys": nlvr2_image_keys(ex["identifier"])})
     return examples
 
 

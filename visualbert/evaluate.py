@@ -61,14 +61,17 @@ def build_parser():
 
     vqa = tasks.add_parser(
         "vqa", help="VQA accuracy as GT-Vision-Lab vqaEval.py computes it",
-        description="VQA accuracy as GT-Vision-Lab vqaEval.py computes it: overall, per answer "
-                    "type and per question type, in percent (2 decimals) and as fractions. The "
-                    "result file must answer exactly the annotated questions.")
+        description="VQA accuracy as GT-Vision-Lab vqaEval.py computes it since commit a013f00 "
+                    "(2021): answers are normalised (punctuation, case, number words, articles) only "
+                    "for questions whose human answers differ; where all agree, the answer must match "
+                    "them exactly. Reports overall, per answer type and per question type, in percent "
+                    "(2 decimals) and as fractions. The result file must answer exactly the annotated "
+                    "questions.")
     vqa.add_argument("--result", required=True, metavar="RESULT.json",
                      help='JSON list of {"question_id": int, "answer": str} (the EvalAI format)')
     vqa.add_argument("--annotations", required=True, metavar="ANN.json",
                      help="v2_mscoco_*_annotations.json, or a Pythia/MMF imdb .npy with answers "
-                          "(no answer/question types, so no breakdowns)")
+                          "(or valid_answers) per question (no answer/question types, so no breakdowns)")
     vqa.add_argument("--questions", metavar="Q.json",
                      help="v2_OpenEnded_mscoco_*_questions.json; checked to cover the same questions")
 

@@ -1,19 +1,22 @@
 """Task metrics, computed exactly as the official scorers compute them.
 
-VQA accuracy follows GT-Vision-Lab/VQA ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` (the
-current master, which the leaderboard numbers in papers come from); NLVR2 follows lil-lab/nlvr
-``nlvr2/eval/metrics.py``. Where the official code has a quirk that changes scores, it is mirrored
-on purpose and said so next to the code, because a metric that is "more correct" than the
-leaderboard's is not comparable with it.
+VQA accuracy follows GT-Vision-Lab/VQA ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` as of
+commit a013f00 (2021-03-11, "Fixed processing answers bug"), the current official code and the
+one the EvalAI leaderboard scores with; NLVR2 follows lil-lab/nlvr ``nlvr2/eval/metrics.py``.
+Where the official code has a quirk that changes scores, it is mirrored on purpose and said so
+next to the code, because a metric that is "more correct" than the leaderboard's is not
+comparable with it.
 
 The scoring functions take in-memory dicts so training code can call them during evaluation;
-the ``load_*`` functions turn the official files into those dicts, and ``visualbert.evaluate``
-is a thin command line over both.
+the ``load_*`` functions turn the official files into those dicts (imdb and NLVR2 files through
+``visualbert.annotations``, the reader training uses too), and ``visualbert.evaluate`` is a thin
+command line over both. Nothing here imports Paddle.
 """
 import json
-import operator
 import os
 import re
+
+from visualbert.annotations import integer_id, read_nlvr2, read_vqa_imdb
 
 # --------------------------------------------------------------------------------------------
 # VQA answer normalisation
@@ -105,15 +108,20 @@ def _digits_articles_contractions(text):
     return " ".join(_CONTRACTIONS.get(w, w) for w in words)
 
 
+def _clean_whitespace(text):
+    # The one step vqaEval applies to every answer, human or predicted, whatever the question.
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_vqa_answer(text: str) -> str:
-    """Normalise an answer string exactly as vqaEval.py normalises a predicted answer.
+    """The full normalisation vqaEval.py gives an answer (human or predicted) when it normalises.
 
     Newlines and tabs become spaces, the ends are stripped, punctuation and periods are handled
     as in ``_strip_punctuation``, then words are lowercased, number words become digits, the
     articles a/an/the are dropped and apostrophe-less contractions get their apostrophe back.
+    When this applies at all is decided per question, see ``vqa_question_accuracy``.
     """
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return _digits_articles_contractions(_strip_punctuation(text))
+    return _digits_articles_contractions(_strip_punctuation(_clean_whitespace(text)))
 
 
 def vqa_soft_score(num_matches: int, num_answers: int = 10) -> float:
@@ -158,16 +166,22 @@ def _mean_and_percent(values):
 def vqa_question_accuracy(prediction: str, answers: list) -> float:
     """Official accuracy of one predicted answer against the human answers of one question.
 
-    The prediction is always fully normalised. The human answers are only touched when they
-    disagree, and then only by the punctuation step: vqaEval assumes the annotations were
-    normalised when the dataset was built, so "The dog" as the only answer given by all ten
-    people stays "The dog" and no prediction can match it.
+    The rule of vqaEval.py since commit a013f00: both sides get newlines and tabs turned into
+    spaces and their ends stripped. Then, only if the human answers (so cleaned) are not all
+    identical, both the human answers and the prediction are fully normalised
+    (``normalize_vqa_answer``). When all humans agree nothing more is done to either side, so
+    the prediction must equal their answer exactly: "Yes" or "yes." scores 0 against ten "yes"
+    (the authors' reason: unanimous answers are often text read off the image, which normalising
+    would corrupt). Before that commit the prediction was always normalised and the humans only
+    had punctuation handled when they differed; scores under the two rules are not comparable.
     """
     if not answers:
         raise ValueError("a question needs at least one human answer to be scored")
-    prediction = normalize_vqa_answer(prediction)
+    prediction = _clean_whitespace(prediction)
+    answers = [_clean_whitespace(a) for a in answers]
     if len(set(answers)) > 1:
-        answers = [_strip_punctuation(a) for a in answers]
+        prediction = normalize_vqa_answer(prediction)
+        answers = [normalize_vqa_answer(a) for a in answers]
     # Leave each human answer out in turn (by position: repeated answers are separate people).
     per_subset = []
     for left_out in range(len(answers)):
@@ -283,46 +297,6 @@ def _read_json(path, expected):
             raise ValueError(f"{path}: not valid JSON ({e}); expected {expected}") from None
 
 
-def _question_id(value, where):
-    # Anything usable as an index is an integer id (numpy integers from imdb files included);
-    # bool is excluded because a true/false question id is a broken file, not question 1 or 0.
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError(f"{where}: question_id must be an integer, got {value!r}")
-    return operator.index(value)
-
-
-def _load_imdb_ground_truth(path):
-    from visualbert.safeload import load_npy
-
-    items = list(load_npy(path))
-    # Element 0 of an imdb is a header dict (creation time, version, ...), not a question.
-    if items and isinstance(items[0], dict) and "question_id" not in items[0]:
-        items = items[1:]
-    ground_truth = {}
-    for index, item in enumerate(items, start=1):
-        where = f"{path}: imdb item {index}"
-        if not isinstance(item, dict) or "question_id" not in item:
-            raise ValueError(f"{where} is not a dict with a question_id")
-        qid = _question_id(item["question_id"], where)
-        answers = item.get("answers")
-        if answers is None or len(answers) == 0:
-            answers = item.get("valid_answers")
-        if answers is None or len(answers) == 0:
-            raise ValueError(f"{where} (question {qid}) has no 'answers' or 'valid_answers'; "
-                             "a test-split imdb cannot serve as ground truth")
-        if qid in ground_truth:
-            raise ValueError(f"{where}: question {qid} appears twice")
-        ground_truth[qid] = {
-            "answers": [str(a) for a in answers],
-            "answer_type": None,
-            "question_type": None,
-            "question": item.get("question_str"),
-        }
-    if not ground_truth:
-        raise ValueError(f"{path}: the imdb holds no questions")
-    return ground_truth
-
-
 def load_vqa_ground_truth(path, questions=None) -> dict:
     """Ground truth for ``vqa_accuracy`` from official annotations or a Pythia/MMF imdb.
 
@@ -336,9 +310,9 @@ def load_vqa_ground_truth(path, questions=None) -> dict:
     """
     path = os.fspath(path)
     if path.endswith(".npy"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file (expected a VQA imdb .npy)")
-        ground_truth = _load_imdb_ground_truth(path)
+        ground_truth = {q["question_id"]: {"answers": q["answers"], "answer_type": None, "question_type": None,
+                                           "question": q["question_str"]}
+                        for q in read_vqa_imdb(path, need=("answers",))}
     else:
         data = _read_json(path, "a VQA annotations JSON with an 'annotations' list")
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
@@ -352,7 +326,7 @@ def load_vqa_ground_truth(path, questions=None) -> dict:
             missing = [k for k in ("question_id", "answers", "answer_type", "question_type") if k not in ann]
             if missing:
                 raise ValueError(f"{where} lacks {', '.join(map(repr, missing))}")
-            qid = _question_id(ann["question_id"], where)
+            qid = integer_id(ann["question_id"], where)
             answers = ann["answers"]
             if not isinstance(answers, list) or not answers or not all(
                     isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
@@ -379,7 +353,7 @@ def load_vqa_ground_truth(path, questions=None) -> dict:
         for index, q in enumerate(data["questions"]):
             if not isinstance(q, dict) or "question_id" not in q:
                 raise ValueError(f"{questions}: question {index} has no question_id")
-            texts[_question_id(q["question_id"], f"{questions}: question {index}")] = q.get("question")
+            texts[integer_id(q["question_id"], f"{questions}: question {index}")] = q.get("question")
         if set(texts) != set(ground_truth):
             raise ValueError(f"{questions} does not match {path}: " + describe_id_mismatch(
                 ground_truth, texts, "question ids", "questions file", "annotations"))
@@ -403,7 +377,7 @@ def load_vqa_result(path) -> dict:
         where = f"{path}: result {index}"
         if not isinstance(item, dict) or "question_id" not in item or "answer" not in item:
             raise ValueError(f'{where} is not an object with "question_id" and "answer"')
-        qid = _question_id(item["question_id"], where)
+        qid = integer_id(item["question_id"], where)
         if not isinstance(item["answer"], str):
             raise ValueError(f"{where} (question {qid}): answer must be a string, got {item['answer']!r}")
         if qid in predictions:
@@ -421,32 +395,7 @@ def _parse_bool(text, where):
 
 def load_nlvr2_labels(path) -> dict:
     """Labels of an NLVR2 split file (JSON lines with identifier and label) as {identifier: bool}."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected an NLVR2 split, JSON lines with "
-                                "identifier and label)")
-    labels = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                example = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from None
-            if not isinstance(example, dict) or "identifier" not in example or "label" not in example:
-                raise ValueError(f"{where}: expected an object with 'identifier' and 'label'")
-            label = example["label"]
-            label = label if isinstance(label, bool) else _parse_bool(str(label), where)
-            identifier = str(example["identifier"])
-            nlvr2_sentence_key(identifier)  # reject malformed identifiers here, with a line number
-            if identifier in labels:
-                raise ValueError(f"{where}: identifier {identifier} appears twice")
-            labels[identifier] = label
-    if not labels:
-        raise ValueError(f"{path}: no examples (expected JSON lines with identifier and label)")
-    return labels
+    return {ex["identifier"]: ex["label"] for ex in read_nlvr2(path)}
 
 
 def load_nlvr2_predictions(path) -> dict:

@@ -97,8 +97,11 @@ def mask_tokens(input_ids, candidates, rng, mask_id, vocab_size, mask_prob=0.15)
 def vqa_targets(answers, answer_index):
     """Sparse soft targets: (vocab ids, official scores) of the vocab answers among ``answers``.
 
-    Each human answer is normalised as vqaEval does; a vocab answer given by k of the n humans
-    scores ``vqa_soft_score(k, n)``. Answers outside the vocabulary score nothing.
+    Each human answer is fully normalised (``normalize_vqa_answer``); a vocab answer given by k of
+    the n humans scores ``vqa_soft_score(k, n)``. Answers outside the vocabulary score nothing.
+    The official metric skips normalisation when all humans agree, but the vocabulary holds only
+    normalised answers, so normalising always points such a question at its nearest vocab answer
+    instead of leaving it with no target.
     """
     from .metrics import normalize_vqa_answer, vqa_soft_score
 

@@ -1,0 +1,160 @@
+"""The one reader of imdb and NLVR2 files: training (datasets) and scoring (metrics) see the same thing."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from visualbert import annotations, datasets, metrics
+from visualbert.safeload import UnsafePickleError
+
+HEADER = {"create_time": "x", "dataset_name": "vqa", "version": 1, "has_answer": True}
+
+
+def item(qid, **fields):
+    name = f"COCO_val2014_{qid:012d}"
+    out = {"image_name": name, "image_id": qid, "question_id": qid, "feature_path": name + ".npy",
+           "question_str": "what is it?", "question_tokens": ["what", "is", "it"], "answers": ["dog"] * 10}
+    out.update(fields)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def write_imdb(path, elements):
+    array = np.empty(len(elements), dtype=object)
+    for i, element in enumerate(elements):
+        array[i] = element
+    np.save(path, array, allow_pickle=True)  # our own test file; reading goes through safeload
+    return str(path)
+
+
+def training_answers(path):
+    return {ex["question_id"]: ex["answers"] for ex in datasets.read_vqa2_imdb(path, "val")}
+
+
+def scoring_answers(path):
+    return {qid: gt["answers"] for qid, gt in metrics.load_vqa_ground_truth(path).items()}
+
+
+def test_empty_answers_fall_back_to_valid_answers_for_training_and_scoring(tmp_path):
+    path = write_imdb(tmp_path / "imdb_val2014.npy", [
+        HEADER,
+        item(1),
+        item(2, answers=[], valid_answers=["cat"] * 10),     # present but empty
+        item(3, answers=None, valid_answers=["two"] * 10),   # missing
+    ])
+    expected = {1: ["dog"] * 10, 2: ["cat"] * 10, 3: ["two"] * 10}
+    assert training_answers(path) == expected
+    assert scoring_answers(path) == expected
+
+
+def test_imdb_with_and_without_header_read_the_same(tmp_path):
+    items = [item(5), item(6, answers=["red"] * 4 + ["blue"] * 6)]
+    with_header = write_imdb(tmp_path / "with.npy", [HEADER] + items)
+    without = write_imdb(tmp_path / "without.npy", items)
+    assert annotations.read_vqa_imdb(with_header) == annotations.read_vqa_imdb(without)
+    assert training_answers(without) == training_answers(with_header) == {5: ["dog"] * 10, 6: ["red"] * 4 + ["blue"] * 6}
+    assert scoring_answers(without) == scoring_answers(with_header)
+    # a question's numpy integer id and array of answers are plain Python values once read
+    numpy_valued = write_imdb(tmp_path / "numpy.npy", [item(7, question_id=np.int64(7), answers=np.array(["x"] * 10))])
+    (record,) = annotations.read_vqa_imdb(numpy_valued)
+    assert type(record["question_id"]) is int and record["answers"] == ["x"] * 10
+
+
+@pytest.mark.parametrize("elements, message", [
+    ([HEADER, item(1), ["not", "a", "dict"]], "item 2 is a list, expected a dict (one question)"),
+    ([item(1), "text"], "item 1 is a str, expected a dict (one question)"),
+    ([HEADER, item(1), item(2, question_id=None)], "item 2 has no 'question_id'"),
+    ([item(1, question_id=None), item(2)], "item 0 has no 'question_id'"),  # not mistaken for a header
+    ([HEADER, item(1), item(2, question_id="2")], "item 2: question_id must be an integer, got '2'"),
+    ([HEADER, item(1, question_id=True)], "item 1: question_id must be an integer, got True"),
+    ([HEADER, item(1), item(2, answers="dog")],
+     "item 2 (question_id 2): 'answers' must be a list of strings, got str 'dog'"),
+    ([HEADER, item(3, answers=["dog"] * 9 + [7])],
+     "item 1 (question_id 3): 'answers' must be a list of strings, got list"),
+    ([HEADER, item(3, answers=[], valid_answers="dog")],
+     "item 1 (question_id 3): 'valid_answers' must be a list of strings"),
+    ([HEADER, item(4, image_id="4")], "item 1 (question_id 4): image_id must be an integer, got '4'"),
+    ([HEADER, item(4, question_str=["what"])], "item 1 (question_id 4): 'question_str' must be a string, got list"),
+    ([HEADER, item(4, question_tokens="what is it")], "item 1 (question_id 4): 'question_tokens' must be a list of strings"),
+    ([HEADER, item(8), item(9), item(8)], "item 3 (question_id 8): question_id 8 appears twice (also item 1)"),
+    ([HEADER], "the imdb holds no questions"),
+])
+def test_bad_imdb_items_get_one_line_naming_file_and_item(tmp_path, elements, message):
+    path = write_imdb(tmp_path / "imdb_bad.npy", elements)
+    # the same line whether training or scoring reads the file
+    for read in (annotations.read_vqa_imdb, lambda p: datasets.read_vqa2_imdb(p, "val"), metrics.load_vqa_ground_truth):
+        with pytest.raises(ValueError) as error:
+            read(path)
+        text = str(error.value)
+        assert text.startswith(path + ": ") and message in text and "\n" not in text, text
+
+
+def test_needed_fields_are_named_when_missing(tmp_path):
+    path = write_imdb(tmp_path / "imdb_test2015.npy", [HEADER, item(1, answers=None), item(2, image_name=None)])
+    with pytest.raises(ValueError, match=r"imdb_test2015.npy: item 1 \(question_id 1\) has neither 'answers' nor 'valid_answers'"):
+        metrics.load_vqa_ground_truth(path)
+    with pytest.raises(ValueError, match=r"imdb_test2015.npy: item 2 \(question_id 2\) has no 'image_name'"):
+        datasets.read_vqa2_imdb(path, "test")
+    # the test split needs no answers: question 1 reads, with answers None
+    fine = write_imdb(tmp_path / "imdb_ok.npy", [HEADER, item(1, answers=None)])
+    assert datasets.read_vqa2_imdb(fine, "test")[0]["answers"] is None
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+def test_imdb_goes_through_the_restricted_unpickler(tmp_path):
+    path = write_imdb(tmp_path / "evil.npy", [HEADER, _RunsCode()])
+    with pytest.raises(UnsafePickleError, match="refusing to load"):
+        annotations.read_vqa_imdb(path)
+
+
+# ---- NLVR2 ---------------------------------------------------------------------------------
+
+def write_lines(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def test_nlvr2_training_and_scoring_read_the_same_labels(tmp_path):
+    path = write_lines(tmp_path / "dev.json", [
+        {"identifier": "dev-1-0-0", "sentence": "a", "label": "True"},
+        {"identifier": "dev-1-1-0", "sentence": "b", "label": "false"},
+        "",
+        {"identifier": "dev-2-0-1", "sentence": "c", "label": True},
+    ])
+    labels = metrics.load_nlvr2_labels(path)
+    assert labels == {"dev-1-0-0": True, "dev-1-1-0": False, "dev-2-0-1": True}
+    examples = datasets.read_nlvr2(path, "dev")
+    assert {ex["identifier"]: ex["label"] for ex in examples} == {k: int(v) for k, v in labels.items()}
+    assert examples[1]["image_keys"] == ("dev-1-1-img0.png", "dev-1-1-img1.png")
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"identifier": "dev-1-0-0", "sentence": "a", "label": "True"}, '{"identifier": '], "dev.json:2: not a JSON object"),
+    ([["dev-1-0-0", "a", "True"]], "dev.json:1: expected a JSON object, found list"),
+    ([{"sentence": "a", "label": "True"}], "dev.json:1: no 'identifier' field"),
+    ([{"identifier": 5, "sentence": "a", "label": "True"}], "dev.json:1: 'identifier' must be a string, got 5"),
+    ([{"identifier": "dev-1-0-0", "label": "True"}], "dev.json:1: no 'sentence' field"),
+    ([{"identifier": "dev1", "sentence": "a", "label": "True"}], "dev.json:1: NLVR2 identifier 'dev1' is not of the form"),
+    ([{"identifier": "dev-1-0-0", "sentence": "a", "label": "maybe"}], "dev.json:1: label 'maybe' of dev-1-0-0 is not \"True\" or \"False\""),
+    ([{"identifier": "dev-1-0-0", "sentence": "a"}], "dev.json:1: identifier dev-1-0-0 has no 'label'"),
+    ([{"identifier": "dev-1-0-0", "sentence": "a", "label": "True"}] * 2,
+     "dev.json:2: identifier dev-1-0-0 appears twice (also line 1)"),
+    ([""], "dev.json: no examples"),
+])
+def test_bad_nlvr2_lines_get_one_line_naming_file_and_line(tmp_path, rows, message):
+    path = write_lines(tmp_path / "dev.json", rows)
+    for read in (annotations.read_nlvr2, lambda p: datasets.read_nlvr2(p, "dev"), metrics.load_nlvr2_labels):
+        with pytest.raises(ValueError) as error:
+            read(path)
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_nlvr2_test2_needs_no_label(tmp_path):
+    path = write_lines(tmp_path / "test2.json", [{"identifier": "test2-0-1-2", "sentence": "x"}])
+    assert annotations.read_nlvr2(path, need_label=False) == [{"identifier": "test2-0-1-2", "sentence": "x", "label": None}]
+    with pytest.raises(FileNotFoundError, match=r"absent.json: no such file \(expected an NLVR2 split"):
+        annotations.read_nlvr2(tmp_path / "absent.json")

@@ -1,0 +1,194 @@
+"""Readers for the downloaded annotation files that both training and scoring use.
+
+- VQA2 imdb ``.npy`` (Pythia/MMF): a pickled object array with one dict per question, usually
+  after a header dict (creation time, version, ...) at element 0; files without the header work
+  too. Read through :mod:`visualbert.safeload`, because the file is a pickle from the internet.
+- NLVR2 JSON lines (lil-lab/nlvr): one object per line with ``identifier``, ``sentence`` and a
+  ``label`` of "True"/"False" (absent on the unlabelled test2 split).
+
+``visualbert.datasets`` turns the records into training examples and ``visualbert.metrics`` into
+ground truth, so a file means the same to both: the same fallback from ``answers`` to
+``valid_answers``, the same checks, the same error lines. Bad content is rejected with one line
+naming the file, the item (imdb: its index in the array, the header being item 0; NLVR2: its line
+number), and what was expected. Nothing here imports Paddle, so the scorer runs without it.
+"""
+import json
+import operator
+import os
+import re
+
+import numpy as np
+
+from .safeload import load_npy
+
+__all__ = ["integer_id", "read_vqa_imdb", "read_nlvr2"]
+
+
+def integer_id(value, where, name="question_id"):
+    """``value`` as an int, or one error line: ids must be integers, not strings or booleans.
+
+    Anything usable as an index counts (numpy integers from imdb files included); bool is
+    refused because a true/false id is a broken file, not id 1 or 0.
+    """
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
+    return operator.index(value)
+
+
+# --------------------------------------------------------------------------------------------
+# VQA2 imdb
+# --------------------------------------------------------------------------------------------
+
+# What each optional item field must hold. Callers say which fields they need: training needs
+# the image fields, scoring needs the answers.
+_IMDB_FIELDS = {
+    "image_name": "a string",
+    "image_id": "an integer",
+    "feature_path": "a string",
+    "question_str": "a string",
+    "question_tokens": "a list of strings",
+    "answers": "a list of strings",
+}
+# Keys only a question has; the header dict has none of them.
+_QUESTION_KEYS = frozenset(("question_id", "valid_answers", *_IMDB_FIELDS))
+
+
+def _is_empty(value):
+    return value is None or (hasattr(value, "__len__") and len(value) == 0)
+
+
+def _checked(value, field, expected, where):
+    if expected == "an integer":
+        return integer_id(value, where, field)
+    if expected == "a string" and isinstance(value, str):
+        return str(value)
+    if expected == "a list of strings":
+        listed = value.tolist() if isinstance(value, np.ndarray) and value.ndim == 1 else value
+        if isinstance(listed, (list, tuple)) and all(isinstance(v, str) for v in listed):
+            return [str(v) for v in listed]
+    raise ValueError(f"{where}: '{field}' must be {expected}, got {type(value).__name__} {value!r:.80}")
+
+
+def _imdb_value(item, field, where):
+    """One checked field of an imdb item, or None when absent."""
+    value, expected = item.get(field), _IMDB_FIELDS[field]
+    if field == "answers" and _is_empty(value) and not _is_empty(item.get("valid_answers")):
+        # MMF imdbs keep the ten human answers in 'answers'; some carry only 'valid_answers', or
+        # an empty 'answers' beside them. Either way 'valid_answers' stands in.
+        field, value = "valid_answers", item["valid_answers"]
+    if _is_empty(value):
+        return None
+    return _checked(value, field, expected, where)
+
+
+def read_vqa_imdb(path, need=()):
+    """The questions of an imdb file as a list of dicts, in file order.
+
+    Each dict has ``question_id`` (int) and the fields of ``_IMDB_FIELDS``, None where the item
+    does not give them; ``answers`` is ``valid_answers`` when ``answers`` is missing or empty.
+    Fields named in ``need`` must be present (and ``answers`` non-empty). Question ids must be
+    unique.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected a VQA imdb .npy)")
+    array = load_npy(path)
+    if array.dtype != object or array.ndim != 1:
+        raise ValueError(f"{path}: expected an imdb object array (an optional header dict, then one dict "
+                         f"per question), found {array.dtype} {array.shape}")
+    # The header (creation time, version, ...) shares no key with a question, so a first question
+    # that merely lacks its question_id is reported as such rather than skipped as a header.
+    first = array[0] if len(array) else None
+    start = 1 if isinstance(first, dict) and not _QUESTION_KEYS.intersection(first) else 0
+    questions, first_seen = [], {}
+    for index in range(start, len(array)):
+        item = array[index]
+        where = f"{path}: item {index}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where} is a {type(item).__name__}, expected a dict (one question)")
+        if item.get("question_id") is None:
+            raise ValueError(f"{where} has no 'question_id'")
+        qid = integer_id(item["question_id"], where)
+        where = f"{where} (question_id {qid})"
+        record = {"question_id": qid}
+        for field in _IMDB_FIELDS:
+            record[field] = _imdb_value(item, field, where)
+        for field in need:
+            if record[field] is None:
+                if field == "answers":
+                    raise ValueError(f"{where} has neither 'answers' nor 'valid_answers' (expected the human "
+                                     "answers; a test-split imdb has none)")
+                raise ValueError(f"{where} has no '{field}'")
+        if qid in first_seen:
+            raise ValueError(f"{where}: question_id {qid} appears twice (also item {first_seen[qid]})")
+        first_seen[qid] = index
+        questions.append(record)
+    if not questions:
+        raise ValueError(f"{path}: the imdb holds no questions")
+    return questions
+
+
+# --------------------------------------------------------------------------------------------
+# NLVR2 JSON lines
+# --------------------------------------------------------------------------------------------
+
+# split-set-pair-sentence, e.g. "dev-850-0-0": the pair field names the image files, the
+# identifier with that field blanked names the sentence, so both must be there.
+_NLVR2_IDENTIFIER = re.compile(r"[^-]+-[^-]+-[^-]+-\d+")
+
+
+def _nlvr2_label(value, where, identifier):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ValueError(f'{where}: label {value!r} of {identifier} is not "True" or "False"')
+    return text == "true"
+
+
+def read_nlvr2(path, need_label=True):
+    """The examples of an NLVR2 split as dicts ``identifier`` (str), ``sentence`` (str) and
+    ``label`` (bool, True = the sentence is true of the pair; None where absent), in file order.
+
+    Every line needs a label unless ``need_label`` is false (test2 was released without them).
+    Blank lines are skipped; identifiers must be unique.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected an NLVR2 split, JSON lines with "
+                                "identifier, sentence and label)")
+    examples, first_seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not a JSON object ({e.msg})") from None
+            if not isinstance(item, dict):
+                raise ValueError(f"{where}: expected a JSON object, found {type(item).__name__}")
+            for field in ("identifier", "sentence"):
+                if field not in item:
+                    raise ValueError(f"{where}: no '{field}' field")
+                if not isinstance(item[field], str):
+                    raise ValueError(f"{where}: '{field}' must be a string, got {item[field]!r}")
+            identifier = item["identifier"]
+            if not _NLVR2_IDENTIFIER.fullmatch(identifier):
+                raise ValueError(f"{where}: NLVR2 identifier '{identifier}' is not of the form "
+                                 "<split>-<set>-<pair>-<sentence>")
+            label = item.get("label")
+            if label is None:
+                if need_label:
+                    raise ValueError(f'{where}: identifier {identifier} has no \'label\' (expected "True" or '
+                                     '"False"; only the unlabelled test2 split may lack it)')
+            else:
+                label = _nlvr2_label(label, where, identifier)
+            if identifier in first_seen:
+                raise ValueError(f"{where}: identifier {identifier} appears twice (also line {first_seen[identifier]})")
+            first_seen[identifier] = lineno
+            examples.append({"identifier": identifier, "sentence": item["sentence"], "label": label})
+    if not examples:
+        raise ValueError(f"{path}: no examples (expected JSON lines with identifier, sentence and label)")
+    return examples
