@@ -35,8 +35,8 @@ HEADS = {
     "region_alignment": modeling.VisualBertForRegionToPhraseAlignment,
 }
 _HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
-# Keys transformers writes that are not parameters of their own: buffers and the decoder-bias alias.
-_ALWAYS_DROPPED = ("cls.predictions.decoder.bias",)
+_DECODER, _DECODER_BIAS, _MLM_BIAS = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "cls.predictions.bias"
+_WORD_EMBEDDINGS = "visual_bert.embeddings.word_embeddings.weight"
 # Config entries that describe the file, not the model.
 _CONFIG_NOISE = ("architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path",
                  "gradient_checkpointing", "use_cache", "position_embedding_type", "classifier_dropout")
@@ -158,16 +158,35 @@ def _fit_prefix(state, model):
     return state
 
 
+def _untie(state, model):
+    """Give the model one value per tied parameter, whichever of its names the file stored it under.
+
+    A tied weight is one tensor with two names, and transformers may save it under one name only:
+    the MLM decoder is the word-embedding table (saved without ``cls.predictions.decoder.weight``,
+    whichever head carries it), and the decoder bias is the prediction bias.
+    """
+    state = dict(state)
+    decoder_bias = state.pop(_DECODER_BIAS, None)
+    predictions = getattr(getattr(model, "cls", None), "predictions", None)
+    if predictions is None:
+        return state
+    if decoder_bias is not None:
+        state.setdefault(_MLM_BIAS, decoder_bias)
+    if predictions.decoder is None:
+        state.pop(_DECODER, None)  # the model multiplies by the word-embedding table itself
+    elif _DECODER not in state and _WORD_EMBEDDINGS in state:
+        state[_DECODER] = state[_WORD_EMBEDDINGS]  # both [vocab, hidden]; transposed below as a Linear weight
+    return state
+
+
 def load_into(model, state, source, head, allow_missing=()):
     """Copy a transformers-named state dict into ``model``, transposing Linear weights.
 
     Every expected weight must be present (except those matching ``allow_missing`` prefixes) and
     every given one used, with matching shapes; otherwise one error naming the keys.
     """
-    state = {k: v for k, v in state.items() if not k.endswith("position_ids") and k not in _ALWAYS_DROPPED}
-    if getattr(getattr(model, "cls", None), "predictions", None) is not None and model.cls.predictions.decoder is None:
-        state.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
-    state = _fit_prefix(state, model)
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    state = _untie(_fit_prefix(state, model), model)
     linear = {f"{name}.weight" for name, layer in model.named_sublayers() if isinstance(layer, modeling.nn.Linear)}
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and not k.startswith(tuple(allow_missing)))
