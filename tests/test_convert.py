@@ -311,6 +311,18 @@ def test_shape_mismatch_is_named(tmp_path, capsys):
     assert "shape mismatch for visual_bert.embeddings.visual_projection.weight" in err
 
 
+def test_bad_config_is_named_with_the_problem(tmp_path, capsys):
+    src = copy_fixture("nlvr2", tmp_path)
+    config = json.load(open(src / "config.json"))
+    config["hidden_act"] = "gelu_fast"
+    json.dump(config, open(src / "config.json", "w"))
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert f"{src / 'config.json'}: hidden_act 'gelu_fast'" in err and "gelu_new, relu" in err
+    (src / "config.json").write_text('{"model_type": "visual_bert",\n "hidden_act": }')
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert f"{src / 'config.json'}: not valid JSON" in err and "line 2 column 16" in err
+
+
 def test_wrong_head_names_missing_keys(tmp_path, capsys):
     err = run_cli_error(["--src", os.path.join(HF, "nlvr2"), "--head", "pretraining"], capsys, tmp_path / "a")
     assert "missing cls.predictions" in err and "--head pretraining" in err
