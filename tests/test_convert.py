@@ -151,21 +151,88 @@ def test_original_key_mapping():
         assert cv._original_key(old) == new, old
 
 
-def test_synthetic_original_state_dict_with_wrappers(tmp_path):
-    """A hand-made original-style checkpoint (module. prefix, 'state_dict' wrapper) loads exactly."""
-    hf = load_file(os.path.join(HF, "nlvr2", "model.safetensors"))
+def original_names(weights, classifier="bert.cls."):
+    """transformers names -> the uclanlp ones an original .th file uses."""
     original = {}
-    for key, value in hf.items():
+    for key, value in weights.items():
         key = key.replace("visual_bert.", "bert.bert.").replace("visual_projection", "projection")
         key = key.replace("visual_token_type_embeddings", "token_type_embeddings_visual")
         key = key.replace("visual_position_embeddings", "position_embeddings_visual")
-        original["module." + key.replace("cls.", "bert.classifier.")] = value
+        original[key.replace("cls.", classifier, 1) if key.startswith("cls.") else key] = value
+    return original
+
+
+def test_synthetic_original_state_dict_with_wrappers(tmp_path):
+    """A hand-made original-style checkpoint (module. prefix, 'state_dict' wrapper) loads exactly."""
+    hf = load_file(os.path.join(HF, "nlvr2", "model.safetensors"))
+    original = {"module." + k: v for k, v in original_names(hf, classifier="bert.classifier.").items()}
     original["module.detector.head.weight"] = np.zeros(3, np.float32)
     path = tmp_path / "nlvr2.safetensors"
     save_file(original, str(path))
     model = cv.convert_original(str(path), os.path.join(HF, "nlvr2", "config.json"))
     model.eval()
     check(run_nlvr2(model), "nlvr2")
+
+
+def tied_omitted(name, tmp_path, config_changes=None, renames=None):
+    """A copy of fixture ``name`` as transformers saves tied weights: no cls.predictions.decoder.weight
+    (optionally some keys renamed, config fields changed)."""
+    src = tmp_path / f"{name}-tied"
+    src.mkdir()
+    weights = cv.read_weights(cv._hf_weights_file(os.path.join(HF, name)))
+    weights = {(renames or {}).get(k, k): v for k, v in weights.items() if k != "cls.predictions.decoder.weight"}
+    save_file(weights, str(src / "model.safetensors"))
+    config = json.load(open(os.path.join(HF, name, "config.json")))
+    config.update(config_changes or {})
+    (src / "config.json").write_text(json.dumps(config))
+    return src
+
+
+def assert_decoder_is_word_embeddings(model):
+    np.testing.assert_array_equal(model.cls.predictions.decoder.weight.numpy(),
+                                  model.visual_bert.embeddings.word_embeddings.weight.numpy().T)
+
+
+def test_region_alignment_saved_without_its_tied_decoder(tmp_path):
+    dst = tmp_path / "paddle"
+    assert cv.main(["--src", str(tied_omitted("region_alignment", tmp_path)), "--dst", str(dst)]) == 0
+    model = modeling.VisualBertForRegionToPhraseAlignment.from_pretrained(str(dst))
+    model.eval()
+    assert_decoder_is_word_embeddings(model)
+    check(run_region_alignment(model), "region_alignment")
+
+
+def test_untied_pretraining_head_saved_without_decoder_takes_the_word_embeddings(tmp_path):
+    # The fixture's decoder is the embedding table, so an untied model given that table as its
+    # decoder must reproduce transformers' MLM logits; the bias comes under its alias name only.
+    src = tied_omitted("pretraining", tmp_path, {"tie_word_embeddings": False},
+                       renames={"cls.predictions.bias": "cls.predictions.decoder.bias"})
+    model = cv.convert_hf(str(src))
+    model.eval()
+    assert model.cls.predictions.decoder is not None
+    assert_decoder_is_word_embeddings(model)
+    check(run_pretraining(model), "pretraining")
+
+
+def test_original_checkpoint_without_tied_decoder(tmp_path):
+    """uclanlp-named weights (what an original .th holds once read) with the tied decoder left out."""
+    weights = load_file(str(tied_omitted("region_alignment", tmp_path) / "model.safetensors"))
+    path = tmp_path / "flickr.safetensors"
+    save_file(original_names(weights), str(path))
+    model = cv.convert_original(str(path), os.path.join(HF, "region_alignment", "config.json"))
+    model.eval()
+    assert_decoder_is_word_embeddings(model)
+    check(run_region_alignment(model), "region_alignment")
+    # the legacy-format file as torch_checkpoint reads it, its decoder dropped, into an untied model
+    legacy = {k: v for k, v in cv.read_weights(os.path.join(ORIGINAL, "pretrain_legacy.th")).items()
+              if k != "bert.cls.predictions.decoder.weight"}
+    path = tmp_path / "pretrain.safetensors"
+    save_file(legacy, str(path))
+    untied = tied_omitted("pretraining", tmp_path, {"tie_word_embeddings": False}) / "config.json"
+    model = cv.convert_original(str(path), str(untied))
+    model.eval()
+    assert_decoder_is_word_embeddings(model)
+    check(run_pretraining(model), "pretraining")
 
 
 def test_released_config_names_choose_head_and_sizes():
@@ -242,6 +309,18 @@ def test_shape_mismatch_is_named(tmp_path, capsys):
     json.dump(config, open(src / "config.json", "w"))
     err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
     assert "shape mismatch for visual_bert.embeddings.visual_projection.weight" in err
+
+
+def test_bad_config_is_named_with_the_problem(tmp_path, capsys):
+    src = copy_fixture("nlvr2", tmp_path)
+    config = json.load(open(src / "config.json"))
+    config["hidden_act"] = "gelu_fast"
+    json.dump(config, open(src / "config.json", "w"))
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert f"{src / 'config.json'}: hidden_act 'gelu_fast'" in err and "gelu_new, relu" in err
+    (src / "config.json").write_text('{"model_type": "visual_bert",\n "hidden_act": }')
+    err = run_cli_error(["--src", str(src)], capsys, tmp_path / "out")
+    assert f"{src / 'config.json'}: not valid JSON" in err and "line 2 column 16" in err
 
 
 def test_wrong_head_names_missing_keys(tmp_path, capsys):

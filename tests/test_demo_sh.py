@@ -44,6 +44,14 @@ def test_demo_reaches_the_bars(demo_run):
     matching = [r["eval_matching_accuracy"] for r in pretrain if "eval_matching_accuracy" in r]
     assert max(matching) >= 0.90, matching  # ... and image-caption matching, from scratch
     assert "=== summary ===" in proc.stdout and "NLVR2 evaluation (test1)" in proc.stdout.split("=== summary ===")[1]
+    check_vqa_learns_in_its_first_epoch(out / "vqa" / "metrics.jsonl")
+
+
+def check_vqa_learns_in_its_first_epoch(metrics):
+    """The VQA plot shows the learning: several evaluations inside epoch 1, the accuracy rising."""
+    first_epoch = [r["eval_vqa_accuracy"] for r in map(json.loads, open(metrics))
+                   if "eval_vqa_accuracy" in r and r["epoch"] < 1]
+    assert len(first_epoch) >= 3 and first_epoch[0] + 0.2 < max(first_epoch), first_epoch
 
 
 def test_demo_outputs_are_complete(demo_run):

@@ -306,6 +306,11 @@ def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
                            "--input_dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "no per-image .npy feature files" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "visualbert.features", "inspect", "--image_feature_type",
+                           "coco_detectron_fix_100", "--input_dir", str(tmp_path / "nowhere")], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == f"error: --input_dir {tmp_path / 'nowhere'}: no such directory"
     help_text = subprocess.run([sys.executable, "-m", "visualbert.features", "pack", "--help"], cwd=REPO,
                                capture_output=True, text=True).stdout
     assert "--image_feature_type" in help_text and "--out" in help_text and "--dtype" in help_text

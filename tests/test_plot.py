@@ -90,3 +90,38 @@ def test_cli_missing_or_empty_log(tmp_path, content, message):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def drawn_figure(runs, out, monkeypatch):
+    """plot_runs' figure, kept from being closed so its lines can be read."""
+    import matplotlib.pyplot as plt
+
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    plot_runs(runs, out)
+    return kept[0]
+
+
+def test_comparing_runs_keeps_one_colour_per_run_across_panels(tmp_path, monkeypatch):
+    other = [dict(r, loss=r["loss"] + 1) if "loss" in r else r for r in RECORDS]
+    fig = drawn_figure({"a": RECORDS, "b": other, "c": RECORDS[:2]}, tmp_path / "m.png", monkeypatch)
+    colours = {}  # run -> set of colours of its lines, over every panel
+    styles = {}  # metric -> set of line styles, over every run
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            run, metric = line.get_label().split(": ")
+            colours.setdefault(run, set()).add(line.get_color())
+            styles.setdefault(metric, set()).add(line.get_linestyle())
+    assert len(fig.axes) == 3 and sorted(colours) == ["a", "b", "c"]
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert len(set.union(*colours.values())) == 3  # and the runs differ
+    assert all(len(s) == 1 for s in styles.values()), styles
+    losses = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+    assert losses["a: loss"] != losses["a: masked_lm_loss"]
+
+
+def test_single_run_gives_each_metric_its_own_colour(tmp_path, monkeypatch):
+    fig = drawn_figure({"run": RECORDS}, tmp_path / "m.png", monkeypatch)
+    losses = fig.axes[0].get_lines()
+    assert sorted(line.get_label() for line in losses) == ["eval_loss", "loss", "masked_lm_loss"]
+    assert len({line.get_color() for line in losses}) == 3

@@ -13,7 +13,6 @@ transposed (Paddle stores [in, out]). torch is not needed, and pickles are read 
 allow-list. DST is written through a temporary sibling dir renamed into place on success only.
 """
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -22,6 +21,7 @@ import tempfile
 import numpy as np
 
 from . import modeling
+from .cli import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError
 from .torch_checkpoint import load_torch_file
@@ -35,8 +35,9 @@ HEADS = {
     "region_alignment": modeling.VisualBertForRegionToPhraseAlignment,
 }
 _HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
-# Keys transformers writes that are not parameters of their own: buffers and the decoder-bias alias.
-_ALWAYS_DROPPED = ("cls.predictions.decoder.bias",)
+_DECODER, _DECODER_BIAS = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"
+_MLM_BIAS = "cls.predictions.bias"
+_WORD_EMBEDDINGS = "visual_bert.embeddings.word_embeddings.weight"
 # Config entries that describe the file, not the model.
 _CONFIG_NOISE = ("architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path",
                  "gradient_checkpointing", "use_cache", "position_embedding_type", "classifier_dropout")
@@ -71,16 +72,6 @@ def read_weights(path):
     return state
 
 
-def _read_json(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def _hf_weights_file(src):
     for name in ("model.safetensors", "pytorch_model.bin"):
         if os.path.isfile(os.path.join(src, name)):
@@ -88,11 +79,14 @@ def _hf_weights_file(src):
     raise FileNotFoundError(f"{src}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not supported)")
 
 
-def _config_from_dict(raw):
+def _config_from_dict(raw, source):
     fields = {k: v for k, v in raw.items() if k not in _CONFIG_NOISE}
     if "id2label" in fields:
         fields["id2label"] = {int(k): v for k, v in fields["id2label"].items()}
-    return VisualBertConfig(**fields)
+    try:
+        return VisualBertConfig(**fields)
+    except ValueError as e:  # e.g. an activation the model does not have
+        raise ValueError(f"{source}: {e}") from None
 
 
 def _head_for(head, raw, source):
@@ -111,7 +105,7 @@ def _released_or_json(config):
     if name in RELEASED_MODELS:
         return dict(VisualBertConfig.pretrained_init_configuration[name])
     if os.path.isfile(config):
-        return _read_json(config)
+        return read_json(config)
     raise ValueError(f"--config {config!r} is neither a released name ({', '.join(RELEASED_MODELS)}) "
                      "nor a config.json file")
 
@@ -158,16 +152,35 @@ def _fit_prefix(state, model):
     return state
 
 
+def _untie(state, model):
+    """Give the model one value per tied parameter, whichever of its names the file stored it under.
+
+    A tied weight is one tensor with two names, and transformers may save it under one name only:
+    the MLM decoder is the word-embedding table (saved without ``cls.predictions.decoder.weight``,
+    whichever head carries it), and the decoder bias is the prediction bias.
+    """
+    state = dict(state)
+    decoder_bias = state.pop(_DECODER_BIAS, None)
+    predictions = getattr(getattr(model, "cls", None), "predictions", None)
+    if predictions is None:
+        return state
+    if decoder_bias is not None:
+        state.setdefault(_MLM_BIAS, decoder_bias)
+    if predictions.decoder is None:
+        state.pop(_DECODER, None)  # the model multiplies by the word-embedding table itself
+    elif _DECODER not in state and _WORD_EMBEDDINGS in state:
+        state[_DECODER] = state[_WORD_EMBEDDINGS]  # both [vocab, hidden]; transposed below as a Linear weight
+    return state
+
+
 def load_into(model, state, source, head, allow_missing=()):
     """Copy a transformers-named state dict into ``model``, transposing Linear weights.
 
     Every expected weight must be present (except those matching ``allow_missing`` prefixes) and
     every given one used, with matching shapes; otherwise one error naming the keys.
     """
-    state = {k: v for k, v in state.items() if not k.endswith("position_ids") and k not in _ALWAYS_DROPPED}
-    if getattr(getattr(model, "cls", None), "predictions", None) is not None and model.cls.predictions.decoder is None:
-        state.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
-    state = _fit_prefix(state, model)
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    state = _untie(_fit_prefix(state, model), model)
     linear = {f"{name}.weight" for name, layer in model.named_sublayers() if isinstance(layer, modeling.nn.Linear)}
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and not k.startswith(tuple(allow_missing)))
@@ -194,9 +207,10 @@ def _few(keys):
 
 
 def convert_hf(src, head=None):
-    raw = _read_json(os.path.join(src, "config.json"))
+    config_file = os.path.join(src, "config.json")
+    raw = read_json(config_file)
     head = _head_for(head, raw, src)
-    model = HEADS[head](_config_from_dict(raw))
+    model = HEADS[head](_config_from_dict(raw, config_file))
     return load_into(model, read_weights(_hf_weights_file(src)), src, head)
 
 
@@ -211,13 +225,14 @@ def convert_original(src, config, head=None):
         new = _original_key(key)
         if new is not None:
             state[new] = value
-    return load_into(HEADS[head](_config_from_dict(raw)), state, src, head)
+    return load_into(HEADS[head](_config_from_dict(raw, f"--config {config}")), state, src, head)
 
 
 def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0):
     import paddle
 
-    bert = _read_json(os.path.join(src, "config.json"))
+    config_file = os.path.join(src, "config.json")
+    bert = read_json(config_file)
     raw = _released_or_json(config) if config else {}
     fields = {k: bert[k] for k in _BERT_FIELDS if k in bert}
     fields.update({k: v for k, v in raw.items() if k not in _BERT_FIELDS})
@@ -229,7 +244,7 @@ def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0)
         head = "pretraining"  # the paper pre-trains from BERT
     head = _head_for(head, raw, src)
     paddle.seed(seed)
-    model = HEADS[head](_config_from_dict(fields))
+    model = HEADS[head](_config_from_dict(fields, config_file))  # hidden sizes and activation come from BERT
     state = {}
     for key, value in read_weights(_hf_weights_file(src)).items():
         new = _bert_key(key)
@@ -253,7 +268,7 @@ def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwri
     if os.path.isfile(src):
         model = convert_original(src, config, head)
     elif os.path.isdir(src):
-        model_type = _read_json(os.path.join(src, "config.json")).get("model_type")
+        model_type = read_json(os.path.join(src, "config.json")).get("model_type")
         if model_type == "visual_bert":
             model = convert_hf(src, head)
         elif model_type == "bert":

@@ -48,7 +48,7 @@ def add_training_args(parser, **defaults):
                    help="write a metrics.jsonl line every N optimizer steps")
     g.add_argument("--save_steps", type=int, default=defaults.get("save_steps", 1000),
                    help="write a checkpoint every N optimizer steps (and always at the end)")
-    g.add_argument("--save_total_limit", type=int, default=3, help="keep only the newest K checkpoints (0 = keep all)")
+    g.add_argument("--save_total_limit", type=int, default=3, help="keep only the newest K checkpoints (default 3; 0 = keep all)")
     g.add_argument("--eval_steps", type=int, default=0, help="evaluate every N optimizer steps (0 = once per epoch)")
     g.add_argument("--seed", type=int, default=42, help="seed for initialisation, shuffling, masking and dropout")
     g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")

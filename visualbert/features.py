@@ -466,6 +466,8 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
     """
     from tqdm import tqdm
 
+    if not os.path.isdir(input_dir):  # else it would report an empty store
+        raise FileNotFoundError(f"--input_dir {os.fspath(input_dir)}: no such directory")
     store = open_features(image_feature_type, input_dir, split=split)
     rows, dims, bad = {}, {}, []
     for p in store.packed:

@@ -73,6 +73,8 @@ class VisualBertConfig(PretrainedConfig):
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        if hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"hidden_act {hidden_act!r} is not supported; expected one of {', '.join(_ACTIVATIONS)}")
         self.vocab_size, self.hidden_size, self.visual_embedding_dim = vocab_size, hidden_size, visual_embedding_dim
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
         self.intermediate_size, self.hidden_act = intermediate_size, hidden_act

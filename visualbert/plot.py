@@ -5,7 +5,8 @@
 Each run directory holds ``metrics.jsonl``, one JSON object per line. Every numeric key is
 plotted against ``step``, grouped into panels: losses, learning rate, evaluation metrics
 (``eval_*``), and anything else. Without ``--out`` each run gets ``RUN_DIR/metrics.png``; with
-it, all runs are drawn into that one file so they can be compared.
+it, all runs are drawn into that one file so they can be compared: one colour per run in every
+panel, one line style per metric.
 """
 import argparse
 import json
@@ -16,6 +17,7 @@ PANELS = ("losses", "learning rate", "eval metrics", "other")
 
 # Positions in training, not measurements of it: step is the x axis and epoch just restates it.
 _AXIS_KEYS = frozenset(("step", "epoch"))
+_LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def read_metrics(run_dir):
@@ -94,15 +96,23 @@ def plot_runs(runs, out_path):
     titles = [p for p in PANELS if any(p in groups for groups in per_run.values())]
     if not titles:
         raise ValueError(f"no numeric metrics besides step/epoch in {', '.join(runs)}")
+    # Comparing runs, a run keeps its colour in every panel and a metric its line style in every run;
+    # a single run gives each metric its own colour.
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(len(titles), 1, figsize=(9, 3.2 * len(titles)), sharex=True, squeeze=False)
     axes = axes[:, 0]
     try:
         for ax, title in zip(axes, titles):
-            for label, groups in per_run.items():
+            keys = sorted(set().union(*(groups.get(title, {}) for groups in per_run.values())))
+            for run_index, (label, groups) in enumerate(per_run.items()):
                 for key, (steps, values) in sorted(groups.get(title, {}).items()):
-                    name = key if len(runs) == 1 else f"{label}: {key}"
+                    if len(runs) == 1:
+                        look = {"label": key}
+                    else:
+                        look = {"label": f"{label}: {key}", "color": colours[run_index % len(colours)],
+                                "linestyle": _LINE_STYLES[keys.index(key) % len(_LINE_STYLES)]}
                     # Single points (one evaluation so far) are invisible as a line alone.
-                    ax.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, label=name)
+                    ax.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, **look)
             ax.set_title(title)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize="small")
@@ -124,8 +134,8 @@ def build_parser():
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="training output directory holding metrics.jsonl")
     parser.add_argument("--out", metavar="PNG",
-                        help="write one PNG comparing all runs here (default: RUN_DIR/metrics.png "
-                             "for each run)")
+                        help="write one PNG comparing all runs here, one colour per run (default: "
+                             "RUN_DIR/metrics.png for each run)")
     return parser
 
 

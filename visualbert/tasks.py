@@ -80,7 +80,8 @@ def load_for_prediction(task, args):
         tokenizer = cli.tokenizer_from_args(args)
         features = open_task_features(args)
         dataset = build(task, args.split, args, tokenizer, features)
-        model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim)
+        model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
+                               new_head=False)
     return dataset, model
 
 
