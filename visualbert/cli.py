@@ -3,7 +3,9 @@ import contextlib
 import json
 import os
 
-from . import modeling
+import paddle
+
+from . import cpu, modeling
 
 
 def add_model_args(parser, default_model):
@@ -18,6 +20,9 @@ def add_model_args(parser, default_model):
     g.add_argument("--bert_model_name", default="bert-base-uncased",
                    help="tokenizer: bert-base-uncased (the vocabulary ships with this package) or a vocab.txt / "
                         "tokenizer directory")
+    g.add_argument("--no_cpu_kernels", dest="cpu_kernels", action="store_false",
+                   help="on CPU, run the model on Paddle's stock layers instead of visualbert.cpu's faster "
+                        "ones (same results; for comparison or if a oneDNN kernel fails)")
     return parser
 
 
@@ -38,12 +43,20 @@ def _has_config(d):
     return any(os.path.isfile(os.path.join(d, f)) for f in ("model_config.json", "config.json"))
 
 
-def load_model(cls, name_or_path, visual_embedding_dim=None, **overrides):
+def load_model(cls, name_or_path, visual_embedding_dim=None, cpu_kernels=True, **overrides):
     """Load ``cls`` from a released name, a directory or a config file (fresh weights).
 
     ``visual_embedding_dim`` is the features' dimension: a config trained from scratch takes it, a
     checkpoint whose projection expects another dimension is refused here rather than mid-step.
+    ``cpu_kernels``: when the current device is the CPU, run the model on ``visualbert.cpu``'s layers.
     """
+    model = _load_model(cls, name_or_path, visual_embedding_dim, **overrides)
+    if cpu_kernels and paddle.get_device() == "cpu":
+        cpu.accelerate(model)
+    return model
+
+
+def _load_model(cls, name_or_path, visual_embedding_dim, **overrides):
     path = resolve_model_path(name_or_path)
     if path.endswith(".json"):
         if not os.path.isfile(path):
