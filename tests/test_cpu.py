@@ -1,6 +1,7 @@
 """visualbert.cpu: accelerate/restore, the CPU layers and kernels against Paddle's stock ones, the
 oneDNN binding (missing library, primitive-cache eviction, threads)."""
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -132,6 +133,7 @@ def test_parity_with_transformers_when_accelerated(name, tmp_path, accelerated):
 
 
 def test_accelerate_owns_the_process_settings_and_restore_puts_them_back():
+    gc.collect()  # models other tests accelerated and dropped give the settings back
     openmp = None if openmp_blocktime() is None else ctypes.CDLL(cpu.OPENMP_LIBRARY)
     first, second = make(vm.VisualBertModel), make(vm.VisualBertModel)
     paddle.set_flags({"FLAGS_use_stride_kernel": True})
@@ -140,12 +142,15 @@ def test_accelerate_owns_the_process_settings_and_restore_puts_them_back():
     try:
         cpu.accelerate(first)
         cpu.accelerate(second)
-        if not paddle.is_compiled_with_cuda():
-            assert not stride_kernel()
-        assert openmp_blocktime() in (None, 0)
-        cpu.restore(first)  # the other model still runs on the CPU layers: the settings stay
+        assert stride_kernel() == paddle.is_compiled_with_cuda()  # a CUDA build keeps the GPU's views
         assert openmp_blocktime() in (None, 0) and kernels.ONEDNN is onednn.load()
+        cpu.restore(first)  # the other model still runs on the CPU layers: the settings stay
+        assert stride_kernel() == paddle.is_compiled_with_cuda() and openmp_blocktime() in (None, 0)
         cpu.restore(second)
+        assert stride_kernel() and openmp_blocktime() in (None, 150) and kernels.ONEDNN is None
+        # A model collected without restore() gives them back too.
+        cpu.accelerate(make(vm.VisualBertModel))
+        gc.collect()
         assert stride_kernel() and openmp_blocktime() in (None, 150) and kernels.ONEDNN is None
     finally:
         cpu.restore(first)

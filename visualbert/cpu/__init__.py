@@ -37,8 +37,11 @@ _STOCK_CLASS = {cpu: stock for stock, cpu in _CPU_CLASS.items()}
 
 OPENMP_LIBRARY = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
 
-_accelerated = weakref.WeakSet()  # the models accelerate() was called on and restore() was not
-_saved = None  # the process settings from before accelerate(), while they are changed
+# id(model) -> weakref.finalize, for the models accelerate() was called on and restore() was not:
+# the process settings are changed while there is one (a model collected without restore() counts
+# as restored).
+_accelerated = {}
+_saved = None  # the process settings from before, while they are changed
 
 
 def accelerate(model):
@@ -46,43 +49,60 @@ def accelerate(model):
     want (see the module docstring). Every ``nn.Linear``, ``nn.LayerNorm``, ``nn.Dropout`` and
     self-attention becomes its CPU subclass and exact GELU activations use oneDNN's kernel.
     Returns ``model``."""
-    global _saved
     for layer in model.sublayers(include_self=True):
         if type(layer) in _CPU_CLASS:
             layer.__class__ = _CPU_CLASS[type(layer)]
         if getattr(layer, "act", None) is F.gelu:
             layer.act = kernels.gelu
-    if _saved is None:
-        _saved = {"FLAGS_use_stride_kernel": paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]}
-        openmp = _openmp()
-        if openmp is not None:
-            _saved["blocktime"] = openmp.kmp_get_blocktime()
-            openmp.kmp_set_blocktime(0)
-        if not paddle.is_compiled_with_cuda():  # the flag is process-wide: a GPU's views stay
-            paddle.set_flags({"FLAGS_use_stride_kernel": False})
-        kernels.ONEDNN = onednn.load()
-    _accelerated.add(model)
+    if not _accelerated:
+        _change_settings()
+    if id(model) not in _accelerated:
+        finalizer = weakref.finalize(model, _forget, id(model))
+        finalizer.atexit = False  # nothing to put back in an exiting process
+        _accelerated[id(model)] = finalizer
     return model
 
 
 def restore(model):
     """Undo ``accelerate(model)``: the stock layers again; after the last accelerated model, the
     process settings as they were before. Returns ``model``."""
-    global _saved
     for layer in model.sublayers(include_self=True):
         if type(layer) in _STOCK_CLASS:
             layer.__class__ = _STOCK_CLASS[type(layer)]
         if getattr(layer, "act", None) is kernels.gelu:
             layer.act = F.gelu
-    _accelerated.discard(model)
-    if not _accelerated and _saved is not None:
-        kernels.ONEDNN = None
-        paddle.set_flags({"FLAGS_use_stride_kernel": _saved["FLAGS_use_stride_kernel"]})
-        openmp = _openmp()
-        if openmp is not None and "blocktime" in _saved:
-            openmp.kmp_set_blocktime(_saved["blocktime"])
-        _saved = None
+    if id(model) in _accelerated:
+        _accelerated[id(model)].detach()
+        _forget(id(model))
     return model
+
+
+def _forget(model_id):
+    del _accelerated[model_id]
+    if not _accelerated:
+        _put_back_settings()
+
+
+def _change_settings():
+    global _saved
+    _saved = {"FLAGS_use_stride_kernel": paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]}
+    openmp = _openmp()
+    if openmp is not None:
+        _saved["blocktime"] = openmp.kmp_get_blocktime()
+        openmp.kmp_set_blocktime(0)
+    if not paddle.is_compiled_with_cuda():  # the flag is process-wide: a GPU's views stay
+        paddle.set_flags({"FLAGS_use_stride_kernel": False})
+    kernels.ONEDNN = onednn.load()
+
+
+def _put_back_settings():
+    global _saved
+    kernels.ONEDNN = None
+    paddle.set_flags({"FLAGS_use_stride_kernel": _saved["FLAGS_use_stride_kernel"]})
+    openmp = _openmp()
+    if openmp is not None and "blocktime" in _saved:
+        openmp.kmp_set_blocktime(_saved["blocktime"])
+    _saved = None
 
 
 def _openmp():
