@@ -7,7 +7,7 @@ vectorised ones on the BERT-base shapes (GELU on [7680, 3072]: 39 ms vs 7.4 ms f
 3.4 ms vs 0.6 ms forward, ~50 ms vs 1.4 ms backward; see BENCHMARKS.md); eager mode never picks
 oneDNN kernels itself. This module calls oneDNN's eltwise, softmax and layer-normalization
 primitives through its C API. ``load()`` returns None where the wheel has no oneDNN 3 library
-(other platforms, GPU builds), and the model then keeps Paddle's kernels.
+(other platforms, GPU builds), and visualbert.cpu then keeps Paddle's kernels for these.
 
 Arrays are float32, C-contiguous numpy arrays (Paddle tensors seen through DLPack); the work runs
 on oneDNN's OpenMP threads (OMP_NUM_THREADS, as Paddle's own kernels).
