@@ -180,8 +180,9 @@ def test_importing_changes_no_process_setting():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "KMP_BLOCKTIME"}
     env["PYTHONPATH"] = root
-    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK, "visualbert.modeling", "visualbert.cpu", "visualbert.cli",
-                           "visualbert.tasks"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    modules = ["visualbert.modeling", "visualbert.cpu", "visualbert.cli", "visualbert.tasks"]
+    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK] + modules, cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

@@ -123,6 +123,8 @@ class OneDNN:
         lib, engine = self.lib, self.engine
         data = self._desc(*shape)
         descs = {arg: data for arg in (_ARG_SRC, _ARG_DST, _ARG_DIFF_SRC, _ARG_DIFF_DST)}
+        # Scratchpads of their own (the library's default one is shared by every primitive created in
+        # one thread, so two threads could run on the same one).
         attr = self._create(lib.dnnl_primitive_attr_create)
         lib.dnnl_primitive_attr_set_scratchpad_mode(attr, _SCRATCHPAD_USER)
         if operation == "gelu":
@@ -148,8 +150,8 @@ class OneDNN:
         lib.dnnl_primitive_attr_destroy(attr)  # the primitive descriptors keep their own copy
         memories = {arg: self._create(lib.dnnl_memory_create, desc, engine, None) for arg, desc in descs.items()}
         # The scratchpad descriptors belong to the primitive descriptors (not destroyed here).
-        scratchpads = [self._create(lib.dnnl_memory_create, lib.dnnl_primitive_desc_query_md(pd, _QUERY_SCRATCHPAD_MD, 0),
-                                    engine, _MEMORY_ALLOCATE) for pd in (forward_pd, backward_pd)]
+        scratchpads = [self._create(lib.dnnl_memory_create, lib.dnnl_primitive_desc_query_md(
+            pd, _QUERY_SCRATCHPAD_MD, 0), engine, _MEMORY_ALLOCATE) for pd in (forward_pd, backward_pd)]
         forward = self._create(lib.dnnl_primitive_create, forward_pd)
         backward = self._create(lib.dnnl_primitive_create, backward_pd)
         stream = self._create(lib.dnnl_stream_create, engine, _IN_ORDER_STREAM)
