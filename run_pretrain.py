@@ -121,7 +121,8 @@ def main(argv=None):
         features = open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
         train_ds = build_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
         eval_ds = build_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
-        model = cli.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim)
+        model = cli.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim,
+                               cpu_kernels=args.cpu_kernels)
 
     loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
     if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on

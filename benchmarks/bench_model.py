@@ -13,8 +13,9 @@ active in both, i.e. train mode; fp32 in both):
     vqa       VQA fine-tuning (3129 answers, KL loss), batch 32
     infer     VQA logits, eval mode, no autograd, batch 64
 
-Every task times ours as shipped, ours on Paddle's stock CPU kernels (``modeling.set_cpu_fast_paths(False)``:
-the CPU routes off and Paddle's strided views back on, what the same model cost before them), the
+Every task times ours as the scripts run it on CPU (``visualbert.cpu.accelerate``), ours on Paddle's
+stock CPU layers (after ``visualbert.cpu.restore``: Paddle's kernels and strided views, what the same
+model cost without the CPU layers), the
 task's own ablation (pretraining: MLM logits at every position; VQA: the last layer at every
 position) and theirs. After
 ``--warmup`` untimed rounds, each round runs every variant once, in alternating order, so slow
@@ -112,7 +113,7 @@ def build_task(task, cfg, batch, use_to_static):
     import torch
     import transformers
 
-    from visualbert import convert, modeling
+    from visualbert import convert, cpu, modeling
 
     head = "pretraining" if task == "pretrain" else "vqa"
     hf_cls = {"pretraining": transformers.VisualBertForPreTraining,
@@ -133,9 +134,12 @@ def build_task(task, cfg, batch, use_to_static):
         th_x["labels"] = torch.from_numpy(np.concatenate([x["labels"], pad], axis=1))
     inputs_only = [k for k in x if k not in ("labels", "sentence_image_labels")]
 
+    cpu.accelerate(ours)
     diff = parity(task, ours, theirs, {k: pd_x[k][:2] for k in inputs_only}, {k: th_x[k][:2] for k in inputs_only})
 
-    kernels = modeling.set_cpu_fast_paths  # read at call time, so the variants can alternate
+    def kernels(fast):  # at every step, so the variants can alternate
+        (cpu.accelerate if fast else cpu.restore)(ours)
+
     # output_hidden_states=True makes the VQA head run the last layer at every position.
     every_position = {"output_hidden_states": True}
     contenders = []
@@ -299,7 +303,7 @@ def run_mfu(argv):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import paddle
 
-    from visualbert import modeling
+    from visualbert import cpu, modeling
 
     paddle.set_device(args.device)
     paddle.seed(0)
@@ -324,6 +328,8 @@ def run_mfu(argv):
     for task in args.tasks:
         cls = modeling.VisualBertForPreTraining if task == "pretrain" else modeling.VisualBertForQuestionAnswering
         model = cls(modeling.VisualBertConfig(**cfg))
+        if not on_gpu:  # as the scripts run it
+            cpu.accelerate(model)
         x = make_inputs(task, args.batch)
         batch = {k: paddle.to_tensor(v) for k, v in x.items()}
         opt = None

@@ -10,11 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture
 def all_cpu_routes(monkeypatch):
-    """The model's CPU routes at every tensor size (by default small tensors take Paddle's kernels),
-    so that tests on tiny models check the routes too."""
-    from visualbert import modeling
+    """visualbert.cpu's kernels at every tensor size (by default small tensors take Paddle's
+    kernels), so that tests on tiny models check them too."""
+    from visualbert.cpu import kernels
 
-    monkeypatch.setattr(modeling, "ROUTE_MIN_ELEMENTS", {route: 1 for route in modeling.ROUTE_MIN_ELEMENTS})
+    monkeypatch.setattr(kernels, "ROUTE_MIN_ELEMENTS", {route: 1 for route in kernels.ROUTE_MIN_ELEMENTS})
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,7 @@ ORIGINAL = os.path.join(FIXTURES, "original")
 INPUTS = dict(np.load(os.path.join(FIXTURES, "inputs.npz")))
 EXPECTED = dict(np.load(os.path.join(FIXTURES, "outputs.npz")))
 TOL = 1e-5
-
-# Parity is checked through the model's CPU routes (tiny tensors would otherwise skip them).
-pytestmark = pytest.mark.usefixtures("all_cpu_routes")
+# The same parity through visualbert.cpu's layers: tests/test_cpu.py.
 
 
 def batch(prefix=""):

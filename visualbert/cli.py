@@ -3,7 +3,9 @@ import contextlib
 import json
 import os
 
-from . import modeling
+import paddle
+
+from . import cpu, modeling
 
 
 def add_model_args(parser, default_model):
@@ -18,6 +20,9 @@ def add_model_args(parser, default_model):
     g.add_argument("--bert_model_name", default="bert-base-uncased",
                    help="tokenizer: bert-base-uncased (the vocabulary ships with this package) or a vocab.txt / "
                         "tokenizer directory")
+    g.add_argument("--no_cpu_kernels", dest="cpu_kernels", action="store_false",
+                   help="on CPU, run the model on Paddle's stock layers instead of visualbert.cpu's faster "
+                        "ones (same results; for comparison or if a oneDNN kernel fails)")
     return parser
 
 
@@ -122,14 +127,22 @@ def _check_head(cls, name_or_path, config, new_head, num_labels):
                      f"needs {_HEAD_DESCRIPTIONS[want]} ({want}); {hint}")
 
 
-def load_model(cls, name_or_path, visual_embedding_dim=None, new_head=True, **overrides):
+def load_model(cls, name_or_path, visual_embedding_dim=None, new_head=True, cpu_kernels=True, **overrides):
     """Load ``cls`` from a released name, a directory or a config file (fresh weights).
 
     ``visual_embedding_dim`` is the features' dimension: a config trained from scratch takes it, a
     checkpoint whose projection expects another dimension is refused here rather than mid-step.
     ``new_head``: whether a checkpoint without ``cls``'s head may start a fresh one (see _check_head).
     Every refusal is one ``error:`` line; nothing is ever downloaded.
+    ``cpu_kernels``: when the current device is the CPU, run the model on ``visualbert.cpu``'s layers.
     """
+    model = _load_model(cls, name_or_path, visual_embedding_dim, new_head, **overrides)
+    if cpu_kernels and paddle.get_device() == "cpu":
+        cpu.accelerate(model)
+    return model
+
+
+def _load_model(cls, name_or_path, visual_embedding_dim, new_head, **overrides):
     path = resolve_model_path(name_or_path)
     if path.endswith(".json"):
         if not os.path.isfile(path):

@@ -1,22 +1,21 @@
-"""VisualBERT (Li et al., 2019) on PaddlePaddle: configuration, base model and five task heads.
+"""VisualBERT (Li et al., 2019) on PaddlePaddle: base model and five task heads.
 
 The math and every parameter name follow HuggingFace ``transformers``' VisualBERT, so a converted
 checkpoint is a plain copy of its state dict (Linear weights transposed). Where ``transformers``
 is known to be wrong (``bypass_transformer``, ``special_visual_initialize`` being undone by weight
 init) this file does what the paper and the original code do instead; see the class docstrings.
+The configuration is in ``visualbert.configuration``; faster CPU layers for this model are in
+``visualbert.cpu`` (``accelerate(model)``).
 """
-import ctypes
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
-from paddlenlp.transformers import PretrainedConfig, PretrainedModel
+from paddlenlp.transformers import PretrainedModel
 from paddlenlp.transformers.model_outputs import (
     BaseModelOutputWithPooling,
     ModelOutput,
@@ -24,7 +23,7 @@ from paddlenlp.transformers.model_outputs import (
     SequenceClassifierOutput,
 )
 
-from . import onednn
+from .configuration import RELEASED_MODELS, VisualBertConfig
 
 __all__ = [
     "VisualBertConfig",
@@ -39,60 +38,8 @@ __all__ = [
     "RELEASED_MODELS",
 ]
 
-# The nine checkpoints uclanlp released, with the head class each one was trained as and what
-# differs from a BERT-base VisualBertConfig.
-RELEASED_MODELS = {
-    "visualbert-vqa": ("VisualBertForQuestionAnswering", {"visual_embedding_dim": 2048, "num_labels": 3129}),
-    "visualbert-vqa-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 2048}),
-    "visualbert-vqa-coco-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 2048}),
-    "visualbert-nlvr2": ("VisualBertForVisualReasoning", {"visual_embedding_dim": 1024, "num_labels": 2}),
-    "visualbert-nlvr2-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 1024}),
-    "visualbert-nlvr2-coco-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 1024}),
-    "visualbert-vcr": ("VisualBertForMultipleChoice", {"visual_embedding_dim": 512}),
-    "visualbert-vcr-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 512}),
-    "visualbert-vcr-coco-pre": ("VisualBertForPreTraining", {"visual_embedding_dim": 512}),
-}
-
-
-def _released_config(name):
-    arch, overrides = RELEASED_MODELS[name]
-    return dict(architectures=[arch], special_visual_initialize=True, **overrides)
-
-
-class VisualBertConfig(PretrainedConfig):
-    """Hyper-parameters of VisualBERT; field names and defaults are those of ``transformers``."""
-
-    model_type = "visual_bert"
-    pretrained_init_configuration = {name: _released_config(name) for name in RELEASED_MODELS}
-
-    def __init__(self, vocab_size=30522, hidden_size=768, visual_embedding_dim=512, num_hidden_layers=12,
-                 num_attention_heads=12, intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
-                 attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
-                 initializer_range=0.02, layer_norm_eps=1e-12, bypass_transformer=False,
-                 special_visual_initialize=True, pad_token_id=1, bos_token_id=0, eos_token_id=2, **kwargs):
-        super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
-        if hidden_size % num_attention_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
-        if hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"hidden_act {hidden_act!r} is not supported; expected one of {', '.join(_ACTIVATIONS)}")
-        self.vocab_size, self.hidden_size, self.visual_embedding_dim = vocab_size, hidden_size, visual_embedding_dim
-        self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
-        self.intermediate_size, self.hidden_act = intermediate_size, hidden_act
-        self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
-        self.max_position_embeddings, self.type_vocab_size = max_position_embeddings, type_vocab_size
-        self.initializer_range, self.layer_norm_eps = initializer_range, layer_norm_eps
-        self.bypass_transformer, self.special_visual_initialize = bypass_transformer, special_visual_initialize
-
-
-def _gelu(x):
-    """Exact GELU; on CPU by oneDNN's kernel (see _cpu_gelu). Only ever applied to a fresh Linear output."""
-    if _onednn_route(x, "gelu"):
-        return _cpu_gelu(x)
-    return F.gelu(x, approximate=False)
-
-
 _ACTIVATIONS = {
-    "gelu": _gelu,
+    "gelu": F.gelu,  # exact (erf), as transformers' "gelu"
     "gelu_new": lambda x: F.gelu(x, approximate=True),
     "relu": F.relu,
     "silu": F.silu,
@@ -113,323 +60,6 @@ def _mask_bias(mask, dtype):
     return ((1.0 - mask) * paddle.finfo(dtype).min).unsqueeze([1, 2])
 
 
-# Paddle's CPU kernels for a few operations a BERT layer uses everywhere are far slower than the
-# arithmetic needs (measured on the BERT-base shapes, BENCHMARKS.md): the separate broadcasting
-# add F.linear does for the bias, the column sum that is the bias gradient (~60x a GEMV doing the
-# same sum), dropout's per-element random draws (~15 ns each), the transpose that splits and
-# merges attention heads (~5x slower than numpy's copy of the same permutation at batch 64), the
-# attention softmax (~6x oneDNN's), GELU (~5x oneDNN's, ~9x in the backward) and the LayerNorm
-# backward (~35x oneDNN's). Linear, LayerNorm, Dropout, _permute, _attention_softmax and _gelu below
-# keep the stock layers' parameters, names and semantics, and route around those kernels on CPU
-# only; on accelerators they are the stock operations.
-
-
-CPU_FAST_PATHS = True
-
-
-def set_cpu_fast_paths(enabled):
-    """Turn the CPU routes below on (the default) or off (Paddle's stock CPU layers and kernels).
-
-    On a CPU-only build this also decides Paddle's strided views: with them every transpose is a
-    view that the next kernel copies back to contiguous memory, 4-7x slower than the transpose
-    kernel it replaced (the BERT-base forward runs ~1.5x faster without them), so they are off
-    while the routes are on, as in Paddle 2. It also decides how long Intel OpenMP's workers spin
-    after a parallel region (see _set_openmp_blocktime). benchmarks/bench_model.py times both settings.
-    """
-    global CPU_FAST_PATHS
-    CPU_FAST_PATHS = bool(enabled)
-    if not paddle.is_compiled_with_cuda():
-        paddle.set_flags({"FLAGS_use_stride_kernel": not CPU_FAST_PATHS})
-        _set_openmp_blocktime(0 if CPU_FAST_PATHS else _OPENMP_DEFAULT_BLOCKTIME_MS)
-
-
-# Intel OpenMP (MKL's threads in Paddle's CPU wheels) keeps its workers spinning for 200 ms after
-# every parallel region. The numpy routes below run their own threads between Paddle's GEMMs, and a
-# worker spinning on the other core halves them (measured: softmax and head permutes ~1.4x slower).
-# Workers that sleep at once cost nothing measurable on the GEMMs. A KMP_BLOCKTIME the user set wins.
-_OPENMP_DEFAULT_BLOCKTIME_MS = 200
-_OPENMP_LIBRARY = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
-
-
-def _set_openmp_blocktime(ms):
-    if "KMP_BLOCKTIME" not in os.environ and os.path.exists(_OPENMP_LIBRARY):
-        ctypes.CDLL(_OPENMP_LIBRARY).kmp_set_blocktime(ms)
-
-
-set_cpu_fast_paths(True)
-
-
-def _eager_on_cpu(x):
-    # Graphs traced by paddle.jit.to_static keep the stock ops: their optimiser does its own fusing.
-    return CPU_FAST_PATHS and paddle.in_dynamic_mode() and x.place.is_cpu_place()
-
-
-# Below these sizes (elements) a route's fixed cost, ~0.1-0.2 ms to hand work to other threads and
-# back, exceeds what it saves, and Paddle's kernel is faster (measured on BERT-base shapes at batch
-# 1-16, BENCHMARKS.md). Paddle's transpose keeps up with numpy's copy up to ~1.5M elements.
-ROUTE_MIN_ELEMENTS = {"dropout": 1, "softmax": 1 << 17, "gelu": 1 << 19, "layer_norm": 1 << 16, "permute": 1 << 21}
-
-
-def _numpy_route(x, route):
-    # The routes through numpy handle float32, what CPU training and inference compute in. Empty
-    # tensors (a batch with nothing masked) stay with Paddle: numpy's strides for them are not Paddle's.
-    return _eager_on_cpu(x) and x.dtype == paddle.float32 and x.size >= max(1, ROUTE_MIN_ELEMENTS[route])
-
-
-def _onednn_route(x, route):
-    return _ONEDNN is not None and _numpy_route(x, route)
-
-
-_POOL = (None, 0, None)  # (pid, workers, executor): a forked process must not reuse its parent's threads
-
-
-def _in_threads(fn, *arrays):
-    """fn(*chunks) on slices of the arrays' first axis, one slice per Paddle intra-op thread.
-
-    numpy's elementwise loops release the GIL, so the slices run in parallel, as Paddle's own
-    kernels would on OMP_NUM_THREADS threads (which paddle sets, to 1 when unset, on import).
-    """
-    global _POOL
-    parts = min(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1)), arrays[0].shape[0])
-    if parts == 1:
-        fn(*arrays)
-        return
-    pid, workers, pool = _POOL
-    if pid != os.getpid() or workers < parts:
-        pool = ThreadPoolExecutor(parts, thread_name_prefix="visualbert-cpu")
-        _POOL = (os.getpid(), parts, pool)
-    bounds = np.linspace(0, arrays[0].shape[0], parts + 1).astype(int)
-    jobs = [pool.submit(fn, *(a[lo:hi] for a in arrays)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    for job in jobs:
-        job.result()
-
-
-# Paddle's own CPU GELU, softmax and LayerNorm kernels are several times slower than oneDNN's (visualbert/onednn.py).
-_ONEDNN = onednn.load()
-
-
-def _scale_and_mask(scores, bias, out, scale):
-    np.multiply(scores, np.float32(scale), out=out)
-    if bias is not None:
-        np.add(out, bias, out=out)
-
-
-def _softmax_rows(out):
-    np.subtract(out, out.max(axis=-1, keepdims=True), out=out)
-    np.exp(out, out=out)
-    np.divide(out, out.sum(axis=-1, keepdims=True), out=out)
-
-
-def _softmax_grad_rows(probs, grad, out):
-    # d softmax: p * (g - sum(g * p)).
-    np.multiply(grad, probs, out=out)
-    np.subtract(grad, out.sum(axis=-1, keepdims=True), out=out)
-    np.multiply(out, probs, out=out)
-
-
-def _as_numpy(x):
-    return np.from_dlpack(x.detach())
-
-
-def _cpu_softmax(scores, bias, scale, out):
-    """out = softmax(scale * scores + bias) over the last axis, numpy arrays; ``out`` may be ``scores``.
-
-    The scaling and the mask are numpy passes on Paddle's threads, the softmax is oneDNN's kernel
-    (numpy's where Paddle ships no oneDNN).
-    """
-    if bias is None:
-        _in_threads(lambda s, o: _scale_and_mask(s, None, o, scale), scores, out)
-    else:
-        _in_threads(lambda s, b, o: _scale_and_mask(s, b, o, scale), scores, np.broadcast_to(bias, scores.shape), out)
-    if _ONEDNN is not None:
-        _ONEDNN.softmax(out, out)
-    else:
-        _in_threads(_softmax_rows, out)
-
-
-class _CPUSoftmax(paddle.autograd.PyLayer):
-    """softmax(scale * scores + bias) over the last axis on CPU; ``bias`` (numpy) gets no gradient."""
-
-    @staticmethod
-    def forward(ctx, scores, bias, scale):
-        source = _as_numpy(scores)
-        out = np.empty(source.shape, np.float32)
-        _cpu_softmax(source, bias, scale, out)
-        probs = paddle.from_dlpack(out)
-        ctx.save_for_backward(probs)
-        ctx.scale = scale
-        return probs
-
-    @staticmethod
-    def backward(ctx, grad):
-        (probs,) = ctx.saved_tensor()
-        probs, grad = _as_numpy(probs), _as_numpy(grad.contiguous())
-        out = np.empty(probs.shape, np.float32)
-        if _ONEDNN is not None:
-            _ONEDNN.softmax_grad(probs, grad, out)
-        else:
-            _in_threads(_softmax_grad_rows, probs, grad, out)
-        # The scores were scaled before the softmax.
-        _in_threads(lambda o: np.multiply(o, np.float32(ctx.scale), out=o), out)
-        return paddle.from_dlpack(out)
-
-
-def _attention_softmax(scores, bias, scale):
-    """softmax(scale * scores + bias, axis=-1); scores [B, H, Lq, L], bias broadcastable to it."""
-    if _numpy_route(scores, "softmax") and (bias is None or bias.stop_gradient):
-        bias = None if bias is None else _as_numpy(bias)
-        if scores.stop_gradient:
-            # Nothing differentiates through (inference): overwrite the scores, a fresh temporary,
-            # rather than page-fault a new 40+ MB buffer per layer.
-            in_place = _as_numpy(scores)
-            _cpu_softmax(in_place, bias, scale, in_place)
-            return scores
-        return _CPUSoftmax.apply(scores, bias, scale)
-    scores = scores * scale
-    return F.softmax(scores if bias is None else scores + bias, axis=-1)
-
-
-class _OneDNNGelu(paddle.autograd.PyLayer):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        out = np.empty(x.shape, np.float32)
-        _ONEDNN.gelu(_as_numpy(x), out)
-        return paddle.from_dlpack(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensor()
-        out = np.empty(x.shape, np.float32)
-        _ONEDNN.gelu_grad(_as_numpy(x), _as_numpy(grad.contiguous()), out)
-        return paddle.from_dlpack(out)
-
-
-def _cpu_gelu(x):
-    if x.stop_gradient:
-        # Nothing differentiates through (inference): overwrite the input, a fresh Linear output,
-        # rather than page-fault a new buffer of batch x length x 3072 floats per layer.
-        _ONEDNN.gelu(_as_numpy(x), _as_numpy(x))
-        return x
-    return _OneDNNGelu.apply(x)
-
-
-class _NumpyPermute(paddle.autograd.PyLayer):
-    """x.transpose(perm) as a numpy copy (buffers shared both ways through DLPack)."""
-
-    @staticmethod
-    def forward(ctx, x, perm):
-        ctx.perm = perm
-        return _numpy_permute(x, perm)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _numpy_permute(grad, np.argsort(ctx.perm).tolist())
-
-
-def _numpy_permute(x, perm):
-    source = _as_numpy(x).transpose(perm)
-    # np.empty, not np.ascontiguousarray: the latter may give size-1 axes strides Paddle rejects.
-    out = np.empty(source.shape, source.dtype)
-    _in_threads(np.copyto, out, source)
-    return paddle.from_dlpack(out)
-
-
-def _permute(x, perm):
-    if _numpy_route(x, "permute"):
-        return _NumpyPermute.apply(x, perm)
-    return x.transpose(perm)
-
-
-class _CPULinearFunction(paddle.autograd.PyLayer):
-    """x @ W + b with the bias as the GEMM accumulator, and a backward made of GEMMs only."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        return paddle.addmm(bias, x, weight)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensor()
-        grad_x = None if x.stop_gradient else paddle.matmul(grad, weight, transpose_y=True)
-        grad_weight = paddle.matmul(x, grad, transpose_x=True)
-        grad_bias = paddle.matmul(paddle.ones([1, grad.shape[0]], grad.dtype), grad).reshape([-1])
-        return grad_x, grad_weight, grad_bias
-
-
-class Linear(nn.Linear):
-    """``nn.Linear``; on CPU, bias added inside the GEMM and its gradient summed by a GEMV."""
-
-    def forward(self, x):
-        if self.bias is None or not _eager_on_cpu(x):
-            return super().forward(x)
-        out = _CPULinearFunction.apply(x.reshape([-1, x.shape[-1]]), self.weight, self.bias)
-        return out.reshape(x.shape[:-1] + [out.shape[-1]])
-
-
-class _OneDNNLayerNorm(paddle.autograd.PyLayer):
-    """Layer norm over the last axis with weight and bias, forward and backward by oneDNN."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, epsilon):
-        out, mean, variance = _onednn_layer_norm(x, weight, bias, epsilon)
-        ctx.save_for_backward(x, weight, bias)
-        ctx.stats = (mean, variance, epsilon)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, bias = ctx.saved_tensor()
-        mean, variance, epsilon = ctx.stats
-        source = _as_numpy(x).reshape(mean.shape[0], -1)
-        grad_x = np.empty(source.shape, np.float32)
-        grad_weight, grad_bias = np.empty(source.shape[1], np.float32), np.empty(source.shape[1], np.float32)
-        _ONEDNN.layer_norm_grad(source, _as_numpy(weight), _as_numpy(bias), mean, variance, epsilon,
-                                _as_numpy(grad.contiguous()).reshape(source.shape), grad_x, grad_weight, grad_bias)
-        return tuple(None if t.stop_gradient else paddle.from_dlpack(g).reshape(t.shape)
-                     for t, g in ((x, grad_x), (weight, grad_weight), (bias, grad_bias)))
-
-
-def _onednn_layer_norm(x, weight, bias, epsilon):
-    """(output tensor, mean, variance): oneDNN's layer norm of x over its last axis."""
-    source = _as_numpy(x).reshape(-1, x.shape[-1])
-    out = np.empty(source.shape, np.float32)
-    mean, variance = np.empty(source.shape[0], np.float32), np.empty(source.shape[0], np.float32)
-    _ONEDNN.layer_norm(source, _as_numpy(weight), _as_numpy(bias), epsilon, out, mean, variance)
-    return paddle.from_dlpack(out).reshape(x.shape), mean, variance
-
-
-class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm``; on CPU by oneDNN's kernels (Paddle's backward is ~35x slower on BERT-base shapes)."""
-
-    def forward(self, x):
-        if (not _onednn_route(x, "layer_norm") or self.weight is None or self.bias is None
-                or len(self._normalized_shape) != 1):
-            return super().forward(x)
-        if x.stop_gradient and self.weight.stop_gradient and self.bias.stop_gradient:
-            return _onednn_layer_norm(x, self.weight, self.bias, self._epsilon)[0]
-        return _OneDNNLayerNorm.apply(x, self.weight, self.bias, self._epsilon)
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` (upscale in train); on CPU the keep-mask is drawn by numpy's PCG64.
-
-    The numpy generator is seeded with a number drawn from Paddle's generator, so the masks still
-    follow ``paddle.seed`` and a checkpoint's saved Paddle RNG state (exact resume holds).
-    """
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        if not _numpy_route(x, "dropout") or self.mode != "upscale_in_train" or self.axis is not None:
-            return super().forward(x)
-        seed = int(paddle.randint(0, 2**31 - 1, [1]).item())
-        mask = (np.random.default_rng(seed).random(x.shape, dtype=np.float32) >= self.p).astype(np.float32)
-        mask *= np.float32(1.0 / (1.0 - self.p))
-        return x * paddle.from_dlpack(mask)  # shares the numpy buffer, no copy
-
-
 class VisualBertEmbeddings(nn.Layer):
     def __init__(self, config):
         super().__init__()
@@ -437,11 +67,11 @@ class VisualBertEmbeddings(nn.Layer):
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.visual_token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.visual_position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.visual_projection = Linear(config.visual_embedding_dim, config.hidden_size)
+        self.visual_projection = nn.Linear(config.visual_embedding_dim, config.hidden_size)
         self.special_visual_initialize = config.special_visual_initialize
         self.copy_text_tables_to_visual()
 
@@ -489,64 +119,64 @@ class VisualBertEmbeddings(nn.Layer):
 
 class VisualBertSelfAttention(nn.Layer):
     # Paddle's fused scaled-dot-product attention on accelerators whenever the probabilities are
-    # not returned; set False to force the batched-matmul path everywhere. On CPU Paddle has no
-    # fused kernel (the call falls back to a slower matmul/softmax composition), so the CPU always
-    # takes the batched-matmul path (BENCHMARKS.md).
+    # not returned; set False to force the matmul path everywhere. On CPU Paddle has no fused
+    # kernel (the call falls back to a slower matmul/softmax composition), so the CPU always takes
+    # the matmul path (BENCHMARKS.md).
     use_fused = True
 
     def __init__(self, config):
         super().__init__()
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.hidden_size // config.num_attention_heads
-        all_head_size = self.num_attention_heads * self.attention_head_size
-        self.query = Linear(config.hidden_size, all_head_size)
-        self.key = Linear(config.hidden_size, all_head_size)
-        self.value = Linear(config.hidden_size, all_head_size)
-        self.dropout = Dropout(config.attention_probs_dropout_prob)
+        self.all_head_size = self.num_attention_heads * self.attention_head_size
+        self.query = nn.Linear(config.hidden_size, self.all_head_size)
+        self.key = nn.Linear(config.hidden_size, self.all_head_size)
+        self.value = nn.Linear(config.hidden_size, self.all_head_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def _fused(self, hidden_states, attention_bias, queries):
+    def transpose_for_scores(self, x):
+        """[B, L, heads * size] -> [B, heads, L, size]."""
+        return x.reshape(x.shape[:2] + [self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
+
+    def _fused(self, hidden_states, attention_mask, queries):
         """The same math through Paddle's fused kernel, when the probabilities are not wanted.
 
-        Checked against the batched-matmul path to 1e-5 (tests/test_modeling.py).
+        Checked against the matmul path to 1e-5 (tests/test_modeling.py).
         """
         heads, size = self.num_attention_heads, self.attention_head_size
         context = F.scaled_dot_product_attention(
             self.query(queries).reshape(queries.shape[:2] + [heads, size]),
             self.key(hidden_states).reshape(hidden_states.shape[:2] + [heads, size]),
             self.value(hidden_states).reshape(hidden_states.shape[:2] + [heads, size]),
-            attn_mask=attention_bias, dropout_p=self.dropout.p, training=self.training,
+            attn_mask=attention_mask, dropout_p=self.dropout.p, training=self.training,
         )
         return context.reshape(queries.shape[:2] + [-1])
 
-    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
                 query_states=None):
-        """``query_states`` [B, Lq, hidden]: attend from these instead of from every position (all
-        of ``hidden_states`` still serve as keys and values); ``attention_bias`` must then
-        broadcast to [B, heads, Lq, L]."""
+        """``attention_mask``: additive, broadcastable to the scores [B, heads, Lq, L] (``_mask_bias``).
+
+        ``query_states`` [B, Lq, hidden]: attend from these instead of from every position (all of
+        ``hidden_states`` still serve as keys and values)."""
         queries = hidden_states if query_states is None else query_states
-        if (self.use_fused and not output_attentions and head_mask is None
-                and not _eager_on_cpu(hidden_states)):
-            return self._fused(hidden_states, attention_bias, queries), None
-        batch, length = hidden_states.shape[:2]
-        q_len = queries.shape[1]
-        heads, size = self.num_attention_heads, self.attention_head_size
+        on_cpu = paddle.in_dynamic_mode() and hidden_states.place.is_cpu_place()
+        if self.use_fused and not output_attentions and head_mask is None and not on_cpu:
+            return self._fused(hidden_states, attention_mask, queries), None
+        query_layer = self.transpose_for_scores(self.query(queries))
+        key_layer = self.transpose_for_scores(self.key(hidden_states))
+        value_layer = self.transpose_for_scores(self.value(hidden_states))
 
-        # Heads folded into the batch axis: [B, L, H*d] -> [B*H, L, d], keys already transposed to
-        # [B*H, d, L] so that both products are plain batched GEMMs.
-        def split(x, perm):
-            x = _permute(x.reshape([batch, -1, heads, size]), perm)
-            return x.reshape([batch * heads] + x.shape[2:])
-
-        query = split(self.query(queries), [0, 2, 1, 3])
-        key_t = split(self.key(hidden_states), [0, 2, 3, 1])
-        value = split(self.value(hidden_states), [0, 2, 1, 3])
-        scores = paddle.bmm(query, key_t).reshape([batch, heads, q_len, length])
-        probs = self.dropout(_attention_softmax(scores, attention_bias, 1.0 / math.sqrt(size)))
+        attention_scores = paddle.matmul(query_layer, key_layer, transpose_y=True)
+        attention_scores = attention_scores / math.sqrt(self.attention_head_size)
+        if attention_mask is not None:
+            attention_scores = attention_scores + attention_mask
+        attention_probs = self.dropout(F.softmax(attention_scores, axis=-1))
         if head_mask is not None:
-            probs = probs * head_mask
-        context = paddle.bmm(probs.reshape([batch * heads, q_len, length]), value)
-        context = _permute(context.reshape([batch, heads, q_len, size]), [0, 2, 1, 3])
-        return context.reshape([batch, q_len, heads * size]), (probs if output_attentions else None)
+            attention_probs = attention_probs * head_mask
+
+        context_layer = paddle.matmul(attention_probs, value_layer).transpose([0, 2, 1, 3])
+        context_layer = context_layer.reshape(context_layer.shape[:2] + [self.all_head_size])
+        return context_layer, (attention_probs if output_attentions else None)
 
 
 class VisualBertAttention(nn.Layer):
@@ -555,16 +185,16 @@ class VisualBertAttention(nn.Layer):
         self.self = VisualBertSelfAttention(config)
         self.output = VisualBertOutput(config, config.hidden_size)
 
-    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
                 query_states=None):
-        context, probs = self.self(hidden_states, attention_bias, head_mask, output_attentions, query_states)
+        context, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions, query_states)
         return self.output(context, hidden_states if query_states is None else query_states), probs
 
 
 class VisualBertIntermediate(nn.Layer):
     def __init__(self, config):
         super().__init__()
-        self.dense = Linear(config.hidden_size, config.intermediate_size)
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.act = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden_states):
@@ -577,9 +207,9 @@ class VisualBertOutput(nn.Layer):
 
     def __init__(self, config, input_size):
         super().__init__()
-        self.dense = Linear(input_size, config.hidden_size)
-        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.dense = nn.Linear(input_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, residual):
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
@@ -592,9 +222,9 @@ class VisualBertLayer(nn.Layer):
         self.intermediate = VisualBertIntermediate(config)
         self.output = VisualBertOutput(config, config.intermediate_size)
 
-    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
                 query_states=None):
-        attended, probs = self.attention(hidden_states, attention_bias, head_mask, output_attentions, query_states)
+        attended, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions, query_states)
         return self.output(self.intermediate(attended), attended), probs
 
 
@@ -603,17 +233,17 @@ class VisualBertEncoder(nn.Layer):
         super().__init__()
         self.layer = nn.LayerList([VisualBertLayer(config) for _ in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, attention_bias=None, head_mask=None, output_attentions=False,
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
                 output_hidden_states=False, last_layer_positions=None):
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layer):
             layer_head_mask = None if head_mask is None else head_mask[i]
             if last_layer_positions is not None and i == len(self.layer) - 1:
-                hidden_states, probs = layer(hidden_states, attention_bias, layer_head_mask, output_attentions,
+                hidden_states, probs = layer(hidden_states, attention_mask, layer_head_mask, output_attentions,
                                              _gather_positions(hidden_states, last_layer_positions))
             else:
-                hidden_states, probs = layer(hidden_states, attention_bias, layer_head_mask, output_attentions)
+                hidden_states, probs = layer(hidden_states, attention_mask, layer_head_mask, output_attentions)
             if output_hidden_states:
                 all_hidden.append(hidden_states)
             if output_attentions:
@@ -624,7 +254,7 @@ class VisualBertEncoder(nn.Layer):
 class VisualBertPooler(nn.Layer):
     def __init__(self, config):
         super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states):
         return paddle.tanh(self.dense(hidden_states[:, 0]))
@@ -633,9 +263,9 @@ class VisualBertPooler(nn.Layer):
 class VisualBertPredictionHeadTransform(nn.Layer):
     def __init__(self, config):
         super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.act = _ACTIVATIONS[config.hidden_act]
-        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
 
     def forward(self, hidden_states):
         return self.LayerNorm(self.act(self.dense(hidden_states)))
@@ -651,7 +281,7 @@ class VisualBertLMPredictionHead(nn.Layer):
     def __init__(self, config, tied):
         super().__init__()
         self.transform = VisualBertPredictionHeadTransform(config)
-        self.decoder = None if tied else Linear(config.hidden_size, config.vocab_size, bias_attr=False)
+        self.decoder = None if tied else nn.Linear(config.hidden_size, config.vocab_size, bias_attr=False)
         self.bias = self.create_parameter([config.vocab_size], is_bias=True)
 
     def forward(self, hidden_states, word_embeddings=None):
@@ -665,7 +295,7 @@ class VisualBertPreTrainingHeads(nn.Layer):
     def __init__(self, config, tied):
         super().__init__()
         self.predictions = VisualBertLMPredictionHead(config, tied)
-        self.seq_relationship = Linear(config.hidden_size, 2)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
 class VisualBertPretrainedModel(PretrainedModel):
@@ -927,8 +557,8 @@ class VisualBertForQuestionAnswering(VisualBertPretrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.visual_bert = VisualBertModel(config)
-        self.dropout = Dropout(config.hidden_dropout_prob)
-        self.cls = Linear(config.hidden_size, config.num_labels)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
@@ -966,8 +596,8 @@ class VisualBertForVisualReasoning(VisualBertPretrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.visual_bert = VisualBertModel(config)
-        self.dropout = Dropout(config.hidden_dropout_prob)
-        self.cls = Linear(config.hidden_size, config.num_labels)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
@@ -994,8 +624,8 @@ class VisualBertForMultipleChoice(VisualBertPretrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.visual_bert = VisualBertModel(config)
-        self.dropout = Dropout(config.hidden_dropout_prob)
-        self.cls = Linear(config.hidden_size, 1)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, 1)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
@@ -1024,11 +654,11 @@ class VisualBertRegionToPhraseAttention(nn.Layer):
         super().__init__()
         head_size = config.hidden_size // config.num_attention_heads
         self.attention_head_size = head_size
-        self.query = Linear(config.hidden_size, head_size)
-        self.key = Linear(config.hidden_size, head_size)
+        self.query = nn.Linear(config.hidden_size, head_size)
+        self.key = nn.Linear(config.hidden_size, head_size)
         # Unused by the scores; kept so checkpoints trained with it load without unexpected keys.
-        self.value = Linear(config.hidden_size, head_size)
-        self.dropout = Dropout(config.attention_probs_dropout_prob)
+        self.value = nn.Linear(config.hidden_size, head_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def forward(self, query, key, visual_attention_mask):
         scores = paddle.matmul(self.query(query), self.key(key), transpose_y=True) / math.sqrt(self.attention_head_size)
@@ -1045,7 +675,7 @@ class VisualBertForRegionToPhraseAlignment(VisualBertPretrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.visual_bert = VisualBertModel(config)
-        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.cls = VisualBertPreTrainingHeads(config, tied=False)
         self.attention = VisualBertRegionToPhraseAttention(config)
 

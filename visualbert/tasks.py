@@ -69,7 +69,7 @@ def load_for_finetuning(task, args):
         eval_ds = build(task, args.eval_split, args, tokenizer, features) if args.eval_split else None
         num_labels = len(train_ds.answer_vocab) if task == "vqa2" else 2
         model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
-                               num_labels=num_labels)
+                               cpu_kernels=args.cpu_kernels, num_labels=num_labels)
     return train_ds, eval_ds, model
 
 
@@ -81,7 +81,7 @@ def load_for_prediction(task, args):
         features = open_task_features(args)
         dataset = build(task, args.split, args, tokenizer, features)
         model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
-                               new_head=False)
+                               new_head=False, cpu_kernels=args.cpu_kernels)
     return dataset, model
 
 
