@@ -346,4 +346,4 @@ def test_every_accepted_hidden_act_is_implemented():
     # the config refuses what the model cannot run, so the two lists must be the same
     from visualbert.configuration import HIDDEN_ACTS
 
-    assert set(HIDDEN_ACTS) == set(modeling._ACTIVATIONS)
+    assert set(HIDDEN_ACTS) == set(vm._ACTIVATIONS)
