@@ -39,16 +39,18 @@ def parse_args(argv=None):
     g.add_argument("--train_split", default=None, help="annotation split to train on (default: train)")
     g.add_argument("--eval_split", default=None, help="split to evaluate on each epoch (default: val / minival / dev; "
                                                       "'none' to skip)")
-    g.add_argument("--max_eval_samples", type=int, default=5000, help="evaluate on at most this many examples")
-    g.add_argument("--max_seq_length", type=int, default=128, help="longest token sequence, [CLS]/[SEP] included")
+    g.add_argument("--max_eval_samples", type=cli.positive_int, default=5000, help="evaluate on at most this many examples")
+    g.add_argument("--max_seq_length", type=cli.int_range(4), default=128,
+                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
     tasks.add_feature_args(g)
-    g.add_argument("--mask_prob", type=float, default=0.15, help="share of text tokens chosen for masked LM")
+    g.add_argument("--mask_prob", type=cli.fraction, default=0.15,
+                   help="share of text tokens chosen for masked LM, in [0, 1] (at least one per sentence)")
     g.add_argument("--no_nlvr2_label", action="store_true", help="nlvr2: train masked LM only, without the label")
-    g.add_argument("--train_batch_size", type=int, default=16, help="samples per device per micro-batch")
-    g.add_argument("--eval_batch_size", type=int, default=64, help="samples per device when evaluating")
+    g.add_argument("--train_batch_size", type=cli.positive_int, default=16, help="samples per device per micro-batch")
+    g.add_argument("--eval_batch_size", type=cli.positive_int, default=64, help="samples per device when evaluating")
     cli.add_model_args(p, default_model="visualbert-vqa-coco-pre")
     engine.add_training_args(p, learning_rate=1e-5, num_train_epochs=3)
-    args = p.parse_args(argv)
+    args = engine.check_training_args(p, p.parse_args(argv))
     train_split, eval_split = SPLITS[args.dataset]
     args.train_split = args.train_split or train_split
     args.eval_split = None if args.eval_split == "none" else (args.eval_split or eval_split)

@@ -18,10 +18,10 @@ def parse_args(argv=None):
     g.add_argument("--task_name", default="nlvr2", choices=["nlvr2"], help="task (kept for the seed's scripts)")
     g.add_argument("--train_split", default="train", help="split to train on")
     g.add_argument("--eval_split", default="dev", help="split scored each epoch ('none' to skip)")
-    g.add_argument("--batch_size", type=int, default=16, help="samples per device, training and evaluation")
+    g.add_argument("--batch_size", type=cli.positive_int, default=16, help="samples per device, training and evaluation")
     cli.add_model_args(p, default_model="visualbert-nlvr2-pre")
     engine.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=5000)
-    return tasks.finish_finetune_args(p.parse_args(argv))
+    return tasks.finish_finetune_args(p, p.parse_args(argv))
 
 
 def main(argv=None):

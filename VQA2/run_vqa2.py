@@ -20,12 +20,12 @@ def parse_args(argv=None):
     g.add_argument("--eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
                                                       "its questions are removed from training; 'none' to skip")
     g.add_argument("--answer_vocab", default=None, help="answer vocabulary file (default: the shipped answers_vqa.txt)")
-    g.add_argument("--batch_size", type=int, default=64, help="samples per device, training and evaluation")
+    g.add_argument("--batch_size", type=cli.positive_int, default=64, help="samples per device, training and evaluation")
     g.add_argument("--loss", default="kl", choices=["kl", "bce"],
                    help="kl: KL-divergence to the soft scores (transformers); bce: binary cross-entropy (MMF)")
     cli.add_model_args(p, default_model="visualbert-vqa-pre")
     engine.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=10000)
-    return tasks.finish_finetune_args(p.parse_args(argv))
+    return tasks.finish_finetune_args(p, p.parse_args(argv))
 
 
 def main(argv=None):

@@ -1,11 +1,61 @@
 """What the command-line scripts share beyond the training loop: model loading and common flags."""
+import argparse
 import contextlib
 import json
+import math
 import os
 
 import paddle
 
 from . import cpu, modeling
+
+
+# ---------------------------------------------------------------------------- numeric flags
+# argparse ``type=`` functions: a bad value ends the run at parse time with argparse's usage line and
+# one error line naming the flag, instead of a ZeroDivisionError, a Paddle traceback or a loop that
+# never ends (a negative batch size yields no batches, so an epoch never finishes).
+
+
+def int_range(low, high=None):
+    """A ``type=`` for integers in [low, high] (no upper bound when ``high`` is None)."""
+    expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+def float_range(low, high=None, low_open=False):
+    """A ``type=`` for finite numbers in [low, high] ((low, high] with ``low_open``)."""
+    lower = f"> {low}" if low_open else f">= {low}"
+    expected = f"a number {lower}" if high is None else f"a number in {'(' if low_open else '['}{low}, {high}]"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+positive_float = float_range(0, low_open=True)
+non_negative_float = float_range(0)
+fraction = float_range(0, 1)
+seed_int = int_range(0, 2**32 - 1)  # numpy's global seed takes no more
 
 
 def add_model_args(parser, default_model):

@@ -34,7 +34,7 @@ from .annotations import read_vqa_imdb
 from .features import coco_image_key, nlvr2_image_keys
 
 __all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "load_answer_vocab", "annotation_path",
-           "example_image_keys", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2"]
+           "example_image_keys", "describe_example", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2"]
 
 logger = logging.getLogger("visualbert.datasets")
 
@@ -217,6 +217,13 @@ def example_image_keys(example):
     if "image_keys" in example:
         return list(example["image_keys"])
     return [example["image_key"]]
+
+
+def describe_example(example):
+    """How error messages name an example: ``train question_id 5``, ``dev identifier dev-850-0-0``."""
+    field = next((f for f in _ID_FIELD.values() if f in example), None)
+    name = f"{field} {example[field]}" if field else f"image {example_image_keys(example)[0]}"
+    return f"{example['split']} {name}" if "split" in example else name
 
 
 def load_dataset(name, splits, input_dir=None, annotation_dir=None, exclude_split=None, download=True):

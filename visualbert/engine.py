@@ -27,39 +27,55 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 from tqdm import tqdm
 
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint, save_model
+from .cli import fraction, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
+from .processing import ExampleError
 
 
 def add_training_args(parser, **defaults):
     """The flags every training script shares. ``defaults`` overrides per script."""
     g = parser.add_argument_group("training")
     g.add_argument("--output_dir", required=True, help="where checkpoints, metrics.jsonl and the final model go")
-    g.add_argument("--num_train_epochs", type=float, default=defaults.get("num_train_epochs", 3),
+    g.add_argument("--num_train_epochs", type=non_negative_float, default=defaults.get("num_train_epochs", 3),
                    help="epochs to train (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps to train; overrides --num_train_epochs")
-    g.add_argument("--learning_rate", type=float, default=defaults.get("learning_rate", 2e-5), help="peak learning rate")
-    g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on bias and LayerNorm)")
-    g.add_argument("--adam_epsilon", type=float, default=1e-6, help="AdamW epsilon")
-    g.add_argument("--warmup_proportion", type=float, default=defaults.get("warmup_proportion", 0.1),
-                   help="share of optimizer steps spent warming up linearly")
-    g.add_argument("--warmup_steps", type=int, default=0, help="warmup length in optimizer steps; overrides --warmup_proportion")
-    g.add_argument("--max_grad_norm", type=float, default=1.0, help="global-norm gradient clipping (0 = off)")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--logging_steps", type=int, default=defaults.get("logging_steps", 20),
+    g.add_argument("--max_steps", type=int, default=-1,
+                   help="optimizer steps to train; overrides --num_train_epochs when > 0")
+    g.add_argument("--learning_rate", type=positive_float, default=defaults.get("learning_rate", 2e-5),
+                   help="peak learning rate")
+    g.add_argument("--weight_decay", type=non_negative_float, default=0.01,
+                   help="AdamW weight decay (not on bias and LayerNorm)")
+    g.add_argument("--adam_epsilon", type=positive_float, default=1e-6, help="AdamW epsilon")
+    g.add_argument("--warmup_proportion", type=fraction, default=defaults.get("warmup_proportion", 0.1),
+                   help="share of optimizer steps spent warming up linearly, in [0, 1]")
+    g.add_argument("--warmup_steps", type=non_negative_int, default=0,
+                   help="warmup length in optimizer steps; overrides --warmup_proportion")
+    g.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="global-norm gradient clipping (0 = off)")
+    g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--logging_steps", type=positive_int, default=defaults.get("logging_steps", 20),
                    help="write a metrics.jsonl line every N optimizer steps")
-    g.add_argument("--save_steps", type=int, default=defaults.get("save_steps", 1000),
+    g.add_argument("--save_steps", type=positive_int, default=defaults.get("save_steps", 1000),
                    help="write a checkpoint every N optimizer steps (and always at the end)")
-    g.add_argument("--save_total_limit", type=int, default=3, help="keep only the newest K checkpoints (default 3; 0 = keep all)")
-    g.add_argument("--eval_steps", type=int, default=0, help="evaluate every N optimizer steps (0 = once per epoch)")
-    g.add_argument("--seed", type=int, default=42, help="seed for initialisation, shuffling, masking and dropout")
+    g.add_argument("--save_total_limit", type=non_negative_int, default=3,
+                   help="keep only the newest K checkpoints (default 3; 0 = keep all)")
+    g.add_argument("--eval_steps", type=non_negative_int, default=0,
+                   help="evaluate every N optimizer steps (0 = once per epoch)")
+    g.add_argument("--seed", type=seed_int, default=42, help="seed for initialisation, shuffling, masking and dropout")
     g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
     g.add_argument("--use_amp", action="store_true", help="mixed precision (GPU only; ignored with a note on CPU)")
     g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"],
                    help="AMP compute dtype; float16 uses dynamic loss scaling")
-    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    g.add_argument("--num_workers", type=non_negative_int, default=2,
+                   help="DataLoader worker processes (0 = load in the training process)")
     g.add_argument("--resume", default=None, metavar="DIR|latest",
                    help="continue from a checkpoint dir, or the newest complete one in --output_dir")
     g.add_argument("--visualdl", action="store_true", help="also log scalars to VisualDL in <output_dir>/visualdl")
     return parser
+
+
+def check_training_args(parser, args):
+    """What no single flag's type can say; call after parsing (ends with argparse's usage line)."""
+    if args.max_steps <= 0 and args.num_train_epochs == 0:
+        parser.error("--num_train_epochs must be > 0 unless --max_steps > 0 sets the length")
+    return args
 
 
 # ---------------------------------------------------------------------------- environment
@@ -115,6 +131,8 @@ class EpochBatchSampler(paddle.io.Sampler):
     def __init__(self, num_samples, batch_size, seed, rank=0, world_size=1, shuffle=True):
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        if batch_size < 1:  # no batch would ever be drawn and an epoch would never end
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch, skip=0):
@@ -142,8 +160,73 @@ class EpochBatchSampler(paddle.io.Sampler):
 
 
 def make_loader(dataset, batch_sampler, collate_fn, num_workers):
-    return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn,
-                                num_workers=num_workers, persistent_workers=False)
+    """Yield the batches of ``batch_sampler`` as Paddle tensors; an example that cannot be read
+    (``ExampleError``: a truncated or malformed feature file) ends the run with its one-line message.
+
+    Paddle's DataLoader cannot be left to report it: with ``num_workers=0`` the exception kills its
+    reader thread and the main thread waits on the queue forever; with workers it is re-raised in
+    that thread, and the main thread only learns that the queue was killed. So without workers the
+    batches are built right here, and with workers a failed example travels to the main process as
+    a batch that carries its message.
+    """
+    if num_workers == 0:
+        batches = (_to_tensors(collate_fn([dataset[i] for i in indices])) for indices in batch_sampler)
+    else:
+        batches = paddle.io.DataLoader(_ReportFailures(dataset), batch_sampler=batch_sampler,
+                                       collate_fn=_CollateOrReport(collate_fn), num_workers=num_workers,
+                                       persistent_workers=False)
+    try:
+        for batch in batches:
+            if isinstance(batch, dict) and _FAILED in batch:
+                raise ExampleError(batch[_FAILED])
+            yield batch
+    except ExampleError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+_FAILED = "example_error"  # the one key of a batch that stands for an example that failed
+
+
+class _ReportFailures(paddle.io.Dataset):
+    """``dataset`` whose failed examples come back as reports (``{_FAILED: message, ...}``) instead of raising."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        try:
+            return self.dataset[i]
+        except ExampleError as e:
+            # the index is there because Paddle's queue cannot carry a batch without any array
+            return {_FAILED: str(e), "index": np.array([i], dtype=np.int64)}
+
+
+class _CollateOrReport:
+    """``collate_fn``, except that a batch holding a failed example becomes that example's report."""
+
+    def __init__(self, collate_fn):
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples):
+        for s in samples:
+            if isinstance(s, dict) and _FAILED in s:
+                return s
+        return self.collate_fn(samples)
+
+
+def _to_tensors(batch):
+    """What Paddle's DataLoader hands over: numpy arrays become tensors, strings and the like stay."""
+    if isinstance(batch, np.ndarray):
+        return paddle.to_tensor(batch)
+    if isinstance(batch, dict):
+        return {k: _to_tensors(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return [_to_tensors(v) for v in batch]
+    return batch
 
 
 # ---------------------------------------------------------------------------- optimisation
@@ -420,14 +503,14 @@ def predict(model, dataset, collate_fn, batch_size, step_fn, num_workers=0, desc
     indices = list(range(rank, len(dataset), world))
     shard = paddle.io.Subset(dataset, indices)
     sampler = paddle.io.BatchSampler(shard, batch_size=batch_size, shuffle=False)
-    loader = paddle.io.DataLoader(shard, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+    loader = make_loader(shard, sampler, collate_fn, num_workers)
     mine = []
     was_training = model.training
     model.eval()
     with paddle.no_grad():
         # a nested bar only helps on a terminal; in log files it adds a line per batch
-        for batch in tqdm(loader, desc=desc, disable=not is_main() or not sys.stderr.isatty(), leave=False,
-                          dynamic_ncols=True):
+        for batch in tqdm(loader, total=len(sampler), desc=desc, disable=not is_main() or not sys.stderr.isatty(),
+                          leave=False, dynamic_ncols=True):
             mine.extend(step_fn(model, batch))
     if was_training:
         model.train()

@@ -35,7 +35,7 @@ import collections
 import numpy as np
 import paddle
 
-from .datasets import load_answer_vocab
+from .datasets import describe_example, example_image_keys, load_answer_vocab
 
 __all__ = ["MODEL_INPUT_KEYS", "TEXT_KEYS", "REGION_KEYS", "get_tokenizer", "Collator", "VQADataset", "NLVR2Dataset",
            "CaptionPretrainDataset", "VQAPretrainDataset", "NLVR2PretrainDataset", "vqa_targets", "mask_tokens"]
@@ -160,6 +160,10 @@ def _pad(arrays, value):
     return out
 
 
+class ExampleError(ValueError):
+    """An example's inputs could not be read; the message names the file and the example."""
+
+
 class _VisualTextDataset(paddle.io.Dataset):
     """Shared parts: epoch, features, tokenisation, visual inputs."""
 
@@ -193,8 +197,11 @@ class _VisualTextDataset(paddle.io.Dataset):
     def _rng(self, index):
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
-    def _visual(self, keys):
-        parts = [self.features.get(k, dtype=self.visual_dtype) for k in keys]
+    def _visual(self, example):
+        try:
+            parts = [self.features.get(k, dtype=self.visual_dtype) for k in example_image_keys(example)]
+        except (OSError, ValueError) as e:  # the store's message names the file; add who needs it
+            raise ExampleError(f"{e} (needed by {describe_example(example)})") from None
         embeds = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         types = np.concatenate([np.full(p.shape[0], t, dtype=np.int64) for t, p in enumerate(parts)])
         return {"visual_embeds": embeds, "visual_token_type_ids": types,
@@ -229,7 +236,7 @@ class VQADataset(_VisualTextDataset):
     def __getitem__(self, i):
         ex = self.examples[i]
         item = self._single(self.question[i], np.concatenate([self.qmark, [self.text.mask]]))
-        item.update(self._visual([ex["image_key"]]))
+        item.update(self._visual(ex))
         if self.targets[i] is not None:
             labels = np.zeros(len(self.answer_vocab), dtype=np.float32)
             ids, scores = self.targets[i]
@@ -255,7 +262,7 @@ class NLVR2Dataset(_VisualTextDataset):
     def __getitem__(self, i):
         ex = self.examples[i]
         item = self._single(self.sentence[i])
-        item.update(self._visual(ex["image_keys"]))
+        item.update(self._visual(ex))
         if ex.get("label") is not None:
             item["labels"] = np.int64(ex["label"])
         item["identifier"] = ex["identifier"]
@@ -278,7 +285,7 @@ class NLVR2PretrainDataset(NLVR2Dataset):
     def __getitem__(self, i):
         ex = self.examples[i]
         item = self._mlm(self._single(self.sentence[i]), self._rng(i), self.mask_prob)
-        item.update(self._visual(ex["image_keys"]))
+        item.update(self._visual(ex))
         item["sentence_image_labels"] = np.int64(ex["label"])
         item["identifier"] = ex["identifier"]
         return item
@@ -306,7 +313,7 @@ class VQAPretrainDataset(_VisualTextDataset):
         question, tail = self.text_ids[i]
         tail = tail[: self.max_seq_length - 3]
         item = self._mlm(self._single(question, tail), self._rng(i), self.mask_prob)
-        item.update(self._visual([ex["image_key"]]))
+        item.update(self._visual(ex))
         item["question_id"] = np.int64(ex["question_id"])
         return item
 
@@ -356,7 +363,7 @@ class CaptionPretrainDataset(_VisualTextDataset):
         types = np.concatenate([np.zeros(a.size + 2, np.int64), np.ones(b.size + 1, np.int64)])
         item = {"input_ids": input_ids, "token_type_ids": types, "attention_mask": np.ones_like(input_ids)}
         item = self._mlm(item, rng, self.mask_prob)
-        item.update(self._visual([self.examples[i]["image_key"]]))
+        item.update(self._visual(self.examples[i]))
         item["sentence_image_labels"] = np.int64(label)
         item["image_id"] = np.int64(self.examples[i]["image_id"])
         return item

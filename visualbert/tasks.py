@@ -28,13 +28,14 @@ def add_data_args(parser, task):
                    help="annotation files (default: <input_dir>/annotations, then PaddleNLP's dataset home)")
     g.add_argument("--image_feature_type", default=FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
                    help=f"region features (default {FEATURE_TYPE[task]})")
-    g.add_argument("--max_seq_length", type=int, default=128, help="longest token sequence, [CLS]/[SEP] included")
+    g.add_argument("--max_seq_length", type=cli.int_range(4), default=128,
+                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
     add_feature_args(g)
     return g
 
 
 def add_feature_args(group):
-    group.add_argument("--max_regions", type=int, default=None, help="keep at most this many regions per image")
+    group.add_argument("--max_regions", type=cli.positive_int, default=None, help="keep at most this many regions per image")
     group.add_argument("--feature_dtype", default="float32", choices=["float32", "float16"],
                        help="dtype regions travel in from the loader workers; float16 halves the traffic "
                             "(the packed store is fp16 on disk anyway); the model computes in float32 or AMP")
@@ -44,16 +45,18 @@ def add_predict_args(group, default_split, output_help):
     """Flags the two run_predict.py scripts share (after add_data_args)."""
     group.add_argument("--split", default=default_split, help="split to predict")
     group.add_argument("--output", default=None, help=output_help)
-    group.add_argument("--batch_size", type=int, default=64, help="samples per device")
-    group.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    group.add_argument("--batch_size", type=cli.positive_int, default=64, help="samples per device")
+    group.add_argument("--num_workers", type=cli.non_negative_int, default=2,
+                       help="DataLoader worker processes (0 = load in the main process)")
     group.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
     group.add_argument("--use_amp", action="store_true", help="mixed precision inference (GPU only)")
     group.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"], help="AMP compute dtype")
-    group.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
+    group.add_argument("--seed", type=cli.seed_int, default=42, help=argparse.SUPPRESS)
 
 
-def finish_finetune_args(args):
+def finish_finetune_args(parser, args):
     """The seed's fine-tuning scripts say --batch_size; the engine counts per-device train batches."""
+    engine.check_training_args(parser, args)
     args.train_batch_size = args.batch_size
     args.eval_split = None if args.eval_split == "none" else args.eval_split
     return args
