@@ -448,7 +448,7 @@ class Progress:
 
     def __init__(self, desc, unit, total, initial=0, leave=True):
         self.desc, self.unit, self.total, self.done, self.first = desc, unit, total, initial, initial
-        self.start = time.time()
+        self.start = self.shown = time.time()
         self.bar = None
         if is_main() and sys.stderr.isatty():
             self.bar = tqdm(total=total, initial=initial, desc=desc, leave=leave, dynamic_ncols=True)
@@ -458,13 +458,17 @@ class Progress:
         if self.bar:
             self.bar.update(n)
 
-    def show(self, position, fields=None):
-        """``fields``: {name: formatted value}, e.g. the loss at a logging step."""
+    def show(self, position, fields=None, at_most_every=0):
+        """``fields``: {name: formatted value}, e.g. the loss at a logging step. In a log file, no line
+        when the last one is less than ``at_most_every`` seconds old."""
         if self.bar:
             if fields:
                 self.bar.set_postfix(fields, refresh=True)
             return
-        elapsed = time.time() - self.start
+        if time.time() - self.shown < at_most_every:
+            return
+        self.shown = time.time()
+        elapsed = self.shown - self.start
         left = elapsed / max(self.done - self.first, 1) * (self.total - self.done)
         parts = [f"{self.desc}: {self.unit} {position}/{self.total}"] + [f"{k} {v}" for k, v in (fields or {}).items()]
         log0("  ".join(parts + [f"elapsed {_clock(elapsed)}", f"left {_clock(left)}"]))
@@ -556,8 +560,9 @@ def _truncate_metrics(path, step):
 
 # ---------------------------------------------------------------------------- evaluation helpers
 
-# in a log file, an evaluation shows its progress in about this many lines
-PREDICT_LINES = 10
+# in a log file, an evaluation shows its progress in at most this many lines (plus its last), and a
+# short one only in its last
+PREDICT_LINES, PREDICT_LINE_SECONDS = 10, 30
 
 
 def predict(model, dataset, collate_fn, batch_size, step_fn, num_workers=0, desc="eval"):
@@ -577,8 +582,10 @@ def predict(model, dataset, collate_fn, batch_size, step_fn, num_workers=0, desc
         for i, batch in enumerate(loader, 1):
             mine.extend(step_fn(model, batch))
             progress.update()
-            if i % every == 0 or i == len(loader):
+            if i == len(loader):
                 progress.show(i)
+            elif i % every == 0:
+                progress.show(i, at_most_every=PREDICT_LINE_SECONDS)
     progress.close()
     if was_training:
         model.train()
