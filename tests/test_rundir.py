@@ -39,6 +39,19 @@ def mtimes(directory):
             for root, _, names in os.walk(directory) for name in names if name != rundir.LOCK_FILE}
 
 
+def test_scripts_refuse_a_used_dir_before_loading_any_data(tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    # the data does not even exist: the output dir is refused first
+    proc = run_script(["VQA2/run_vqa2.py", "--input_dir", str(tmp_path / "missing"), "--output_dir", str(used),
+                       "--device", "cpu"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {used} already holds a training run (metrics.jsonl); pass "
+                                                "--resume latest to continue it, --overwrite_output_dir to delete it "
+                                                "and start over, or another --output_dir"]
+
+
 def test_overwrite_output_dir_deletes_the_old_run_only(tmp_path):
     _, args = run(tmp_path, "out", save_steps=2, save_total_limit=0)
     # files that are not a run's outputs: the launcher's log, a prediction written next to the run

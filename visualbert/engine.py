@@ -93,6 +93,14 @@ def setup_device(args):
         log0("note: AMP needs a GPU; training in fp32 on CPU")
         args.use_amp = False
     set_seed(args.seed)
+    if getattr(args, "output_dir", None) and is_main() and os.path.isdir(args.output_dir):
+        # refuse a used or busy --output_dir now rather than after loading the data; train() checks
+        # again, under the lock it holds for the whole run
+        try:
+            rundir.OutputDirLock(args.output_dir).acquire().release()
+            rundir.check_use(args.output_dir, args.resume, args.overwrite_output_dir)
+        except (rundir.RunDirError, OSError) as e:
+            raise SystemExit(f"error: {e}") from None
     return device
 
 

@@ -83,25 +83,31 @@ class OutputDirLock:
             self.fd = None
 
 
-def check_output_dir(output_dir, config, resume, overwrite, allow_changed_settings):
-    """Decide whether this run may use ``output_dir``; clears it for ``overwrite``.
-
-    ``config`` is the run's run_config.json as it will be written. Returns the settings that changed
-    since the run being resumed ({key: [saved, now]}, empty when none or not resuming); raises
-    RunDirError when the run must not start.
-    """
+def check_use(output_dir, resume, overwrite):
+    """Raise RunDirError when a run with these flags must not start in ``output_dir``. Cheap and
+    read-only, so scripts call it before loading any data too (see ``engine.setup_device``)."""
     if resume and overwrite:
         raise RunDirError("--resume continues the run in --output_dir and --overwrite_output_dir deletes it; "
                           "pass one of them")
     found = run_outputs(output_dir)
     resumes_here = resume == "latest" or (
         resume is not None and os.path.realpath(os.path.dirname(os.path.abspath(resume))) == os.path.realpath(output_dir))
-    if found and overwrite:
-        clear_run_outputs(output_dir)
-    elif found and not resumes_here:
+    if found and not resumes_here and not overwrite:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
         raise RunDirError(f"{output_dir} already holds a training run ({shown}); pass --resume latest to continue "
                           "it, --overwrite_output_dir to delete it and start over, or another --output_dir")
+
+
+def check_output_dir(output_dir, config, resume, overwrite, allow_changed_settings):
+    """Decide, under the lock, whether this run may use ``output_dir``; clears it for ``overwrite``.
+
+    ``config`` is the run's run_config.json as it will be written. Returns the settings that changed
+    since the run being resumed ({key: [saved, now]}, empty when none or not resuming); raises
+    RunDirError when the run must not start.
+    """
+    check_use(output_dir, resume, overwrite)
+    if overwrite:
+        clear_run_outputs(output_dir)
     if resume is None:
         return {}
     saved_path = os.path.join(output_dir if resume == "latest" else os.path.dirname(os.path.abspath(resume)), RUN_CONFIG)
