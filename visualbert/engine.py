@@ -27,7 +27,7 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from paddlenlp.utils.log import logger as paddlenlp_logger
 from tqdm import tqdm
 
-from . import rundir
+from . import quiet, rundir
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint, save_model
 
 
@@ -86,7 +86,8 @@ def setup_device(args):
     if dist.get_world_size() > 1:
         # the launcher sets the visible device per rank; gloo serves CPU ranks
         paddle.set_device(f"gpu:{dist.ParallelEnv().dev_id}" if device == "gpu" else "cpu")
-        dist.init_parallel_env()
+        with quiet.stderr_without(quiet.MODIFIED_FLAGS_LINES):
+            dist.init_parallel_env()
     else:
         paddle.set_device(device)
     if args.use_amp and device != "gpu":
@@ -245,9 +246,7 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
         total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch, world_size=world,
                   argv=sys.argv, paddle_version=paddle.__version__)
-    with _own_output_dir(args, config) as changes:
-        if changes:
-            config["setting_changes"] = config.get("setting_changes", []) + [{"resume": args.resume, "changes": changes}]
+    with _own_output_dir(args, config):
         return _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate,
                       best_metric, forward_kwargs)
 
@@ -255,7 +254,8 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
 @contextlib.contextmanager
 def _own_output_dir(args, config):
     """Rank 0 locks --output_dir for the run's lifetime and checks that this run may write there
-    (see ``rundir``); every rank stops when it may not. Yields the settings --resume changes."""
+    (see ``rundir``); every rank stops when it may not. Settings that --resume changes (with
+    --allow_changed_settings) are added to ``config["setting_changes"]``."""
     error, lock, changes = None, None, {}
     if is_main():
         try:
@@ -264,9 +264,12 @@ def _own_output_dir(args, config):
             changes = rundir.check_output_dir(args.output_dir, config, args.resume, args.overwrite_output_dir,
                                               args.allow_changed_settings)
             saved = os.path.join(args.output_dir, rundir.RUN_CONFIG)
-            if changes and os.path.isfile(saved):  # keep the record of earlier changes
-                with open(saved) as f:
-                    config["setting_changes"] = json.load(f).get("setting_changes", [])
+            if changes:  # appended to the record of earlier changes
+                earlier = []
+                if os.path.isfile(saved):
+                    with open(saved) as f:
+                        earlier = json.load(f).get("setting_changes", [])
+                config["setting_changes"] = earlier + [{"resume": args.resume, "changes": changes}]
         except (rundir.RunDirError, OSError) as e:
             error = f"error: {e}"
     if dist.get_world_size() > 1 and global_sum([error is not None])[0]:
@@ -278,7 +281,7 @@ def _own_output_dir(args, config):
     if changes:
         log0("warning: resuming with changed settings: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
     try:
-        yield changes
+        yield
     finally:
         if lock:
             lock.release()
