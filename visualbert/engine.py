@@ -455,7 +455,7 @@ class LossWindow:
 class Progress:
     """Progress a person can follow: a tqdm bar on a terminal; in a log file (stderr is not a
     terminal, e.g. under paddle.distributed.launch, where every bar refresh would be a new line)
-    one plain line each time ``show`` is called. Only rank 0 shows anything."""
+    one plain line on stderr each time ``show`` is called. Only rank 0 shows anything."""
 
     def __init__(self, desc, unit, total, initial=0, leave=True):
         self.desc, self.unit, self.total, self.done, self.first = desc, unit, total, initial, initial
@@ -482,7 +482,8 @@ class Progress:
         elapsed = self.shown - self.start
         left = elapsed / max(self.done - self.first, 1) * (self.total - self.done)
         parts = [f"{self.desc}: {self.unit} {position}/{self.total}"] + [f"{k} {v}" for k, v in (fields or {}).items()]
-        log0("  ".join(parts + [f"elapsed {_clock(elapsed)}", f"left {_clock(left)}"]))
+        if is_main():  # on stderr, like the bar: stdout stays for results (run_predict's JSON line)
+            print("  ".join(parts + [f"elapsed {_clock(elapsed)}", f"left {_clock(left)}"]), file=sys.stderr, flush=True)
 
     def write(self, line):
         """A line of its own that the bar does not overwrite."""
