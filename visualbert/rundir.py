@@ -23,12 +23,13 @@ RUN_OUTPUTS = ("run_config.json", "metrics.jsonl", "checkpoint-*", ".tmp-checkpo
 LOCK_FILE = ".lock"
 RUN_CONFIG = "run_config.json"
 # run_config.json keys that may change on --resume without changing a single optimizer step: where
-# things are, how often to log, save and evaluate, how the data is loaded
+# things are, how often to log, save and evaluate (but not --eval_split: its questions are taken out
+# of training), how many loader workers, and the initial model (the checkpoint replaces it)
 RESUMABLE_CHANGES = {
     "output_dir", "resume", "overwrite_output_dir", "allow_changed_settings", "argv", "paddle_version",
     "setting_changes", "input_dir", "annotation_dir", "num_workers", "logging_steps", "save_steps",
-    "save_total_limit", "eval_steps", "eval_split", "eval_batch_size", "max_eval_samples", "visualdl",
-    "device", "feature_dtype", "bert_model_name", "model_name_or_path", "model_type",
+    "save_total_limit", "eval_steps", "eval_batch_size", "max_eval_samples", "visualdl", "device",
+    "model_name_or_path", "model_type",
 }
 
 
