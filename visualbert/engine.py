@@ -47,7 +47,8 @@ def add_training_args(parser, **defaults):
     g.add_argument("--max_grad_norm", type=float, default=1.0, help="global-norm gradient clipping (0 = off)")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--logging_steps", type=int, default=defaults.get("logging_steps", 20),
-                   help="write a metrics.jsonl line every N optimizer steps")
+                   help="write a metrics.jsonl line every N optimizer steps (and a progress line when the "
+                        "output is not a terminal)")
     g.add_argument("--save_steps", type=int, default=defaults.get("save_steps", 1000),
                    help="write a checkpoint every N optimizer steps (and always at the end)")
     g.add_argument("--save_total_limit", type=int, default=3, help="keep only the newest K checkpoints (0 = keep all)")
