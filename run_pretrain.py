@@ -9,13 +9,15 @@ Data parallel:   python -m paddle.distributed.launch --gpus 0,1 run_pretrain.py 
 """
 import argparse
 
+from visualbert import quiet  # noqa: F401  (first: it imports paddle without third-party noise)
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from visualbert import cli, engine, tasks
 from visualbert.datasets import DEFAULT_FEATURE_TYPE, load_dataset
-from visualbert.features import FEATURE_TYPES, open_features
+from visualbert.features import FEATURE_TYPES
 from visualbert.modeling import VisualBertForPreTraining
 from visualbert.processing import CaptionPretrainDataset, NLVR2PretrainDataset, VQAPretrainDataset
 
@@ -120,7 +122,7 @@ def main(argv=None):
     engine.setup_device(args)
     with cli.user_errors():
         tokenizer = cli.tokenizer_from_args(args)
-        features = open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
+        features = tasks.open_task_features(args)
         train_ds = build_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
         eval_ds = build_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
         model = cli.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim,

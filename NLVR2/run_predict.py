@@ -7,10 +7,10 @@ import json
 import os
 import sys
 
-import paddle
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from visualbert import quiet  # noqa: E402,F401  (first: it imports paddle without third-party noise)
+import paddle  # noqa: E402
 from visualbert import cli, engine, tasks  # noqa: E402
 from visualbert.metrics import nlvr2_scores  # noqa: E402
 

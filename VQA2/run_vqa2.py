@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from visualbert import quiet  # noqa: E402,F401  (first: it imports paddle without third-party noise)
 from visualbert import cli, engine, tasks  # noqa: E402
 
 

@@ -182,3 +182,22 @@ def test_kill_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
     straight, _ = run(tmp_path, "straight", save_steps=2)
     resumed, _ = run(tmp_path, "torn", save_steps=2, resume="latest")
     assert max_diff(params(straight), params(resumed)) <= 1e-6
+
+
+def test_losses_are_read_from_the_device_once_per_logging_step(tmp_path, monkeypatch):
+    """No host read of a loss per micro-batch (each waits for the device): one read of the whole
+    window per logging step."""
+    floats, reads = [], []
+    real_float, real_sync = paddle.Tensor.__float__, engine.LossWindow.sync
+    monkeypatch.setattr(paddle.Tensor, "__float__", lambda t: floats.append(t.shape) or real_float(t))
+
+    def sync(window):
+        reads.append(len(window.pending))
+        return real_sync(window)
+
+    monkeypatch.setattr(engine.LossWindow, "sync", sync)
+    terms = {"loss": lambda b: b["units"].numpy().sum(), "plain_loss": lambda b: len(b["x"])}
+    args = make_args(tmp_path, "reads", logging_steps=3, train_batch_size=8, gradient_accumulation_steps=2)
+    engine.train(args, ToyModel(), ToyDataset(), collate, terms)
+    assert floats == []
+    assert [n for n in reads if n] == [3, 3, 3]  # 9 steps of 2 micro-batches, a line every 3 steps

@@ -9,3 +9,7 @@ gpus_flag() {
         echo "note: no CUDA GPU here; dropping --gpus $1 and running on the CPU" >&2
     fi
 }
+
+# the launcher imports paddle, which warns that ccache is missing (nothing is compiled here); the
+# training processes it starts silence this themselves (visualbert/quiet.py)
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:No ccache found:UserWarning"

@@ -20,6 +20,9 @@ import tempfile
 
 import numpy as np
 
+from . import quiet  # noqa: F401  (before modeling imports paddle: no third-party noise)
+from paddlenlp.utils.log import logger as paddlenlp_logger
+
 from . import modeling
 from .cli import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
@@ -311,6 +314,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="BERT sources: seed for the freshly initialised weights")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
     args = parser.parse_args(argv)
+    paddlenlp_logger.set_level("WARNING")  # its INFO lines name the temporary dir, not DST
     try:
         model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
                         args.seed)

@@ -11,6 +11,7 @@ Two design choices make runs reproducible:
   every micro-batch loss is weighted by its share of the units in the whole optimizer step. Then
   batch 8 x accumulation 2, batch 16, and 2 ranks x batch 8 all take exactly the same step.
 """
+import contextlib
 import inspect
 import json
 import math
@@ -24,8 +25,9 @@ import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
 from paddlenlp.utils.log import logger as paddlenlp_logger
-from tqdm import tqdm
 
+from . import quiet, rundir
+from .progress import Progress
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint, save_model
 from .cli import fraction, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
 from .processing import ExampleError
@@ -51,7 +53,8 @@ def add_training_args(parser, **defaults):
     g.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="global-norm gradient clipping (0 = off)")
     g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--logging_steps", type=positive_int, default=defaults.get("logging_steps", 20),
-                   help="write a metrics.jsonl line every N optimizer steps")
+                   help="write a metrics.jsonl line every N optimizer steps (and a progress line when the "
+                        "output is not a terminal)")
     g.add_argument("--save_steps", type=positive_int, default=defaults.get("save_steps", 1000),
                    help="write a checkpoint every N optimizer steps (and always at the end)")
     g.add_argument("--save_total_limit", type=non_negative_int, default=3,
@@ -66,7 +69,15 @@ def add_training_args(parser, **defaults):
     g.add_argument("--num_workers", type=non_negative_int, default=2,
                    help="DataLoader worker processes (0 = load in the training process)")
     g.add_argument("--resume", default=None, metavar="DIR|latest",
-                   help="continue from a checkpoint dir, or the newest complete one in --output_dir")
+                   help="continue from a checkpoint dir, or the newest complete one in --output_dir "
+                        "(the training settings must match the saved run_config.json)")
+    g.add_argument("--overwrite_output_dir", action="store_true",
+                   help="delete the training run already in --output_dir (checkpoints, metrics, models) and "
+                        "start over; without it (or --resume) such a directory is refused")
+    g.add_argument("--allow_changed_settings", action="store_true",
+                   help="with --resume: continue although training settings (batch size, learning rate, "
+                        "steps, data, world size, ...) differ from the saved ones; run_config.json records "
+                        "the changes, and the run no longer matches an uninterrupted one")
     g.add_argument("--visualdl", action="store_true", help="also log scalars to VisualDL in <output_dir>/visualdl")
     return parser
 
@@ -92,13 +103,22 @@ def setup_device(args):
     if dist.get_world_size() > 1:
         # the launcher sets the visible device per rank; gloo serves CPU ranks
         paddle.set_device(f"gpu:{dist.ParallelEnv().dev_id}" if device == "gpu" else "cpu")
-        dist.init_parallel_env()
+        with quiet.stderr_without(quiet.MODIFIED_FLAGS_LINES):
+            dist.init_parallel_env()
     else:
         paddle.set_device(device)
     if args.use_amp and device != "gpu":
         log0("note: AMP needs a GPU; training in fp32 on CPU")
         args.use_amp = False
     set_seed(args.seed)
+    if getattr(args, "output_dir", None) and is_main() and os.path.isdir(args.output_dir):
+        # refuse a used or busy --output_dir now rather than after loading the data; train() checks
+        # again, under the lock it holds for the whole run
+        try:
+            rundir.OutputDirLock(args.output_dir).acquire().release()
+            rundir.check_use(args.output_dir, args.resume, args.overwrite_output_dir)
+        except (rundir.RunDirError, OSError) as e:
+            raise SystemExit(f"error: {e}") from None
     return device
 
 
@@ -299,9 +319,7 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
     evaluate: fn(model) -> {name: value}; runs every --eval_steps and at each epoch's end.
     best_metric: the key of evaluate's result that decides <output_dir>/best (higher is better).
     """
-    world, rank = dist.get_world_size(), dist.get_rank()
-    os.makedirs(args.output_dir, exist_ok=True)
-    sampler = EpochBatchSampler(len(train_dataset), args.train_batch_size, args.seed, rank, world)
+    world = dist.get_world_size()
     batches_per_epoch = math.ceil(len(train_dataset) / (args.train_batch_size * world))
     if batches_per_epoch == 0:
         raise SystemExit("error: the training set is empty")
@@ -310,6 +328,54 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
         total_steps = args.max_steps
     else:
         total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch, world_size=world,
+                  argv=sys.argv, paddle_version=paddle.__version__)
+    with _own_output_dir(args, config):
+        return _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate,
+                      best_metric, forward_kwargs)
+
+
+@contextlib.contextmanager
+def _own_output_dir(args, config):
+    """Rank 0 locks --output_dir for the run's lifetime and checks that this run may write there
+    (see ``rundir``); every rank stops when it may not. Settings that --resume changes (with
+    --allow_changed_settings) are added to ``config["setting_changes"]``."""
+    error, lock, changes = None, None, {}
+    if is_main():
+        try:
+            os.makedirs(args.output_dir, exist_ok=True)
+            lock = rundir.OutputDirLock(args.output_dir).acquire()
+            changes = rundir.check_output_dir(args.output_dir, config, args.resume, args.overwrite_output_dir,
+                                              args.allow_changed_settings)
+            saved = os.path.join(args.output_dir, rundir.RUN_CONFIG)
+            if changes:  # appended to the record of earlier changes
+                earlier = []
+                if os.path.isfile(saved):
+                    with open(saved) as f:
+                        earlier = json.load(f).get("setting_changes", [])
+                config["setting_changes"] = earlier + [{"resume": args.resume, "changes": changes}]
+        except (rundir.RunDirError, OSError) as e:
+            error = f"error: {e}"
+    if dist.get_world_size() > 1 and global_sum([error is not None])[0]:
+        error = error or "error: rank 0 refused --output_dir (its log says why)"
+    if error:
+        if lock:
+            lock.release()
+        raise SystemExit(error)
+    if changes:
+        log0("warning: resuming with changed settings: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
+    try:
+        yield
+    finally:
+        if lock:
+            lock.release()
+
+
+def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate, best_metric,
+           forward_kwargs):
+    world, rank = dist.get_world_size(), dist.get_rank()
+    total_steps = config["total_steps"]
+    sampler = EpochBatchSampler(len(train_dataset), args.train_batch_size, args.seed, rank, world)
     optimizer, scheduler = build_optimizer(model, args, total_steps)
     scaler = None
     if args.use_amp and args.amp_dtype == "float16":
@@ -329,7 +395,8 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
     writer = None
     if is_main():
         _truncate_metrics(metrics_path, step)
-        write_run_config(args, total_steps, steps_per_epoch)
+        with open(os.path.join(args.output_dir, rundir.RUN_CONFIG), "w") as f:
+            json.dump(config, f, indent=1, default=str)
         if args.visualdl:
             from visualdl import LogWriter
             writer = LogWriter(logdir=os.path.join(args.output_dir, "visualdl"))
@@ -337,8 +404,9 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
          f"accumulation {args.gradient_accumulation_steps}, {total_steps} optimizer steps")
 
     amp_ctx = lambda: paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype, level="O1")  # noqa: E731
-    bar = tqdm(total=total_steps, initial=step, disable=not is_main(), desc="train", dynamic_ncols=True)
-    window = {"samples": 0, "time": time.time(), "sums": {}, "steps": 0}
+    progress = Progress("train", "step", total_steps, initial=step)
+    window = LossWindow(list(loss_terms))
+    no_loss = paddle.zeros([], dtype="float32")
     last_eval = {}
     model.train()
     while step < total_steps:
@@ -353,22 +421,16 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
             # every loss term's units in the whole optimizer step, over all ranks
             local_units = [[float(fn(b)) for fn in loss_terms.values()] for b in micro]
             totals = global_sum(np.sum(local_units, axis=0))
-            step_losses = {name: 0.0 for name in loss_terms}
+            step_terms = paddle.zeros([len(loss_terms)], dtype="float32")  # stays on the device
             for b, units in zip(micro, local_units):
                 with amp_ctx():
                     out = model(**model_kwargs(model, b, forward_kwargs))
-                loss = 0.0
-                for (name, _), n, total in zip(loss_terms.items(), units, totals):
-                    if n > 0:
-                        term = out[name].astype("float32")
-                        loss = loss + term * (n / total)
-                        step_losses[name] += float(term) * n / total
-                if not isinstance(loss, paddle.Tensor):
+                weighted = [out[name].astype("float32") * (n / total) if n > 0 else None
+                            for name, n, total in zip(loss_terms, units, totals)]
+                if all(w is None for w in weighted):
                     continue
-                if not math.isfinite(float(loss)):
-                    ckpts = list_checkpoints(args.output_dir)
-                    raise SystemExit(f"error: non-finite loss at step {step + 1} (epoch {epoch}); stopping. "
-                                     f"Last good checkpoint: {ckpts[-1] if ckpts else 'none'}")
+                loss = sum(w for w in weighted if w is not None)
+                step_terms = step_terms + paddle.stack([no_loss if w is None else w.detach() for w in weighted])
                 (scaler.scale(loss) if scaler else loss).backward()
             if world > 1:
                 allreduce_gradients(model)
@@ -382,36 +444,40 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
             scheduler.step()
             step += 1
             batches_done += len(micro)
-            bar.update(1)
-
-            step_losses = dict(zip(step_losses, global_sum(list(step_losses.values()))))
-            window["samples"] += sum(len(_first_tensor(b)) for b in micro) * world
-            window["steps"] += 1
-            for k, v in step_losses.items():
-                window["sums"][k] = window["sums"].get(k, 0.0) + v
-            if step % args.logging_steps == 0 or step == total_steps:
-                elapsed = time.time() - window["time"]
-                losses = {k: v / window["steps"] for k, v in window["sums"].items()}
-                record = {"step": step, "epoch": round(epoch + batches_done / batches_per_epoch, 4), "lr": lr,
-                          "loss": sum(losses.values()), **({} if list(losses) == ["loss"] else losses),
-                          "samples_per_second": round(window["samples"] / max(elapsed, 1e-9), 2)}
-                _log_metrics(metrics_path, writer, record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-                window = {"samples": 0, "time": time.time(), "sums": {}, "steps": 0}
+            progress.update()
+            window.add(step, epoch, step_terms, sum(len(_first_tensor(b)) for b in micro) * world)
 
             epoch_done = batches_done >= batches_per_epoch
-            if evaluate and ((args.eval_steps and step % args.eval_steps == 0) or
-                             (not args.eval_steps and epoch_done) or step == total_steps):
+            log_now = step % args.logging_steps == 0 or step == total_steps
+            eval_now = evaluate and ((args.eval_steps and step % args.eval_steps == 0) or
+                                     (not args.eval_steps and epoch_done) or step == total_steps)
+            save_now = step % args.save_steps == 0 or step == total_steps
+            if log_now or eval_now or save_now:
+                # reading the losses waits for the device: only here, and always before anything is saved
+                bad = window.sync()
+                if bad:
+                    ckpts = list_checkpoints(args.output_dir)
+                    raise SystemExit(f"error: non-finite loss at step {bad[0]} (epoch {bad[1]}); stopping. "
+                                     f"Last good checkpoint: {ckpts[-1] if ckpts else 'none'}")
+            if log_now:
+                losses, samples_per_second = window.flush()
+                record = {"step": step, "epoch": round(epoch + batches_done / batches_per_epoch, 4), "lr": lr,
+                          "loss": sum(losses.values()), **({} if list(losses) == ["loss"] else losses),
+                          "samples_per_second": round(samples_per_second, 2)}
+                _log_metrics(metrics_path, writer, record)
+                progress.show(step, _progress_fields(record, losses))
+
+            if eval_now:
                 last_eval, best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
-                                            metrics_path, writer)
+                                            metrics_path, writer, progress)
             state = {"step": step, "epoch": epoch + epoch_done, "batches_done": 0 if epoch_done else batches_done,
                      "best": best}
-            if is_main() and (step % args.save_steps == 0 or step == total_steps):
+            if is_main() and save_now:
                 save_checkpoint(args.output_dir, step, model, optimizer, scaler, state, args.save_total_limit)
             if epoch_done:
                 break
         epoch, batches_done = epoch + 1, 0
-    bar.close()
+    progress.close()
     if world > 1:
         drift = rank_drift(model)
         _log_metrics(metrics_path, writer, {"step": step, "rank_param_drift": drift})
@@ -427,14 +493,65 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
     return last_eval
 
 
-def _evaluate(args, model, evaluate, best_metric, best, step, epoch, metrics_path, writer):
+class LossWindow:
+    """The loss terms of the optimizer steps since the last metrics line.
+
+    They stay on the device: reading a number to the host waits for all queued device work, so
+    ``sync`` does that once for the whole window (and sums over ranks in one all-reduce) instead of
+    once per micro-batch.
+    """
+
+    def __init__(self, names):
+        self.names = names
+        self.pending = []  # (step, epoch, device tensor of this step's terms), not read yet
+        self.sums, self.steps, self.samples, self.start = np.zeros(len(names)), 0, 0, time.time()
+
+    def add(self, step, epoch, terms, samples):
+        self.pending.append((step, epoch, terms))
+        self.samples += samples
+
+    def sync(self):
+        """Read the pending steps (summed over ranks); returns (step, epoch) of the first non-finite one, or None."""
+        if not self.pending:
+            return None
+        values = paddle.stack([terms for _, _, terms in self.pending])
+        if dist.get_world_size() > 1:
+            dist.all_reduce(values)
+        values = values.numpy().astype("float64")
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            step, epoch, _ = self.pending[int(np.argmin(finite))]
+            return step, epoch
+        self.sums += values.sum(axis=0)
+        self.steps += len(values)
+        self.pending = []
+        return None
+
+    def flush(self):
+        """Mean of each term per step and samples per second since the last flush; starts a new window."""
+        self.sync()
+        losses = {name: float(total / max(self.steps, 1)) for name, total in zip(self.names, self.sums)}
+        speed = self.samples / max(time.time() - self.start, 1e-9)
+        self.__init__(self.names)
+        return losses, speed
+
+
+def _progress_fields(record, losses):
+    fields = {"loss": f"{record['loss']:.4g}"}
+    if len(losses) > 1:
+        fields.update({k: f"{v:.4g}" for k, v in losses.items()})
+    fields.update(lr=f"{record['lr']:.3g}", samples_per_s=f"{record['samples_per_second']:.4g}")
+    return fields
+
+
+def _evaluate(args, model, evaluate, best_metric, best, step, epoch, metrics_path, writer, progress):
     model.eval()
     with paddle.no_grad():
         result = evaluate(model)
     model.train()
     record = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in result.items()}}
     _log_metrics(metrics_path, writer, record)
-    log0("eval: " + json.dumps(result))
+    progress.write(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items()))
     if best_metric is not None and (best is None or result[best_metric] > best):
         best = result[best_metric]
         if is_main():
@@ -486,14 +603,11 @@ def _truncate_metrics(path, step):
         f.writelines(keep)
 
 
-def write_run_config(args, total_steps, steps_per_epoch):
-    config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                  world_size=dist.get_world_size(), argv=sys.argv, paddle_version=paddle.__version__)
-    with open(os.path.join(args.output_dir, "run_config.json"), "w") as f:
-        json.dump(config, f, indent=1, default=str)
-
-
 # ---------------------------------------------------------------------------- evaluation helpers
+
+# in a log file, an evaluation shows its progress in at most this many lines (plus its last), and a
+# short one only in its last
+PREDICT_LINES, PREDICT_LINE_SECONDS = 10, 30
 
 
 def predict(model, dataset, collate_fn, batch_size, step_fn, num_workers=0, desc="eval"):
@@ -507,11 +621,18 @@ def predict(model, dataset, collate_fn, batch_size, step_fn, num_workers=0, desc
     mine = []
     was_training = model.training
     model.eval()
+    num_batches = len(sampler)  # the loader is a generator
+    progress = Progress(desc, "batch", num_batches, leave=False)
+    every = max(1, math.ceil(num_batches / PREDICT_LINES))
     with paddle.no_grad():
-        # a nested bar only helps on a terminal; in log files it adds a line per batch
-        for batch in tqdm(loader, total=len(sampler), desc=desc, disable=not is_main() or not sys.stderr.isatty(),
-                          leave=False, dynamic_ncols=True):
+        for i, batch in enumerate(loader, 1):
             mine.extend(step_fn(model, batch))
+            progress.update()
+            if i == num_batches:
+                progress.show(i)
+            elif i % every == 0:
+                progress.show(i, at_most_every=PREDICT_LINE_SECONDS)
+    progress.close()
     if was_training:
         model.train()
     if world == 1:

@@ -89,7 +89,14 @@ def load_for_prediction(task, args):
 
 
 def open_task_features(args):
-    return open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
+    features = open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
+    if features.packed:
+        where = "packed store " + ", ".join(p.directory for p in features.packed)
+    else:
+        where = (f"per-image .npy files under {features.layout.root_dir(features.input_dir)} "
+                 "(no packed store; `python -m visualbert.features pack` makes one)")
+    engine.log0(f"features: {args.image_feature_type} from {where}")
+    return features
 
 
 def check_features_exist(dataset, features, name, split):

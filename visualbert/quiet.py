@@ -1,0 +1,80 @@
+"""Imported first by every command, before paddle, so that a command prints only what it has to say.
+
+Without it every command starts with third-party lines that say nothing about the run:
+- ``UserWarning: No ccache found``: Paddle's C++-extension builder looks for ccache when paddle is
+  imported (nothing is ever compiled here);
+- ``UserWarning: Setuptools is replacing distutils``: PaddleNLP imports pip after Paddle imported
+  setuptools' distutils;
+- ``WARNING: OMP_NUM_THREADS set to N, not 1 ...`` (two lines): Paddle prints it while importing
+  whenever OMP_NUM_THREADS > 1; the setting itself is honoured either way;
+- INFO lines of other libraries, e.g. ``datasets``' ``PyTorch version ... available``: Paddle's
+  import sets the root logger to INFO and gives it a handler;
+- Paddle's C++ INFO lines (``I1202 ... tcp_store.cc] create libuv server ...``) under data parallel.
+Each is stopped where it starts and nothing else changes: two warning filters that match only those
+two messages, the OMP lines dropped from what ``import paddle`` writes to sys.stderr (everything else
+passes), the root logger's level put back to what it was before ``import paddle``, and
+GLOG_minloglevel=1 (C++ warnings and errors still show) unless it is set already. ``stderr_without``
+serves the same purpose later: ``engine.setup_device`` drops the "Modified FLAGS detected" block that
+starting data parallel prints.
+"""
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+warnings.filterwarnings("ignore", message="Setuptools is replacing distutils", category=UserWarning)
+
+_OMP_LINES = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY.")
+# what paddle.distributed.init_parallel_env writes when any FLAGS_* differs from its default
+MODIFIED_FLAGS_LINES = ("=" * 23, "FLAGS(name=")
+
+
+class _Without:
+    """A stream that passes everything on to ``stream`` except writes that start with ``prefixes``.
+
+    It stays correct after the swap too, because whatever took hold of sys.stderr meanwhile (a log
+    handler, a default argument) keeps writing through it.
+    """
+
+    def __init__(self, stream, prefixes):
+        self.stream, self.prefixes, self.skip_newline = stream, prefixes, False
+
+    def write(self, text):
+        if text.startswith(self.prefixes):
+            self.skip_newline = True  # print() writes the line's newline by itself next
+            return len(text)
+        skip, self.skip_newline = self.skip_newline and text == "\n", False
+        return len(text) if skip else self.stream.write(text)
+
+    def __getattr__(self, name):  # flush, fileno, isatty, encoding, ...
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def stderr_without(prefixes):
+    """Drop the lines of sys.stderr that start with ``prefixes`` while the block runs."""
+    stderr = sys.stderr
+    sys.stderr = _Without(stderr, prefixes)
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+
+
+def _import_paddle_quietly():
+    if "paddle" in sys.modules:
+        return
+    # C++ INFO lines (glog), e.g. the process group's "create libuv server at port"; warnings stay
+    os.environ.setdefault("GLOG_minloglevel", "1")
+    root = logging.getLogger()
+    level = root.level
+    try:
+        with stderr_without(_OMP_LINES):
+            import paddle  # noqa: F401
+    finally:
+        root.setLevel(level)
+
+
+_import_paddle_quietly()
