@@ -9,7 +9,7 @@ Per-example dict (names are HF VisualBERT's ``forward`` arguments):
   VQA ``labels`` float32 [num_answers] (official soft scores), NLVR2 ``labels`` int64 scalar (True = 1)
 - metadata, not model inputs: ``question_id`` (int), ``image_id``, ``identifier`` (str)
 
-Inputs are built as the original trained (DESIGN.md section 6):
+Inputs are built as the original code trained:
 
 - :class:`VQADataset`: ``[CLS] question ? [MASK] [SEP]``, all types 0.
 - :class:`NLVR2Dataset`: ``[CLS] sentence [SEP]``; left regions (type 0) then right (type 1).
@@ -27,7 +27,7 @@ workers do the I/O.
 
 ``visual_dtype="float16"`` (every dataset) hands a packed fp16 store's rows through unconverted:
 half the bytes cross from DataLoader workers to the trainer, which then casts ``visual_embeds`` to
-float32 on the device. That is what lets 2 workers feed 100 x 2048 regions at >= 1,000 samples/s
+float32 on the device. That is what lets 2 workers feed 100 x 2048 regions fast enough
 (BENCHMARKS.md); the default float32 keeps the contract above.
 """
 import collections

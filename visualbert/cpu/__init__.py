@@ -10,12 +10,11 @@ The process-wide settings the CPU layers want are made by ``accelerate`` and und
 ``restore`` of the last accelerated model; importing this package changes nothing:
 
 - Paddle's strided views off, on a CPU-only build (``FLAGS_use_stride_kernel``): with them every
-  transpose is a view that the next kernel copies back to contiguous memory, 4-7x slower than the
-  transpose kernel it replaced (the BERT-base forward runs ~1.5x faster without them), as in Paddle 2.
+  transpose is a view that the next kernel copies back to contiguous memory, far slower than the
+  transpose kernel it replaced (BENCHMARKS.md), as in Paddle 2.
 - Intel OpenMP's workers sleep at once after a parallel region instead of spinning 200 ms
   (``kmp_set_blocktime(0)``): the numpy kernels run their own threads between Paddle's GEMMs and
-  a worker spinning on the other core halves them (softmax and head permutes ~1.4x slower), while
-  the GEMMs lose nothing measurable. A ``KMP_BLOCKTIME`` the user set is left alone.
+  a worker spinning on the other core slows them down, while the GEMMs lose nothing measurable. A ``KMP_BLOCKTIME`` the user set is left alone.
 - the oneDNN library inside Paddle's wheel is opened for softmax, GELU and LayerNorm.
 """
 import ctypes

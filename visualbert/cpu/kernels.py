@@ -2,11 +2,10 @@
 
 Paddle's CPU kernels for a few operations a BERT layer uses everywhere are far slower than the
 arithmetic needs (measured on the BERT-base shapes, BENCHMARKS.md): the separate broadcasting add
-F.linear does for the bias, the column sum that is the bias gradient (~60x a GEMV doing the same
-sum), dropout's per-element random draws (~15 ns each), the transpose that splits and merges
-attention heads (~5x slower than numpy's copy of the same permutation at batch 64), the attention
-softmax (~6x oneDNN's), GELU (~5x oneDNN's, ~9x in the backward) and the LayerNorm backward (~35x
-oneDNN's). Each function here computes what the stock operation does, forward and backward, and
+F.linear does for the bias, the column sum that is the bias gradient (a GEMV does the same sum
+far faster), dropout's per-element random draws, the transpose that splits and merges attention
+heads (slower than numpy's copy of the same permutation), the attention softmax, GELU and the
+LayerNorm backward (slower than oneDNN's). Each function here computes what the stock operation does, forward and backward, and
 takes the route only on CPU tensors in eager mode above a size threshold; otherwise it calls the
 stock operation.
 """
@@ -21,9 +20,9 @@ import paddle.nn.functional as F
 # Paddle ships no oneDNN 3: then softmax runs in numpy and GELU and LayerNorm on Paddle's kernels.
 ONEDNN = None
 
-# Below these sizes (elements) a route's fixed cost, ~0.1-0.2 ms to hand work to other threads and
-# back, exceeds what it saves, and Paddle's kernel is faster (measured on BERT-base shapes at batch
-# 1-16, BENCHMARKS.md). Paddle's transpose keeps up with numpy's copy up to ~1.5M elements.
+# Below these sizes (elements) a route's fixed cost, handing work to other threads and back,
+# exceeds what it saves, and Paddle's kernel is faster (measured on BERT-base shapes at batch 1-16,
+# BENCHMARKS.md); Paddle's transpose keeps up with numpy's copy longest.
 ROUTE_MIN_ELEMENTS = {"dropout": 1, "softmax": 1 << 17, "gelu": 1 << 19, "layer_norm": 1 << 16, "permute": 1 << 21}
 
 

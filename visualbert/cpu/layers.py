@@ -23,7 +23,7 @@ class Linear(nn.Linear):
 
 
 class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm``; on CPU by oneDNN's kernels (Paddle's backward is ~35x slower on BERT-base shapes)."""
+    """``nn.LayerNorm``; on CPU by oneDNN's kernels (Paddle's backward is far slower on BERT-base shapes)."""
 
     def forward(self, x):
         if (not kernels.onednn_route(x, "layer_norm") or self.weight is None or self.bias is None

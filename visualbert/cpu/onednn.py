@@ -2,10 +2,8 @@
 wheel ships.
 
 Paddle's eager mode runs its own CPU kernels for these, several times slower than oneDNN's
-vectorised ones on the BERT-base shapes (GELU on [7680, 3072]: 39 ms vs 7.4 ms forward, 83 ms vs
-9 ms backward; softmax over 120 keys for 92,160 rows: ~45 ms vs ~8 ms; LayerNorm on [3840, 768]:
-3.4 ms vs 0.6 ms forward, ~50 ms vs 1.4 ms backward; see BENCHMARKS.md); eager mode never picks
-oneDNN kernels itself. This module calls oneDNN's eltwise, softmax and layer-normalization
+vectorised ones on the BERT-base shapes (BENCHMARKS.md has the measurements); eager mode never
+picks oneDNN kernels itself. This module calls oneDNN's eltwise, softmax and layer-normalization
 primitives through its C API. ``load()`` returns None where the wheel has no oneDNN 3 library
 (other platforms, GPU builds), and visualbert.cpu then keeps Paddle's kernels for these.
 
