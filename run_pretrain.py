@@ -15,7 +15,7 @@ import paddle.nn.functional as F
 
 from visualbert import cli, engine, tasks
 from visualbert.datasets import DEFAULT_FEATURE_TYPE, load_dataset
-from visualbert.features import FEATURE_TYPES, open_features
+from visualbert.features import FEATURE_TYPES
 from visualbert.modeling import VisualBertForPreTraining
 from visualbert.processing import CaptionPretrainDataset, NLVR2PretrainDataset, VQAPretrainDataset
 
@@ -29,8 +29,8 @@ SPLITS = {  # (train, eval) defaults
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--input_dir", required=True, help="data root (X_COCO/ or X_NLVR/); annotations in <input_dir>/annotations "
-                                                      "unless --annotation_dir")
+    g.add_argument("--input_dir", default=None, help="data root (X_COCO/ or X_NLVR/); annotations in <input_dir>/annotations "
+                                                     "unless --annotation_dir; needed unless --features names the features")
     g.add_argument("--annotation_dir", default=None, help="where the annotation files are (default: <input_dir>/annotations, "
                                                           "then PaddleNLP's dataset home)")
     g.add_argument("--dataset", required=True, choices=sorted(SPLITS), help="pretraining corpus")
@@ -118,7 +118,7 @@ def main(argv=None):
     engine.setup_device(args)
     with cli.user_errors():
         tokenizer = cli.tokenizer_from_args(args)
-        features = open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
+        features = tasks.open_task_features(args)
         train_ds = build_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
         eval_ds = build_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
         model = cli.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim)

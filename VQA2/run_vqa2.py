@@ -2,6 +2,10 @@
 
 Evaluates with the official VQA accuracy on --eval_split every epoch (or every --eval_steps),
 keeps the best model in <output_dir>/best, and never trains on the evaluation split's questions.
+
+Data: imdb splits under --input_dir (--train_split / --eval_split), or any questions and
+annotations in the official VQA JSON format (--train_questions / --train_annotations, optionally
+--eval_questions / --eval_annotations) with features from --features (python -m visualbert.extract).
 """
 import argparse
 import os
@@ -19,7 +23,11 @@ def parse_args(argv=None):
     g.add_argument("--train_split", default="train", help="imdb split to train on: train, trainval, val, ...")
     g.add_argument("--eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
                                                       "its questions are removed from training; 'none' to skip")
-    g.add_argument("--answer_vocab", default=None, help="answer vocabulary file (default: the shipped answers_vqa.txt)")
+    tasks.add_vqa_json_args(g, ("train", "eval"))
+    g.add_argument("--answer_vocab", default=None,
+                   help="answer vocabulary file, or build[:K]: <unk> then the K most frequent training answers (all "
+                        "without K); other than the default it is saved as <output_dir>/answer_vocab.txt, which "
+                        "run_predict.py reuses (default: the shipped answers_vqa.txt)")
     g.add_argument("--batch_size", type=int, default=64, help="samples per device, training and evaluation")
     g.add_argument("--loss", default="kl", choices=["kl", "bce"],
                    help="kl: KL-divergence to the soft scores (transformers); bce: binary cross-entropy (MMF)")
