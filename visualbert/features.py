@@ -653,7 +653,8 @@ def _expected_keys(dataset, splits, input_dir, annotation_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m visualbert.features",
-                                     description="Region-feature stores: pack per-image .npy files into one memory-mapped store, or inspect a store.")
+                                     description="Region-feature stores: pack per-image .npy files into one memory-mapped store, import a "
+                                                 "public feature release, or inspect a store.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--image_feature_type", required=True, help=f"one of {', '.join(FEATURE_TYPES)}")
@@ -668,8 +669,29 @@ def main(argv=None):
     i.add_argument("--dataset_splits", default=None, help="comma-separated dataset splits for --dataset (e.g. train,minival)")
     i.add_argument("--annotation_dir", default=None, help="annotation dir for --dataset (default <input_dir>/annotations, then PaddleNLP data home)")
     i.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    m = sub.add_parser("import", help="import a public feature release (bottom-up-attention TSV, HDF5, .npy/.npz folder) "
+                                      "into a packed store for --features",
+                       description="Import a public feature release into a packed store that the scripts read with "
+                                   "--features. Corrupt images are named one per line and nothing is published.")
+    m.add_argument("--format", required=True, choices=["butd_tsv", "h5", "npz_dir"],
+                   help="butd_tsv: bottom-up-attention TSV (base64 boxes/features; LXMERT's variant too); h5: HDF5, one "
+                        "dataset per image or one array + image ids; npz_dir: a folder of .npy/.npz per image")
+    m.add_argument("--src", required=True, nargs="+", help="the TSV / HDF5 file(s) or the folder(s)")
+    m.add_argument("--output_dir", required=True, help="the packed store to write (resumable, published when complete)")
+    m.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="on-disk dtype (default float16)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "import":
+            from .feature_import import import_features
+
+            out, corrupt = import_features(args.format, args.src, args.output_dir, dtype=args.dtype)
+            if corrupt:
+                print(f"error: {len(corrupt)} corrupt images (named above); nothing was published; fix or remove them and "
+                      "rerun (the images already read are kept)", file=sys.stderr)
+                return 1
+            meta = PackedStore(out).meta
+            print(f"imported {meta['num_images']} images, {meta['num_rows']} rows x {meta['dim']} ({meta['dtype']}) into {out}")
+            return 0
         if args.command == "pack":
             out = pack_features(args.image_feature_type, args.input_dir, out=args.out, split=args.split, dtype=args.dtype)
             meta = PackedStore(out).meta
