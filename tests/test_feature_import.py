@@ -168,3 +168,23 @@ def test_cli_corrupt_input_exits_nonzero_then_imports(tmp_path):
     proc = run_script(["-m", "visualbert.features", "import", "--format", "butd_tsv", "--src", str(src),
                        "--output_dir", out])
     assert "imported 1 images, 36 rows x 8 (float16)" in proc.stdout
+
+
+def test_imported_store_feeds_nlvr2_and_pretraining_through_features(demo_dir, tiny_config, tmp_path):
+    nlvr = demo_dir / "X_NLVR"
+    splits = [str(nlvr / "data" / "detectron_fix_144" / s / "feature_1024dim") for s in ("train", "dev")]
+    out, corrupt = import_features("npz_dir", splits, str(tmp_path / "feats"), progress=False)
+    assert corrupt == [] and "train-0-0-img0.png" in PackedStore(out).keys()
+    fast = ["--device", "cpu", "--num_workers", "0", "--seed", "1", "--max_steps", "2", "--logging_steps", "1"]
+    # no --input_dir: features from the store, annotations from --annotation_dir
+    run_script(["NLVR2/run_nlvr2.py", "--features", out, "--annotation_dir", str(nlvr / "annotations"),
+                "--model_name_or_path", tiny_config(0.0), "--output_dir", str(tmp_path / "nlvr2"), "--batch_size", "8",
+                "--eval_split", "dev", *fast])
+    assert os.path.isfile(tmp_path / "nlvr2" / "best" / "eval_results.json")
+    run_script(["run_pretrain.py", "--dataset", "nlvr2", "--features", out, "--annotation_dir", str(nlvr / "annotations"),
+                "--model_name_or_path", tiny_config(0.0), "--output_dir", str(tmp_path / "pre"), "--train_batch_size", "8",
+                "--max_eval_samples", "16", *fast])
+    assert os.path.isfile(tmp_path / "pre" / "model" / "model_state.pdparams")
+    proc = run_script(["NLVR2/run_nlvr2.py", "--annotation_dir", str(nlvr / "annotations"), "--model_name_or_path",
+                       tiny_config(0.0), "--output_dir", str(tmp_path / "x"), *fast], check=False)
+    assert proc.returncode != 0 and "--input_dir (the data root with the features) is needed unless --features" in proc.stderr

@@ -47,6 +47,8 @@ RESNET_STRIDE = 32
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 SKIPPED_FILE = "skipped_images.txt"
+# ResNets: 14 x 14 cells, the grid-features paper's scale; patches: 8 x 8 cells of 8 x 8 pixels.
+DEFAULT_IMAGE_SIZE = {"resnet": 448, "patches": 64}
 
 
 def list_images(image_dir):
@@ -195,8 +197,8 @@ class Backbone:
         pooled = F.adaptive_avg_pool2d(fmap, n * k).reshape([b, c, n, k, n, k])
         return pooled.transpose([0, 2, 4, 3, 5, 1]).reshape([b, n * n, k * k * c])
 
-    def boxes(self, fmap, boxes, image_size):
-        """[sum n_i, cell * cell * C] for per-image boxes given in ``image_size`` pixels."""
+    def boxes(self, fmap, boxes):
+        """[sum n_i, cell * cell * C] for per-image boxes given in pixels of the resized image."""
         import paddle
         from paddle.vision.ops import roi_align
 
@@ -227,7 +229,7 @@ def _file_digest(path):
     return h.hexdigest()
 
 
-def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None, boxes=None, image_size=448,
+def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None, boxes=None, image_size=None,
             patch_size=8, batch_size=16, num_workers=2, device="auto", use_amp=False, skip_bad_images=False,
             dtype="float16", progress=True, log=None):
     """Write the packed store of every image under ``image_dir``; returns (output_dir, skipped [(path, why)])."""
@@ -237,6 +239,8 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
     log = log or (lambda line: print(line, file=sys.stderr))
     if backbone not in BACKBONES:
         raise ValueError(f"unknown --backbone '{backbone}' (expected one of: {', '.join(BACKBONES)})")
+    if image_size is None:
+        image_size = DEFAULT_IMAGE_SIZE["patches" if backbone == "patches" else "resnet"]
     for flag, value in (("--image_size", image_size), ("--patch_size", patch_size), ("--batch_size", batch_size)):
         if int(value) < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
@@ -258,6 +262,8 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
     net = Backbone(backbone, weights, patch_size)
     if grid is None and box_table is None:
         grid = image_size // patch_size if backbone == "patches" else -(-image_size // RESNET_STRIDE)
+        if grid < 1:
+            raise ValueError(f"--image_size {image_size} is smaller than one --patch_size {patch_size} patch")
 
     settings = {"backbone": backbone, "weights": weights or ("none" if backbone == "patches" else "imagenet"),
                 "grid": grid, "image_size": int(image_size), "patch_size": int(patch_size) if backbone == "patches" else None,
@@ -290,7 +296,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                 else:
                     scaled = [box_table[key] * np.array([image_size / w, image_size / h] * 2, dtype=np.float32)
                               for key, _, _, (w, h) in batch]
-                    feats = net.boxes(fmap, scaled, image_size).astype("float32").numpy()
+                    feats = net.boxes(fmap, scaled).astype("float32").numpy()
                     per_image = np.split(feats, np.cumsum([len(s) for s in scaled])[:-1])
                     geometry = [box_geometry(box_table[key], w, h) for key, _, _, (w, h) in batch]
             for (key, path, _, _), rows, geom in zip(batch, per_image, geometry):
@@ -341,7 +347,8 @@ def build_parser():
     p.add_argument("--boxes", default=None, metavar="FILE.json",
                    help='regions from boxes instead of a grid: {"key": [[x1, y1, x2, y2], ...]} in image pixels, '
                         "ROI-Aligned on the feature map")
-    p.add_argument("--image_size", type=int, default=448, help="images are resized to this square (default 448)")
+    p.add_argument("--image_size", type=int, default=None,
+                   help="images are resized to this square (default 448 for ResNets, 64 for patches)")
     p.add_argument("--patch_size", type=int, default=8,
                    help="patches: each region's pixels are resampled to P x P, giving P*P*3-d features (default 8)")
     p.add_argument("--batch_size", type=int, default=16, help="images per backbone call")

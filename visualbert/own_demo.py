@@ -113,20 +113,20 @@ def write_shapes(out_dir, seed=0):
 
 
 def commands(out_dir, config):
-    """The four README commands on the demo's files (relative to ``out_dir``), as argument lists."""
+    """The four README commands on the demo's files in ``out_dir``, as argument lists run from the repository root."""
     feats, run = os.path.join(out_dir, "feats"), os.path.join(out_dir, "run")
     result = os.path.join(out_dir, "result.json")
     j = lambda name: os.path.join(out_dir, name)  # noqa: E731
     return [
         ["-m", "visualbert.extract", "--image_dir", j("images"), "--output_dir", feats, "--backbone", "patches",
          "--image_size", "64", "--patch_size", "16", "--num_workers", "2"],
-        [os.path.join(ROOT, "VQA2", "run_vqa2.py"), "--train_questions", j("train_questions.json"),
+        ["VQA2/run_vqa2.py", "--train_questions", j("train_questions.json"),
          "--train_annotations", j("train_annotations.json"), "--eval_questions", j("val_questions.json"),
          "--eval_annotations", j("val_annotations.json"), "--features", feats, "--image_key", IMAGE_KEY,
          "--answer_vocab", "build", "--model_name_or_path", config, "--output_dir", run, "--batch_size", "32",
          "--learning_rate", "2e-3", "--num_train_epochs", "20", "--warmup_proportion", "0.05", "--logging_steps", "40",
          "--device", "cpu", "--num_workers", "0", "--seed", "0"],
-        [os.path.join(ROOT, "VQA2", "run_predict.py"), "--questions", j("val_questions.json"), "--features", feats,
+        ["VQA2/run_predict.py", "--questions", j("val_questions.json"), "--features", feats,
          "--image_key", IMAGE_KEY, "--model_name_or_path", os.path.join(run, "best"), "--output", result,
          "--device", "cpu", "--num_workers", "0"],
         ["-m", "visualbert.evaluate", "vqa", "--result", result, "--annotations", j("val_annotations.json"),
@@ -149,11 +149,11 @@ def run_own_images(out_dir, seed=0, config=None):
     for args in commands(out_dir, config):
         t0 = time.time()
         print("$ " + shlex.join(["python"] + args), flush=True)
-        proc = subprocess.run([sys.executable] + args, env=env, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         output = proc.stdout
         sys.stdout.write(output)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} exited with {proc.returncode}")
-        stages.append((args[1] if args[0] == "-m" else os.path.relpath(args[0], ROOT), round(time.time() - t0, 1)))
+        stages.append((args[1] if args[0] == "-m" else args[0], round(time.time() - t0, 1)))
     accuracy = json.loads(output)["fraction"]["overall"]
     return {"accuracy": accuracy, "seconds": round(time.time() - start, 1), "stages": stages}
