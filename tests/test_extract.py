@@ -47,8 +47,11 @@ def test_patches_are_the_normalised_pixels_cell_by_cell_with_their_geometry(imag
         np.testing.assert_allclose(store.get(key), want, atol=2e-3 * np.abs(want).max())
     geometry = store.extra("boxes", "a")
     np.testing.assert_allclose(geometry[5], [0.25, 0.25, 0.5, 0.5, 0.25, 0.25])  # row 1, column 1
-    # what the training scripts open with --features
-    assert open_feature_dir(out, max_regions=3).get("sub/b").shape == (3, 192)
+    # what the training scripts open with --features; a dataset key may keep the image's extension
+    feats = open_feature_dir(out, max_regions=3)
+    assert feats.get("sub/b").shape == (3, 192)
+    assert "sub/b.png" in feats and "sub/b.txt" not in feats
+    np.testing.assert_array_equal(feats.get("sub/b.png"), feats.get("sub/b"))
 
 
 def test_patch_grid_resamples_cells(images, tmp_path):
