@@ -174,7 +174,7 @@ def training_answer_vocab(args, train_examples):
         if top_k is not None and not (top_k.isdigit() and int(top_k) >= 1):
             raise ValueError(f"--answer_vocab {spec}: expected build or build:K with K >= 1")
         vocab = build_answer_vocab(train_examples, None if top_k is None else int(top_k))
-        logger.warning("answer vocabulary: %d answers built from the training answers", len(vocab) - 1)
+        engine.log0(f"answer vocabulary: <unk> and the {len(vocab) - 1} most frequent training answers")
     else:
         vocab = load_answer_vocab(spec)
     if engine.is_main():
