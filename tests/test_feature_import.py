@@ -93,7 +93,9 @@ def test_h5_one_dataset_per_image_and_one_array_with_ids(tmp_path):
     a, b = rng.standard_normal((5, 32)).astype(np.float32), rng.standard_normal((3, 32)).astype(np.float32)
     with h5py.File(tmp_path / "per_image.h5", "w") as f:
         f["COCO_val2014_000000000001"] = a
-        f.create_group("nested").create_group("img2")["features"] = b
+        group = f.create_group("nested").create_group("img2")
+        group["features"] = b
+        group["boxes"] = np.ones((3, 4), np.float32)  # describes img2; not an image of its own
     out, corrupt = import_features("h5", [str(tmp_path / "per_image.h5")], str(tmp_path / "s1"), dtype="float32",
                                    progress=False)
     store = PackedStore(out)

@@ -288,7 +288,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
             pixels = np.stack([b[2] for b in batch]).astype(np.float32) / 255.0
             x = (paddle.to_tensor(pixels.transpose(0, 3, 1, 2)) - mean) / std
             with paddle.no_grad(), paddle.amp.auto_cast(enable=use_amp):
-                fmap = net.feature_map(x)
+                fmap = net.feature_map(x).astype("float32")  # pooling and ROI-Align in float32 under AMP too
                 if box_table is None:
                     feats = net.grid(fmap, grid).astype("float32").numpy()
                     per_image = list(feats)

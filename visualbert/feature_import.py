@@ -9,7 +9,8 @@
   objects_conf, attrs_id, attrs_conf, num_boxes, boxes, features``) is read too. Key: the image id
   as written (``42``, ``COCO_val2014_000000000042``). Box geometry is stored.
 - ``h5``: HDF5 files holding either one [N, D] dataset per image (the key is its path in the
-  file, or its group's path when the dataset is called ``features``), or one array for all
+  file, or its group's path when the dataset is called ``features``; the group's other datasets,
+  such as boxes, are then left out), or one array for all
   images: ``features`` / ``image_features`` [num_images, N, D] with ``image_ids`` / ``ids`` /
   ``keys`` [num_images] and optionally ``num_boxes`` [num_images] (rows past it are padding).
 - ``npz_dir``: a directory (read recursively) of one ``.npy`` [N, D] or ``.npz`` per image; an
@@ -144,8 +145,15 @@ def _h5(paths):
             f.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
             if not datasets:
                 yield None, path, _fail(f"{path}: no datasets in the file")
+            # a group holding "features" is one image; its other datasets (boxes, sizes) describe it
+            image_groups = {name.rsplit("/", 1)[0] for name in datasets if name.endswith("/features")}
             for name in sorted(datasets):
-                key = name.rsplit("/", 1)[0] if name.endswith("/features") else name
+                if name.endswith("/features"):
+                    key = name.rsplit("/", 1)[0]
+                elif "/" in name and name.rsplit("/", 1)[0] in image_groups:
+                    continue
+                else:
+                    key = name
                 yield key, f"{path}:{name}", _h5_dataset(f, name, f"{path}:{name}")
 
 
