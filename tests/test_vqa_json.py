@@ -53,6 +53,7 @@ def test_reader_maps_image_ids_to_store_keys_and_keeps_all_answers(tmp_path):
     (lambda qs, anns: qs[0].pop("question"), "q.json: questions entry 0 has no 'question'"),
     (lambda qs, anns: anns[1].update(answers=[]), "annotation 1 \\(question_id 2\\): \"answers\" must be a non-empty list"),
     (lambda qs, anns: anns[2].update(image_id=8), "question_id 3 has image_id 8"),
+    (lambda qs, anns: anns.append(dict(anns[0])), "annotation 3 \\(question_id 1\\): question_id 1 is annotated twice"),
 ])
 def test_reader_names_the_file_and_question_of_bad_input(tmp_path, change, match):
     q, a = question_files(tmp_path)

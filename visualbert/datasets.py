@@ -200,6 +200,8 @@ def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}",
             if not isinstance(given, list) or not given or not all(isinstance(a, dict) and isinstance(a.get("answer"), str)
                                                                    for a in given):
                 raise ValueError(f'{where}: "answers" must be a non-empty list of {{"answer": str, ...}} objects')
+            if ann["question_id"] in answers:
+                raise ValueError(f"{where}: question_id {ann['question_id']} is annotated twice")
             answers[ann["question_id"]] = ann
     examples, seen = [], set()
     for index, q in enumerate(questions):
