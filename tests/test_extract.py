@@ -202,3 +202,38 @@ def test_two_files_with_one_key_and_an_empty_folder_are_refused(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no jpg/jpeg/png images"):
         E.list_images(str(tmp_path / "empty"))
+
+
+def test_sigkill_midway_then_the_same_command_resumes(images, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    root, _ = images
+    out = str(tmp_path / "feats")
+    code = (
+        "import time; from visualbert import extract as E\n"
+        "grid = E.Backbone.grid\n"
+        "E.Backbone.grid = lambda self, fmap, n: (time.sleep(1.0), grid(self, fmap, n))[1]\n"
+        f"E.extract({root!r}, {out!r}, backbone='patches', image_size=32, batch_size=1, num_workers=0, progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    progress = os.path.join(out + ".partial", "progress.jsonl")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (os.path.exists(progress) and os.path.getsize(progress) > 0):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not os.path.exists(out)
+    done = len(open(progress).read().splitlines())
+    assert 1 <= done < 4
+    lines = []
+    E.extract(root, out, backbone="patches", image_size=32, batch_size=1, num_workers=0, progress=False, log=lines.append)
+    assert lines == [f"resuming: {done} of 4 images already extracted"]
+    fresh, _ = E.extract(root, str(tmp_path / "fresh"), backbone="patches", image_size=32, num_workers=0, progress=False)
+    assert sorted(PackedStore(out).keys()) == sorted(PackedStore(fresh).keys())
+    for key in PackedStore(fresh).keys():
+        np.testing.assert_array_equal(PackedStore(out).get(key), PackedStore(fresh).get(key))
