@@ -26,6 +26,7 @@ resumable ``<output_dir>.partial/``, so a rerun after fixing the source only rea
 import base64
 import binascii
 import os
+import sys
 import zipfile
 
 import numpy as np
@@ -262,8 +263,6 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
     With any corrupt image nothing is published and the lines naming them are returned (each was
     also passed to ``log``); ``output_dir`` is returned only when the store is complete.
     """
-    import sys
-
     from tqdm import tqdm
 
     log = log or (lambda line: print(line, file=sys.stderr))
