@@ -4,7 +4,6 @@ import os
 
 import h5py
 import numpy as np
-import pytest
 from conftest import run_script
 
 from visualbert.feature_import import import_features
