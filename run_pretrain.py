@@ -31,8 +31,8 @@ SPLITS = {  # (train, eval) defaults
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--input_dir", required=True, help="data root (X_COCO/ or X_NLVR/); annotations in <input_dir>/annotations "
-                                                      "unless --annotation_dir")
+    g.add_argument("--input_dir", default=None, help="data root (X_COCO/ or X_NLVR/); annotations in <input_dir>/annotations "
+                                                     "unless --annotation_dir; needed unless --features names the features")
     g.add_argument("--annotation_dir", default=None, help="where the annotation files are (default: <input_dir>/annotations, "
                                                           "then PaddleNLP's dataset home)")
     g.add_argument("--dataset", required=True, choices=sorted(SPLITS), help="pretraining corpus")

@@ -21,7 +21,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = tasks.add_data_args(p, "vqa2")
     tasks.add_predict_args(g, "test", "result file to write (default: VQA2/result.json)")
-    g.add_argument("--answer_vocab", default=None, help="answer vocabulary file (default: the shipped answers_vqa.txt)")
+    tasks.add_vqa_json_args(g, ("",))
+    g.add_argument("--answer_vocab", default=None,
+                   help="answer vocabulary file (default: the training run's answer_vocab.txt beside the model or in "
+                        "its parent directory, else the shipped answers_vqa.txt)")
     cli.add_model_args(p, default_model="logs/vqa")
     args = p.parse_args(argv)
     args.output = args.output or os.path.join("VQA2", "result.json")

@@ -2,6 +2,10 @@
 
 Evaluates with the official VQA accuracy on --eval_split every epoch (or every --eval_steps),
 keeps the best model in <output_dir>/best, and never trains on the evaluation split's questions.
+
+Data: imdb splits under --input_dir (--train_split / --eval_split), or any questions and
+annotations in the official VQA JSON format (--train_questions / --train_annotations, optionally
+--eval_questions / --eval_annotations) with features from --features (python -m visualbert.extract).
 """
 import argparse
 import os
@@ -20,7 +24,11 @@ def parse_args(argv=None):
     g.add_argument("--train_split", default="train", help="imdb split to train on: train, trainval, val, ...")
     g.add_argument("--eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
                                                       "its questions are removed from training; 'none' to skip")
-    g.add_argument("--answer_vocab", default=None, help="answer vocabulary file (default: the shipped answers_vqa.txt)")
+    tasks.add_vqa_json_args(g, ("train", "eval"))
+    g.add_argument("--answer_vocab", default=None,
+                   help="answer vocabulary file, or build[:K]: <unk> then the K most frequent training answers (all "
+                        "without K); saved as <output_dir>/answer_vocab.txt, which run_predict.py reuses "
+                        "(default: the shipped answers_vqa.txt)")
     g.add_argument("--batch_size", type=cli.positive_int, default=64, help="samples per device, training and evaluation")
     g.add_argument("--loss", default="kl", choices=["kl", "bce"],
                    help="kl: KL-divergence to the soft scores (transformers); bce: binary cross-entropy (MMF)")
@@ -37,7 +45,8 @@ def main(argv=None):
     if eval_ds is not None:
         evaluate = lambda m: tasks.vqa_evaluate(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
     engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                 evaluate=evaluate, best_metric="vqa_accuracy", forward_kwargs={"loss_type": args.loss})
+                 evaluate=evaluate, best_metric="vqa_accuracy", forward_kwargs={"loss_type": args.loss},
+                 run_files=tasks.vqa_run_files(train_ds))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ from .annotations import read_vqa_imdb
 from .features import coco_image_key, nlvr2_image_keys
 
 __all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "load_answer_vocab", "annotation_path",
-           "example_image_keys", "describe_example", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2"]
+           "example_image_keys", "describe_example", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2",
+           "read_vqa_json", "build_answer_vocab", "write_answer_vocab"]
 
 logger = logging.getLogger("visualbert.datasets")
 
@@ -153,6 +154,117 @@ def load_answer_vocab(path=None):
         dup = collections.Counter(answers).most_common(1)[0][0]
         raise ValueError(f"{path}: answer {dup!r} appears more than once")
     return answers
+
+
+def build_answer_vocab(examples, top_k=None):
+    """``<unk>`` then the ``top_k`` (default: all) answers of ``examples`` by how many humans gave them.
+
+    Answers are counted as the official metric normalises them, so the vocabulary holds exactly
+    the strings training targets are matched against; ties go alphabetically, for the same
+    vocabulary on every run.
+    """
+    from .metrics import normalize_vqa_answer
+
+    counts = collections.Counter(normalize_vqa_answer(a) for ex in examples for a in (ex.get("answers") or ()))
+    counts.pop("<unk>", None)
+    counts.pop("", None)
+    if not counts:
+        raise ValueError("cannot build an answer vocabulary: the training questions have no answers")
+    ranked = sorted(counts, key=lambda a: (-counts[a], a))
+    return ["<unk>"] + ranked[: top_k if top_k is not None else len(ranked)]
+
+
+def write_answer_vocab(path, answers):
+    """One answer per line, as :func:`load_answer_vocab` reads it; written to a temp file and renamed."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(a + "\n" for a in answers)
+    os.replace(tmp, path)
+
+
+def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}", split="custom"):
+    """Examples of a split in the official VQA JSON format, any split name.
+
+    ``questions_path``: ``{"questions": [{"image_id", "question", "question_id"}, ...]}``;
+    ``annotations_path`` (None for an unlabelled split): ``{"annotations": [{"question_id",
+    "image_id", "answers": [{"answer", ...}], "answer_type", "question_type", ...}]}``, one per
+    question. ``image_key`` is a ``str.format`` template from an ``image_id`` to a feature-store
+    key (``"COCO_val2014_{image_id:012d}"``). Examples carry the imdb reader's fields, plus the
+    ``answer_type`` / ``question_type`` of the annotations.
+    """
+    questions = _read_vqa_json_list(questions_path, "questions", ("image_id", "question", "question_id"))
+    answers = {}
+    if annotations_path is not None:
+        for index, ann in enumerate(_read_vqa_json_list(annotations_path, "annotations", ("question_id", "answers"))):
+            where = f"{annotations_path}: annotation {index} (question_id {ann['question_id']})"
+            given = ann["answers"]
+            if not isinstance(given, list) or not given or not all(isinstance(a, dict) and isinstance(a.get("answer"), str)
+                                                                   for a in given):
+                raise ValueError(f'{where}: "answers" must be a non-empty list of {{"answer": str, ...}} objects')
+            if ann["question_id"] in answers:
+                raise ValueError(f"{where}: question_id {ann['question_id']} is annotated twice")
+            answers[ann["question_id"]] = ann
+    examples, seen = [], set()
+    for index, q in enumerate(questions):
+        where = f"{questions_path}: question {index} (question_id {q['question_id']})"
+        qid, image_id = q["question_id"], q["image_id"]
+        if not isinstance(qid, int) or isinstance(qid, bool) or not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise ValueError(f"{where}: question_id and image_id must be integers, as in the official format")
+        if qid in seen:
+            raise ValueError(f"{where}: question_id {qid} appears twice")
+        seen.add(qid)
+        try:
+            key = image_key.format(image_id=image_id)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"--image_key {image_key!r}: cannot format image_id {image_id} ({type(e).__name__}: {e}); "
+                             "the template may use only {image_id}") from None
+        ann = None
+        if annotations_path is not None:
+            ann = answers.get(qid)
+            if ann is None:
+                raise ValueError(f"{annotations_path}: no annotation for question_id {qid} of {questions_path}")
+            if ann.get("image_id", image_id) != image_id:
+                raise ValueError(f"{annotations_path}: question_id {qid} has image_id {ann['image_id']}, "
+                                 f"{questions_path} says {image_id}")
+        examples.append({
+            "image_name": key,
+            "image_id": image_id,
+            "question_id": qid,
+            "feature_path": key,
+            "question_str": str(q["question"]),
+            "question_tokens": [],
+            "answers": None if ann is None else [a["answer"] for a in ann["answers"]],
+            "answer_type": None if ann is None else ann.get("answer_type"),
+            "question_type": None if ann is None else ann.get("question_type"),
+            "split": split,
+            "image_key": key,
+        })
+    if annotations_path is not None and len(answers) != len(examples):
+        extra = next(q for q in answers if q not in seen)
+        raise ValueError(f"{annotations_path}: question_id {extra} has an annotation but is not in {questions_path}")
+    return examples
+
+
+def _read_vqa_json_list(path, field, required):
+    """The ``field`` list of an official VQA JSON file, each entry checked for ``required`` keys."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: VQA {field} file not found") from None
+    if not isinstance(data, dict) or not isinstance(data.get(field), list):
+        raise ValueError(f'{path}: expected the official VQA {field} format, a JSON object with a "{field}" list')
+    if not data[field]:
+        raise ValueError(f'{path}: the "{field}" list is empty')
+    for index, entry in enumerate(data[field]):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: {field} entry {index} is a {type(entry).__name__}, expected an object")
+        missing = [k for k in required if k not in entry]
+        if missing:
+            raise ValueError(f"{path}: {field} entry {index} has no {', '.join(map(repr, missing))}")
+    return data[field]
 
 
 def read_coco_captions(path, split):

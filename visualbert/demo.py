@@ -294,10 +294,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m visualbert.demo",
                                      description="Write a small learnable VisualBERT dataset (COCO/VQA2/NLVR2) in the real on-disk formats: "
                                                  "DIR/X_COCO and DIR/X_NLVR, usable with --input_dir like the real data.")
-    parser.add_argument("--out_dir", required=True, help="where X_COCO/ and X_NLVR/ are written (an earlier demo there is replaced; real data there is never touched)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out_dir", help="where X_COCO/ and X_NLVR/ are written (an earlier demo there is replaced; real data there is never touched)")
+    where.add_argument("--own_images", metavar="DIR",
+                       help="instead: draw PNG images of coloured shapes and official-format VQA questions into DIR (new or "
+                            "empty), then run README's four \"Your own data\" commands on them (extract --backbone patches, "
+                            "run_vqa2.py, run_predict.py, evaluate) and print the VQA accuracy")
     parser.add_argument("--seed", type=int, default=0, help="generator seed; same seed, same files (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.own_images:
+        from .own_demo import run_own_images
+
+        try:
+            summary = run_own_images(args.own_images, seed=args.seed)
+        except (OSError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"own images: VQA accuracy {summary['accuracy']:.4f} in {summary['seconds']} s ("
+              + ", ".join(f"{name} {sec} s" for name, sec in summary["stages"]) + ")")
+        return 0
     try:
         summary = write_demo(args.out_dir, seed=args.seed, progress=not args.quiet)
     except (ValueError, OSError) as e:

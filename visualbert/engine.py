@@ -311,13 +311,15 @@ def model_kwargs(model, batch, extra):
 
 
 def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, best_metric=None,
-          forward_kwargs=None):
+          forward_kwargs=None, run_files=None):
     """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).
 
     loss_terms: {output field: fn(batch) -> number of units that field's mean is over}, e.g.
         {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}.
     evaluate: fn(model) -> {name: value}; runs every --eval_steps and at each epoch's end.
     best_metric: the key of evaluate's result that decides <output_dir>/best (higher is better).
+    run_files: {file name: fn(path)} written into --output_dir by rank 0 once the run owns it
+        (e.g. the answer vocabulary prediction reads); list them in ``rundir.RUN_OUTPUTS``.
     """
     world = dist.get_world_size()
     batches_per_epoch = math.ceil(len(train_dataset) / (args.train_batch_size * world))
@@ -330,13 +332,13 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
         total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch, world_size=world,
                   argv=sys.argv, paddle_version=paddle.__version__)
-    with _own_output_dir(args, config):
+    with _own_output_dir(args, config, run_files or {}):
         return _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate,
                       best_metric, forward_kwargs)
 
 
 @contextlib.contextmanager
-def _own_output_dir(args, config):
+def _own_output_dir(args, config, run_files):
     """Rank 0 locks --output_dir for the run's lifetime and checks that this run may write there
     (see ``rundir``); every rank stops when it may not. Settings that --resume changes (with
     --allow_changed_settings) are added to ``config["setting_changes"]``."""
@@ -354,6 +356,8 @@ def _own_output_dir(args, config):
                     with open(saved) as f:
                         earlier = json.load(f).get("setting_changes", [])
                 config["setting_changes"] = earlier + [{"resume": args.resume, "changes": changes}]
+            for name, write in run_files.items():
+                write(os.path.join(args.output_dir, name))
         except (rundir.RunDirError, OSError) as e:
             error = f"error: {e}"
     if dist.get_world_size() > 1 and global_sum([error is not None])[0]:

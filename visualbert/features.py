@@ -43,6 +43,9 @@ __all__ = [
     "FeatureStore",
     "PackedStore",
     "open_features",
+    "open_feature_dir",
+    "DirectoryFeatures",
+    "PackWriter",
     "check_feature_dim",
     "coco_image_key",
     "nlvr2_image_keys",
@@ -230,6 +233,69 @@ class PackedStore:
             n = min(n, max_regions)
         return np.asarray(self._rows()[offset:offset + n], dtype=dtype)
 
+    def extra(self, name, key):
+        """float32 side rows stored with the features of ``key``, e.g. ``boxes``: normalised x1, y1, x2, y2, w, h."""
+        info = self.meta.get("extras", {}).get(name)
+        if info is None:
+            raise KeyError(f"{self.directory}: the store keeps no '{name}' beside its features")
+        offset, n = self.index[key]
+        rows = np.memmap(os.path.join(self.directory, name + ".bin"), dtype=info["dtype"], mode="r",
+                         shape=(self.num_rows, int(info["dim"])))
+        return np.array(rows[offset:offset + n])
+
+
+class DirectoryFeatures:
+    """The packed store that ``--features DIR`` names (written by ``visualbert.extract`` or
+    ``features import``), with the interface of :class:`FeatureStore`.
+
+    Keys are looked up as the datasets name them; a key ending in an image extension
+    (``dev-850-0-img0.png``) also finds the key without it, which is how ``visualbert.extract``
+    names the file ``dev-850-0-img0.png``.
+    """
+
+    image_feature_type = "--features"
+
+    def __init__(self, directory, max_regions=None):
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"{directory}: --features directory not found (write one with python -m visualbert.extract "
+                                    "or python -m visualbert.features import)")
+        self.store = PackedStore(directory)
+        self.directory = self.store.directory
+        if max_regions is not None and int(max_regions) < 1:
+            raise ValueError(f"max_regions must be >= 1, got {max_regions}")
+        self.max_regions = None if max_regions is None else int(max_regions)
+        self.dim = self.store.dim
+        self.packed = [self.store]
+
+    def _key(self, key):
+        if key not in self.store:
+            stem, ext = os.path.splitext(key)
+            if ext.lower() in IMAGE_EXTENSIONS and stem in self.store:
+                return stem
+        return key
+
+    def _where(self):
+        return self.directory
+
+    def path(self, key):
+        return self.directory
+
+    def keys(self):
+        return self.store.keys()
+
+    def __contains__(self, key):
+        return self._key(key) in self.store
+
+    def rows(self, key):
+        return self.store.rows(self._key(key))
+
+    def get(self, key, dtype=np.float32):
+        return self.store.get(self._key(key), self.max_regions, dtype)
+
+
+# What visualbert.extract reads, and what DirectoryFeatures strips from dataset keys.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
 
 class FeatureStore:
     """Features of one ``--image_feature_type`` under one ``input_dir``.
@@ -344,6 +410,11 @@ def open_features(image_feature_type, input_dir, split=None, max_regions=None, p
                         packed_dirs=packed_dirs, use_packed=use_packed)
 
 
+def open_feature_dir(directory, max_regions=None):
+    """The packed store a script's ``--features DIR`` names (see :class:`DirectoryFeatures`)."""
+    return DirectoryFeatures(os.fspath(directory), max_regions=max_regions)
+
+
 def check_feature_dim(store, expected):
     """Raise one clear line when the features do not match the model's ``visual_embedding_dim``."""
     if store.dim != int(expected):
@@ -358,15 +429,11 @@ def default_pack_dir(image_feature_type, input_dir, split=None):
 def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="float16", progress=True, _reader=None):
     """Pack every per-image file of a type (or one split) into a packed store at ``out``; returns ``out``.
 
-    Work goes into ``<out>.partial/`` (rows appended to ``features.bin``, one line per finished
-    image in ``progress.jsonl``); a rerun after a kill resumes from the last finished image, and
-    the directory is renamed to ``out`` only once index and metadata are written.
+    Resumable and atomic as :class:`PackWriter` describes: a rerun after a kill resumes from the
+    last finished image.
     """
     from tqdm import tqdm
 
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype("float16"), np.dtype("float32")):
-        raise ValueError(f"--dtype must be float16 or float32, got {dtype}")
     out = os.path.abspath(out or default_pack_dir(image_feature_type, input_dir, split))
     if os.path.exists(out):
         raise FileExistsError(f"{out}: already exists; remove it to pack again")
@@ -375,49 +442,112 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
     if not files:
         raise FileNotFoundError(f"{store._where()}: no per-image .npy feature files to pack for {image_feature_type}")
     reader = _reader or read_feature_file
-    partial = out + ".partial"
-    params = {"image_feature_type": image_feature_type, "split": split, "dtype": dtype.name}
-    done = _resume_state(partial, params)
-    os.makedirs(partial, exist_ok=True)
-    with open(os.path.join(partial, "params.json"), "w") as f:
-        json.dump(params, f)
-    keys, offsets, rows = done["keys"], done["offsets"], done["rows"]
-    dim, total = done["dim"], done["total"]
-    finished = set(keys)
-    with open(os.path.join(partial, "features.bin"), "ab") as bin_f, open(os.path.join(partial, "progress.jsonl"), "a") as prog_f:
-        bin_f.truncate(total * (dim or 0) * dtype.itemsize)
+    with PackWriter(out, {"image_feature_type": image_feature_type, "split": split}, dtype=dtype) as writer:
         for key, path in tqdm(files, desc=f"pack {image_feature_type}", unit="img", disable=not progress):
-            if key in finished:
-                continue
-            arr = reader(path, key)
-            if dim is None:
-                dim = arr.shape[1]
-            elif arr.shape[1] != dim:
-                raise ValueError(f"{path}: feature dim {arr.shape[1]}, the files packed before it have {dim}")
-            bin_f.write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
-            bin_f.flush()
-            # The progress line goes after the rows, so a kill between the two only loses this image.
-            prog_f.write(json.dumps([key, total, int(arr.shape[0]), int(dim)]) + "\n")
-            prog_f.flush()
-            keys.append(key)
-            offsets.append(total)
-            rows.append(int(arr.shape[0]))
-            total += int(arr.shape[0])
-        os.fsync(bin_f.fileno())
-    with open(os.path.join(partial, "index.json"), "w") as f:
-        json.dump({"keys": keys, "offsets": offsets, "rows": rows}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    meta = {"format": PACK_FORMAT, "version": PACK_VERSION, "image_feature_type": image_feature_type, "split": split,
-            "dtype": dtype.name, "dim": int(dim), "num_images": len(keys), "num_rows": int(total)}
-    with open(os.path.join(partial, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.remove(os.path.join(partial, "progress.jsonl"))
-    os.remove(os.path.join(partial, "params.json"))
-    os.rename(partial, out)
-    return out
+            if key not in writer.done:
+                writer.add(key, reader(path, key), where=path)
+        return writer.finish({"image_feature_type": image_feature_type, "split": split})
+
+
+class PackWriter:
+    """Builds a packed store at ``out`` one image at a time; resumable after a kill, published atomically.
+
+    Work goes into ``<out>.partial/``: rows are appended to ``features.bin`` (and each side array of
+    ``extras``, ``{name: dim}``, float32 rows aligned with the feature rows, to ``<name>.bin``),
+    then one line per finished image to ``progress.jsonl``. A new writer with the same ``params``
+    continues a partial store (``done`` holds the keys already written; the caller skips them);
+    other params start it over. ``finish`` writes index and metadata and renames the directory to
+    ``out``, so nothing at ``out`` ever looks complete before it is.
+    """
+
+    def __init__(self, out, params, dtype="float16", extras=None):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype("float16"), np.dtype("float32")):
+            raise ValueError(f"--dtype must be float16 or float32, got {self.dtype}")
+        self.out = os.path.abspath(out)
+        if os.path.exists(self.out):
+            raise FileExistsError(f"{self.out}: already exists; remove it to write it again")
+        self.extras = {name: int(d) for name, d in (extras or {}).items()}
+        self.partial = self.out + ".partial"
+        params = dict(params, dtype=self.dtype.name)
+        if self.extras:
+            params["extras"] = self.extras
+        state = _resume_state(self.partial, params)
+        os.makedirs(self.partial, exist_ok=True)
+        with open(os.path.join(self.partial, "params.json"), "w") as f:
+            json.dump(params, f)
+        self.keys, self.offsets, self.rows = state["keys"], state["offsets"], state["rows"]
+        self.dim, self.total = state["dim"], state["total"]
+        self.done = set(self.keys)
+        self._bin = open(os.path.join(self.partial, "features.bin"), "ab")
+        self._bin.truncate(self.total * (self.dim or 0) * self.dtype.itemsize)
+        self._extra_bins = {}
+        for name, d in self.extras.items():
+            self._extra_bins[name] = open(os.path.join(self.partial, name + ".bin"), "ab")
+            self._extra_bins[name].truncate(self.total * d * 4)
+        self._progress = open(os.path.join(self.partial, "progress.jsonl"), "a")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for f in [self._bin, self._progress] + list(self._extra_bins.values()):
+            if not f.closed:
+                f.close()
+
+    def add(self, key, rows, where=None, **extras):
+        """Append the [N, D] ``rows`` of ``key`` (and its [N, dim] side arrays named in ``extras``)."""
+        if key in self.done:
+            raise ValueError(f"{where or key}: key '{key}' is already in the store")
+        if self.dim is None:
+            self.dim = int(rows.shape[1])
+        elif rows.shape[1] != self.dim:
+            raise ValueError(f"{where or key}: feature dim {rows.shape[1]}, the files packed before it have {self.dim}")
+        n = int(rows.shape[0])
+        if set(extras) != set(self.extras):
+            raise ValueError(f"{where or key}: side arrays {sorted(extras)}, the store keeps {sorted(self.extras)}")
+        for name, arr in extras.items():
+            if tuple(arr.shape) != (n, self.extras[name]):
+                raise ValueError(f"{where or key}: {name} has shape {tuple(arr.shape)}, expected ({n}, {self.extras[name]})")
+            self._extra_bins[name].write(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+            self._extra_bins[name].flush()
+        self._bin.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+        self._bin.flush()
+        # The progress line goes after the rows, so a kill between the two only loses this image.
+        self._progress.write(json.dumps([key, self.total, n, self.dim]) + "\n")
+        self._progress.flush()
+        self.keys.append(key)
+        self.offsets.append(self.total)
+        self.rows.append(n)
+        self.done.add(key)
+        self.total += n
+
+    def finish(self, meta=None):
+        """Write index and metadata (``meta`` adds fields to meta.json), publish at ``out``; returns ``out``."""
+        if not self.keys:
+            raise ValueError(f"{self.out}: no images were written; nothing to publish")
+        for f in [self._bin] + list(self._extra_bins.values()):
+            os.fsync(f.fileno())
+        self.close()
+        with open(os.path.join(self.partial, "index.json"), "w") as f:
+            json.dump({"keys": self.keys, "offsets": self.offsets, "rows": self.rows}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        full = {"format": PACK_FORMAT, "version": PACK_VERSION, **(meta or {}), "dtype": self.dtype.name,
+                "dim": int(self.dim), "num_images": len(self.keys), "num_rows": int(self.total)}
+        if self.extras:
+            full["extras"] = {name: {"dim": d, "dtype": "float32"} for name, d in self.extras.items()}
+        with open(os.path.join(self.partial, "meta.json"), "w") as f:
+            json.dump(full, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.remove(os.path.join(self.partial, "progress.jsonl"))
+        os.remove(os.path.join(self.partial, "params.json"))
+        os.rename(self.partial, self.out)
+        return self.out
 
 
 def _resume_state(partial, params):
@@ -435,8 +565,10 @@ def _resume_state(partial, params):
         return empty
     state = dict(empty, keys=[], offsets=[], rows=[])
     itemsize = np.dtype(params["dtype"]).itemsize
+    extras = params.get("extras", {})
     try:
         size = os.path.getsize(os.path.join(partial, "features.bin"))
+        extra_sizes = {name: os.path.getsize(os.path.join(partial, name + ".bin")) for name in extras}
         with open(os.path.join(partial, "progress.jsonl")) as f:
             lines = f.read().split("\n")
     except OSError:
@@ -448,6 +580,8 @@ def _resume_state(partial, params):
         except (ValueError, TypeError):
             break  # the last line may be cut short by the kill
         if offset != state["total"] or (offset + n) * dim * itemsize > size:
+            break
+        if any((offset + n) * d * 4 > extra_sizes[name] for name, d in extras.items()):
             break
         state["keys"].append(key)
         state["offsets"].append(offset)
@@ -521,7 +655,8 @@ def _expected_keys(dataset, splits, input_dir, annotation_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m visualbert.features",
-                                     description="Region-feature stores: pack per-image .npy files into one memory-mapped store, or inspect a store.")
+                                     description="Region-feature stores: pack per-image .npy files into one memory-mapped store, import a "
+                                                 "public feature release, or inspect a store.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--image_feature_type", required=True, help=f"one of {', '.join(FEATURE_TYPES)}")
@@ -536,8 +671,29 @@ def main(argv=None):
     i.add_argument("--dataset_splits", default=None, help="comma-separated dataset splits for --dataset (e.g. train,minival)")
     i.add_argument("--annotation_dir", default=None, help="annotation dir for --dataset (default <input_dir>/annotations, then PaddleNLP data home)")
     i.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    m = sub.add_parser("import", help="import a public feature release (bottom-up-attention TSV, HDF5, .npy/.npz folder) "
+                                      "into a packed store for --features",
+                       description="Import a public feature release into a packed store that the scripts read with "
+                                   "--features. Corrupt images are named one per line and nothing is published.")
+    m.add_argument("--format", required=True, choices=["butd_tsv", "h5", "npz_dir"],
+                   help="butd_tsv: bottom-up-attention TSV (base64 boxes/features; LXMERT's variant too); h5: HDF5, one "
+                        "dataset per image or one array + image ids; npz_dir: a folder of .npy/.npz per image")
+    m.add_argument("--src", required=True, nargs="+", help="the TSV / HDF5 file(s) or the folder(s)")
+    m.add_argument("--output_dir", required=True, help="the packed store to write (resumable, published when complete)")
+    m.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="on-disk dtype (default float16)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "import":
+            from .feature_import import import_features
+
+            out, corrupt = import_features(args.format, args.src, args.output_dir, dtype=args.dtype)
+            if corrupt:
+                print(f"error: {len(corrupt)} corrupt images (named above); nothing was published; fix or remove them and "
+                      "rerun (the images already read are kept)", file=sys.stderr)
+                return 1
+            meta = PackedStore(out).meta
+            print(f"imported {meta['num_images']} images, {meta['num_rows']} rows x {meta['dim']} ({meta['dtype']}) into {out}")
+            return 0
         if args.command == "pack":
             out = pack_features(args.image_feature_type, args.input_dir, out=args.out, split=args.split, dtype=args.dtype)
             meta = PackedStore(out).meta

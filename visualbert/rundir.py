@@ -19,7 +19,7 @@ import shutil
 
 # what engine.train and visualbert.plot write into an output dir
 RUN_OUTPUTS = ("run_config.json", "metrics.jsonl", "checkpoint-*", ".tmp-checkpoint-*", "best", "best.tmp",
-               "model", "model.tmp", "visualdl", "metrics.png")
+               "model", "model.tmp", "visualdl", "metrics.png", "answer_vocab.txt")
 LOCK_FILE = ".lock"
 RUN_CONFIG = "run_config.json"
 # run_config.json keys that may change on --resume without changing a single optimizer step: where

@@ -6,24 +6,31 @@ its evaluation and what ``run_predict.py`` writes and scores are the same comput
 import argparse
 import csv
 import json
+import logging
 import os
 import tempfile
 
 from . import cli, engine
 from .datasets import _ID_FIELD as ID_FIELD
-from .datasets import example_image_keys, load_answer_vocab, load_dataset
-from .features import FEATURE_TYPES, open_features
+from .datasets import (build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset, read_vqa_json,
+                       write_answer_vocab)
+from .features import FEATURE_TYPES, open_feature_dir, open_features
 from .metrics import nlvr2_scores, vqa_accuracy
 from .modeling import VisualBertForQuestionAnswering, VisualBertForVisualReasoning
 from .processing import NLVR2Dataset, VQADataset
 
 FEATURE_TYPE = {"vqa2": "coco_detectron_fix_100", "nlvr2": "nlvr2_detectron_fix_144"}
 HEAD = {"vqa2": VisualBertForQuestionAnswering, "nlvr2": VisualBertForVisualReasoning}
+# The answer vocabulary a VQA run trained with, in its --output_dir; prediction finds it from the model path.
+ANSWER_VOCAB_FILE = "answer_vocab.txt"
+
+logger = logging.getLogger("visualbert.tasks")
 
 
 def add_data_args(parser, task):
     g = parser.add_argument_group("data")
-    g.add_argument("--input_dir", required=True, help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2)")
+    g.add_argument("--input_dir", default=None,
+                   help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2); needed unless --features names the features")
     g.add_argument("--annotation_dir", default=None,
                    help="annotation files (default: <input_dir>/annotations, then PaddleNLP's dataset home)")
     g.add_argument("--image_feature_type", default=FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
@@ -35,10 +42,30 @@ def add_data_args(parser, task):
 
 
 def add_feature_args(group):
+    group.add_argument("--features", default=None, metavar="DIR",
+                       help="a packed feature store written by python -m visualbert.extract or python -m visualbert.features "
+                            "import, used instead of --image_feature_type's files under --input_dir")
     group.add_argument("--max_regions", type=cli.positive_int, default=None, help="keep at most this many regions per image")
     group.add_argument("--feature_dtype", default="float32", choices=["float32", "float16"],
                        help="dtype regions travel in from the loader workers; float16 halves the traffic "
                             "(the packed store is fp16 on disk anyway); the model computes in float32 or AMP")
+
+
+def add_vqa_json_args(group, sets):
+    """Flags for VQA data in the official JSON format: ``--<set>_questions`` / ``--<set>_annotations``
+    for each of ``sets`` (plain ``--questions`` / ``--annotations`` for the empty name), and ``--image_key``."""
+    for name in sets:
+        prefix = f"--{name}_" if name else "--"
+        what = f"{name} set" if name else "questions to predict"
+        group.add_argument(prefix + "questions", default=None, metavar="Q.json",
+                           help=f"{what} in the official VQA questions format, any split name (instead of an imdb split)")
+        group.add_argument(prefix + "annotations", default=None, metavar="A.json",
+                           help=f"answers to {prefix}questions in the official VQA annotations format"
+                                + ("" if name != "eval" else " (needed to score them)")
+                                + (" (optional: prints the accuracy)" if not name else ""))
+    group.add_argument("--image_key", default="{image_id}",
+                       help="template from a question's image_id to its feature key in --features, e.g. "
+                            "COCO_val2014_{image_id:012d} (default: {image_id})")
 
 
 def add_predict_args(group, default_split, output_help):
@@ -68,8 +95,19 @@ def load_for_finetuning(task, args):
     with cli.user_errors():
         tokenizer = cli.tokenizer_from_args(args)
         features = open_task_features(args)
-        train_ds = build(task, args.train_split, args, tokenizer, features, exclude_split=args.eval_split)
-        eval_ds = build(task, args.eval_split, args, tokenizer, features) if args.eval_split else None
+        train_examples = eval_examples = None
+        if getattr(args, "train_questions", None) or getattr(args, "eval_questions", None):
+            train_examples, eval_examples = vqa_json_examples(args)
+            args.train_split, args.eval_split = "train", "eval" if eval_examples else None
+        elif task == "vqa2":
+            train_examples = load_dataset(task, args.train_split, input_dir=args.input_dir,
+                                          annotation_dir=args.annotation_dir, exclude_split=args.eval_split)
+        vocab = training_answer_vocab(args, train_examples) if task == "vqa2" else None
+        train_ds = build(task, args.train_split, args, tokenizer, features, exclude_split=args.eval_split,
+                         examples=train_examples, answer_vocab=vocab)
+        eval_ds = None
+        if args.eval_split:
+            eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab)
         num_labels = len(train_ds.answer_vocab) if task == "vqa2" else 2
         model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
                                cpu_kernels=args.cpu_kernels, num_labels=num_labels)
@@ -82,13 +120,31 @@ def load_for_prediction(task, args):
     with cli.user_errors():
         tokenizer = cli.tokenizer_from_args(args)
         features = open_task_features(args)
-        dataset = build(task, args.split, args, tokenizer, features)
+        examples = vocab = None
+        if getattr(args, "questions", None):
+            examples = read_vqa_json(args.questions, args.annotations, args.image_key, split="questions")
+            args.split = os.path.basename(args.questions)
+        elif getattr(args, "annotations", None):
+            raise ValueError("--annotations needs --questions")
+        if task == "vqa2":
+            vocab = prediction_answer_vocab(args)
+        dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab)
         model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
                                new_head=False, cpu_kernels=args.cpu_kernels)
+        if task == "vqa2" and model.config.num_labels != len(vocab):
+            raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
+                             f"vocabulary has {len(vocab)}; pass the run's {ANSWER_VOCAB_FILE} as --answer_vocab")
     return dataset, model
 
 
 def open_task_features(args):
+    """The features a script reads (--features, else --image_feature_type under --input_dir), said in one line."""
+    if getattr(args, "features", None):
+        features = open_feature_dir(args.features, max_regions=args.max_regions)
+        engine.log0(f"features: packed store {args.features}")
+        return features
+    if not args.input_dir:
+        raise ValueError("--input_dir (the data root with the features) is needed unless --features names a feature store")
     features = open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
     if features.packed:
         where = "packed store " + ", ".join(p.directory for p in features.packed)
@@ -97,6 +153,64 @@ def open_task_features(args):
                  "(no packed store; `python -m visualbert.features pack` makes one)")
     engine.log0(f"features: {args.image_feature_type} from {where}")
     return features
+
+
+def vqa_json_examples(args):
+    """(train, eval or None) examples from ``--train_questions`` / ``--eval_questions`` (official VQA JSON);
+    evaluation questions are removed from training, with a line saying how many."""
+    for name in ("train", "eval"):
+        if bool(getattr(args, f"{name}_questions")) != bool(getattr(args, f"{name}_annotations")):
+            raise ValueError(f"--{name}_questions and --{name}_annotations go together (the answers are the labels)")
+    if not args.train_questions:
+        raise ValueError("--eval_questions needs --train_questions (the data to train on)")
+    train = read_vqa_json(args.train_questions, args.train_annotations, args.image_key, split="train")
+    if not args.eval_questions:
+        return train, None
+    held_out = read_vqa_json(args.eval_questions, args.eval_annotations, args.image_key, split="eval")
+    ids = {ex["question_id"] for ex in held_out}
+    kept = [ex for ex in train if ex["question_id"] not in ids]
+    if len(kept) < len(train):
+        logger.warning("%s: removed %d questions that are also in %s (held out for evaluation); %d remain",
+                       args.train_questions, len(train) - len(kept), args.eval_questions, len(kept))
+    if not kept:
+        raise ValueError(f"{args.train_questions}: no questions left after removing those of {args.eval_questions}")
+    return kept, held_out
+
+
+def training_answer_vocab(args, train_examples):
+    """The answers a VQA run classifies over: the shipped 3,129, a file, or ``build[:K]`` from the
+    training answers. The training script saves it in the run's directory (``vqa_run_files``)."""
+    spec = getattr(args, "answer_vocab", None)
+    if spec is None:
+        vocab = load_answer_vocab()
+    elif spec == "build" or spec.startswith("build:"):
+        top_k = spec[len("build:"):] if ":" in spec else None
+        if top_k is not None and not (top_k.isdigit() and int(top_k) >= 1):
+            raise ValueError(f"--answer_vocab {spec}: expected build or build:K with K >= 1")
+        vocab = build_answer_vocab(train_examples, None if top_k is None else int(top_k))
+        engine.log0(f"answer vocabulary: <unk> and the {len(vocab) - 1} most frequent training answers")
+    else:
+        vocab = load_answer_vocab(spec)
+    return vocab
+
+
+def vqa_run_files(train_ds):
+    """What a VQA run keeps beside its checkpoints: the answer vocabulary, always (even the shipped
+    one), so prediction reads the run's own and never a file an earlier run left there."""
+    return {ANSWER_VOCAB_FILE: lambda path: write_answer_vocab(path, train_ds.answer_vocab)}
+
+
+def prediction_answer_vocab(args):
+    """``--answer_vocab``, else the run's saved vocabulary beside the model (RUN/best -> RUN/), else the shipped one."""
+    if args.answer_vocab:
+        return load_answer_vocab(args.answer_vocab)
+    model = os.path.normpath(args.model_name_or_path)
+    here = model if os.path.isdir(model) else os.path.dirname(model)
+    for directory in (here, os.path.dirname(here)):
+        path = os.path.join(directory or ".", ANSWER_VOCAB_FILE)
+        if os.path.isfile(path):
+            return load_answer_vocab(path)
+    return load_answer_vocab()
 
 
 def check_features_exist(dataset, features, name, split):
@@ -109,13 +223,16 @@ def check_features_exist(dataset, features, name, split):
                                         f"(needed by {name} {split} {id_field} {ex[id_field]})")
 
 
-def build(name, split, args, tokenizer, features, exclude_split=None):
-    """The examples of ``split`` as model-ready dataset, features checked up front."""
-    examples = load_dataset(name, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
-                            exclude_split=exclude_split)
+def build(name, split, args, tokenizer, features, exclude_split=None, examples=None, answer_vocab=None):
+    """The examples of ``split`` (or the given ``examples``) as model-ready dataset, features checked up front."""
+    if examples is None:
+        examples = load_dataset(name, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
+                                exclude_split=exclude_split)
     check_features_exist(examples, features, name, split)
     if name == "vqa2":
-        return VQADataset(examples, tokenizer, features, answer_vocab=load_answer_vocab(getattr(args, "answer_vocab", None)),
+        if answer_vocab is None:
+            answer_vocab = load_answer_vocab(getattr(args, "answer_vocab", None))
+        return VQADataset(examples, tokenizer, features, answer_vocab=answer_vocab,
                           max_seq_length=args.max_seq_length, visual_dtype=args.feature_dtype)
     return NLVR2Dataset(examples, tokenizer, features, max_seq_length=args.max_seq_length,
                         visual_dtype=args.feature_dtype)
@@ -142,9 +259,10 @@ def vqa_predict(model, dataset, batch_size, num_workers=0):
 
 
 def vqa_ground_truth(dataset):
-    """Official-metric ground truth from imdb examples (they carry no answer/question types)."""
-    return {int(ex["question_id"]): {"answers": list(ex["answers"])} for ex in dataset.examples
-            if ex.get("answers") is not None}
+    """Official-metric ground truth from the examples (imdb examples carry no answer/question types)."""
+    return {int(ex["question_id"]): {"answers": list(ex["answers"]), "answer_type": ex.get("answer_type"),
+                                     "question_type": ex.get("question_type")}
+            for ex in dataset.examples if ex.get("answers") is not None}
 
 
 def vqa_evaluate(model, dataset, batch_size, num_workers=0):

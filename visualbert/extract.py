@@ -1,0 +1,382 @@
+"""Region features from your own images: ``python -m visualbert.extract``.
+
+Every ``.jpg`` / ``.jpeg`` / ``.png`` under ``--image_dir`` (recursively) becomes one entry of a
+packed feature store (:class:`visualbert.features.PackWriter`) at ``--output_dir``, keyed by its
+path relative to the image directory without the extension (``shapes/0001.png`` -> ``shapes/0001``),
+which every training and prediction script reads through ``--features``.
+
+Images are resized to ``--image_size`` x ``--image_size`` (aspect ratio not kept, so a batch is one
+tensor) and normalised with the ImageNet mean and standard deviation. Regions are:
+
+- ``--grid N`` (the default): the backbone's last feature map average-pooled to N x N cells, one
+  region per cell, as in "In Defense of Grid Features for VQA" (Jiang et al., 2020). Without
+  ``--grid`` the map is used at its own resolution (``--image_size`` / 32 cells a side for ResNets).
+- ``--boxes FILE``: a JSON object ``{key: [[x1, y1, x2, y2], ...]}`` in the original image's pixels,
+  e.g. from any detector; each box is ROI-Aligned on the feature map and averaged.
+
+Backbones: ``resnet50`` / ``resnet101`` / ``resnet152`` (paddle.vision, 2048-d; ``--weights
+imagenet`` downloads Paddle's ImageNet weights on first use, ``none`` keeps a random initialisation,
+a ``.pdparams`` file is read with the restricted unpickler), and ``patches``: no network at all, each
+cell's pixels resampled to ``--patch_size`` x ``--patch_size`` and flattened (8 x 8 x 3 = 192-d),
+for small images and offline use; with ``--boxes`` each box's pixels are resampled the same way.
+
+Beside the features the store keeps each region's geometry (``PackedStore.extra("boxes", key)``):
+normalised x1, y1, x2, y2, width, height. Decoding runs in ``--num_workers`` processes ahead of
+the backbone. The store is written as ``<output_dir>.partial/`` and renamed when complete, so a
+killed run leaves nothing that looks finished, and rerunning the same command resumes it.
+An unreadable image stops the run with one line naming it (nothing is published); with
+``--skip_bad_images`` it is left out, named on stderr and listed in ``skipped_images.txt``.
+"""
+import argparse
+import collections
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+
+import numpy as np
+
+from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore
+
+__all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "extract", "main"]
+
+BACKBONES = ("resnet152", "resnet101", "resnet50", "patches")
+RESNET_STRIDE = 32
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+SKIPPED_FILE = "skipped_images.txt"
+# ResNets: 14 x 14 cells, the grid-features paper's scale; patches: 8 x 8 cells of 8 x 8 pixels.
+DEFAULT_IMAGE_SIZE = {"resnet": 448, "patches": 64}
+
+
+def list_images(image_dir):
+    """[(key, path)] of every image under ``image_dir``, sorted by key; keys use ``/`` on every OS."""
+    image_dir = os.fspath(image_dir)
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"{image_dir}: --image_dir not found")
+    found = {}
+    for root, dirs, files in os.walk(image_dir):
+        dirs.sort()
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = os.path.join(root, name)
+            key = os.path.relpath(os.path.join(root, stem), image_dir).replace(os.sep, "/")
+            if key in found:
+                raise ValueError(f"{path}: same key '{key}' as {found[key]} (keys drop the extension; rename one)")
+            found[key] = path
+    if not found:
+        raise FileNotFoundError(f"{image_dir}: no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images found")
+    return sorted(found.items())
+
+
+def load_boxes(path, keys):
+    """``{key: float32 [n, 4]}`` from a boxes JSON, checked; every key of ``keys`` needs boxes."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a JSON object {{"key": [[x1, y1, x2, y2], ...]}}, found {type(data).__name__}')
+    boxes = {}
+    for key, value in data.items():
+        try:
+            arr = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] == 0:
+            raise ValueError(f"{path}: boxes of '{key}' must be a non-empty list of [x1, y1, x2, y2]")
+        bad = ~np.isfinite(arr).all(1) | (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
+        if bad.any():
+            raise ValueError(f"{path}: box {int(np.flatnonzero(bad)[0])} of '{key}' is not x1 < x2, y1 < y2: "
+                             f"{arr[bad][0].tolist()}")
+        boxes[key] = arr
+    missing = [k for k in keys if k not in boxes]
+    if missing:
+        raise ValueError(f"{path}: no boxes for image '{missing[0]}' ({len(missing)} of {len(keys)} images have none)")
+    return boxes
+
+
+def decode_image(path, size):
+    """(uint8 [size, size, 3], (width, height), None) or (None, None, why) for an unreadable file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            width, height = im.size
+            pixels = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return None, None, f"{type(e).__name__}: {e}"
+    return pixels, (width, height), None
+
+
+def _decoded(paths, size, num_workers, ahead):
+    """decode_image over ``paths`` in order, ``num_workers`` processes at most ``ahead`` images ahead."""
+    if num_workers <= 0:
+        for p in paths:
+            yield decode_image(p, size)
+        return
+    # spawn, not fork: the parent runs Paddle's threads, which a forked child must not inherit.
+    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+        it = iter(paths)
+        pending = collections.deque(pool.apply_async(decode_image, (p, size)) for p in itertools.islice(it, ahead))
+        while pending:
+            result = pending.popleft().get()
+            for p in itertools.islice(it, 1):
+                pending.append(pool.apply_async(decode_image, (p, size)))
+            yield result
+
+
+def _load_weights(path):
+    """A .pdparams state dict through the restricted unpickler (a downloaded file must not run code)."""
+    from .safeload import RestrictedUnpickler
+
+    try:
+        with open(path, "rb") as f:
+            state = RestrictedUnpickler(f, source=path).load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: --weights file not found") from None
+    except Exception as e:  # a broken or hostile pickle fails in many ways; all mean "not weights"
+        raise ValueError(f"{path}: not a readable .pdparams state dict ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a .pdparams state dict, found {type(state).__name__}")
+    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+
+
+class Backbone:
+    """Image batch -> feature map, and how a region of that map becomes one feature vector.
+
+    ``cell`` is the side, in map positions, each region is resampled to before flattening: 1 for
+    the ResNets (a region is the mean of its 2048-d map), ``patch_size`` for ``patches`` (whose
+    "map" is the normalised image itself, stride 1).
+    """
+
+    def __init__(self, name, weights, patch_size):
+        import paddle
+
+        self.name = name
+        if name == "patches":
+            if weights not in (None, "none"):
+                raise ValueError("--backbone patches takes no --weights (it has no parameters)")
+            self.net, self.stride, self.cell = None, 1, int(patch_size)
+            return
+        from paddle.vision import models
+
+        weights = weights or "imagenet"
+        build = getattr(models, name)
+        paddle.seed(0)  # --weights none: the same random network on every run, so a resumed store stays consistent
+        self.net = build(pretrained=weights == "imagenet", num_classes=0, with_pool=False)
+        if weights not in ("imagenet", "none"):
+            state = _load_weights(weights)
+            own = self.net.state_dict()
+            missing = [k for k in own if k not in state]
+            if missing:
+                raise ValueError(f"{weights}: not {name} weights (no '{missing[0]}', {len(missing)} parameters missing)")
+            wrong = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+            if wrong:
+                raise ValueError(f"{weights}: '{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, {name} needs "
+                                 f"{tuple(own[wrong[0]].shape)}")
+            self.net.set_state_dict({k: state[k] for k in own})
+        self.net.eval()
+        self.stride, self.cell = RESNET_STRIDE, 1
+
+    def feature_map(self, x):
+        return x if self.net is None else self.net(x)
+
+    def grid(self, fmap, n):
+        """[B, n * n, cell * cell * C]: the map average-pooled to n x n cells, row by row."""
+        import paddle.nn.functional as F
+
+        b, c = fmap.shape[0], fmap.shape[1]
+        k = self.cell
+        pooled = F.adaptive_avg_pool2d(fmap, n * k).reshape([b, c, n, k, n, k])
+        return pooled.transpose([0, 2, 4, 3, 5, 1]).reshape([b, n * n, k * k * c])
+
+    def boxes(self, fmap, boxes):
+        """[sum n_i, cell * cell * C] for per-image boxes given in pixels of the resized image."""
+        import paddle
+        from paddle.vision.ops import roi_align
+
+        k, c = self.cell, fmap.shape[1]
+        rois = paddle.to_tensor(np.concatenate(boxes).astype(np.float32))
+        num = paddle.to_tensor(np.array([len(b) for b in boxes], dtype=np.int32))
+        out = roi_align(fmap, rois, num, output_size=k, spatial_scale=1.0 / self.stride, aligned=True)
+        return out.transpose([0, 2, 3, 1]).reshape([-1, k * k * c])
+
+
+def grid_geometry(n):
+    """Normalised x1, y1, x2, y2, w, h of n x n cells, row by row."""
+    i, j = np.divmod(np.arange(n * n), n)
+    return np.stack([j / n, i / n, (j + 1) / n, (i + 1) / n, np.full(n * n, 1 / n), np.full(n * n, 1 / n)], 1).astype(np.float32)
+
+
+def box_geometry(boxes, width, height):
+    """Normalised x1, y1, x2, y2, w, h of pixel boxes, clipped to the image."""
+    norm = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
+    return np.concatenate([norm, norm[:, 2:] - norm[:, :2]], 1).astype(np.float32)
+
+
+def _file_digest(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None, boxes=None, image_size=None,
+            patch_size=8, batch_size=16, num_workers=2, device="auto", use_amp=False, skip_bad_images=False,
+            dtype="float16", progress=True, log=None):
+    """Write the packed store of every image under ``image_dir``; returns (output_dir, skipped [(path, why)])."""
+    import paddle
+    from tqdm import tqdm
+
+    log = log or (lambda line: print(line, file=sys.stderr))
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown --backbone '{backbone}' (expected one of: {', '.join(BACKBONES)})")
+    if image_size is None:
+        image_size = DEFAULT_IMAGE_SIZE["patches" if backbone == "patches" else "resnet"]
+    for flag, value in (("--image_size", image_size), ("--patch_size", patch_size), ("--batch_size", batch_size)):
+        if int(value) < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if grid is not None and boxes is not None:
+        raise ValueError("--grid and --boxes exclude each other (regions are either grid cells or the given boxes)")
+    if grid is not None and int(grid) < 1:
+        raise ValueError(f"--grid must be >= 1, got {grid}")
+    if os.path.exists(output_dir):
+        raise FileExistsError(f"{output_dir}: already exists; remove it or pick another --output_dir")
+    images = list_images(image_dir)
+    box_table = load_boxes(boxes, [k for k, _ in images]) if boxes else None
+
+    if device == "auto":
+        device = "gpu" if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
+    paddle.set_device(device)
+    if use_amp and device != "gpu":
+        log("note: AMP needs a GPU; extracting in float32")
+        use_amp = False
+    net = Backbone(backbone, weights, patch_size)
+    if grid is None and box_table is None:
+        grid = image_size // patch_size if backbone == "patches" else -(-image_size // RESNET_STRIDE)
+        if grid < 1:
+            raise ValueError(f"--image_size {image_size} is smaller than one --patch_size {patch_size} patch")
+
+    settings = {"backbone": backbone, "weights": weights or ("none" if backbone == "patches" else "imagenet"),
+                "grid": grid, "image_size": int(image_size), "patch_size": int(patch_size) if backbone == "patches" else None,
+                "boxes": os.path.abspath(boxes) if boxes else None}
+    params = dict(settings, image_dir=os.path.abspath(image_dir))
+    if boxes:
+        params["boxes_sha1"] = _file_digest(boxes)
+    if settings["weights"] not in ("none", "imagenet"):
+        params["weights_sha1"] = _file_digest(settings["weights"])
+    mean = paddle.to_tensor(IMAGENET_MEAN.reshape(1, 3, 1, 1))
+    std = paddle.to_tensor(IMAGENET_STD.reshape(1, 3, 1, 1))
+    skipped = []
+
+    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": 6}) as writer:
+        todo = [(k, p) for k, p in images if k not in writer.done]
+        if len(todo) < len(images):
+            log(f"resuming: {len(images) - len(todo)} of {len(images)} images already extracted")
+        bar = tqdm(total=len(images), initial=len(images) - len(todo), desc=f"extract {backbone}", unit="img",
+                   disable=not progress, dynamic_ncols=True)
+
+        def run(batch):
+            pixels = np.stack([b[2] for b in batch]).astype(np.float32) / 255.0
+            x = (paddle.to_tensor(pixels.transpose(0, 3, 1, 2)) - mean) / std
+            with paddle.no_grad(), paddle.amp.auto_cast(enable=use_amp):
+                fmap = net.feature_map(x).astype("float32")  # pooling and ROI-Align in float32 under AMP too
+                if box_table is None:
+                    feats = net.grid(fmap, grid).astype("float32").numpy()
+                    per_image = list(feats)
+                    geometry = [grid_geometry(grid)] * len(batch)
+                else:
+                    scaled = [box_table[key] * np.array([image_size / w, image_size / h] * 2, dtype=np.float32)
+                              for key, _, _, (w, h) in batch]
+                    feats = net.boxes(fmap, scaled).astype("float32").numpy()
+                    per_image = np.split(feats, np.cumsum([len(s) for s in scaled])[:-1])
+                    geometry = [box_geometry(box_table[key], w, h) for key, _, _, (w, h) in batch]
+            for (key, path, _, _), rows, geom in zip(batch, per_image, geometry):
+                writer.add(key, rows, where=path, boxes=geom)
+            bar.update(len(batch))
+
+        batch = []
+        ahead = max(2 * batch_size, 4 * num_workers)
+        for (key, path), (pixels, size, why) in zip(todo, _decoded([p for _, p in todo], image_size, num_workers, ahead)):
+            if why is not None:
+                if not skip_bad_images:
+                    bar.close()
+                    raise ValueError(f"{path}: cannot read image ({why}); nothing was published; rerun with "
+                                     "--skip_bad_images to leave it out")
+                log(f"skipped: {path}: cannot read image ({why})")
+                skipped.append((path, why))
+                bar.update(1)
+                continue
+            batch.append((key, path, pixels, size))
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+        if batch:
+            run(batch)
+        bar.close()
+        if skipped:
+            with open(os.path.join(writer.partial, SKIPPED_FILE), "w", encoding="utf-8") as f:
+                f.writelines(f"{path}\t{why}\n" for path, why in skipped)
+        out = writer.finish({"extracted": settings, "skipped_images": len(skipped)})
+    return out, skipped
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m visualbert.extract", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image_dir", required=True, help="folder of .jpg/.jpeg/.png images, read recursively")
+    p.add_argument("--output_dir", required=True,
+                   help="the packed store to write (pass it to the training scripts as --features); keys are the "
+                        "image paths relative to --image_dir without extension")
+    p.add_argument("--backbone", default="resnet152", choices=BACKBONES,
+                   help="paddle.vision ResNet (2048-d regions) or patches (raw pixels, no weights)")
+    p.add_argument("--weights", default=None,
+                   help="ResNets: imagenet (Paddle's pretrained weights, downloaded once; the default), none (random "
+                        "initialisation, for tests) or a .pdparams file")
+    p.add_argument("--grid", type=int, default=None,
+                   help="pool the last feature map to N x N cells, one region each (default: the map as it is, "
+                        "--image_size/32 a side for ResNets, --image_size/--patch_size for patches)")
+    p.add_argument("--boxes", default=None, metavar="FILE.json",
+                   help='regions from boxes instead of a grid: {"key": [[x1, y1, x2, y2], ...]} in image pixels, '
+                        "ROI-Aligned on the feature map")
+    p.add_argument("--image_size", type=int, default=None,
+                   help="images are resized to this square (default 448 for ResNets, 64 for patches)")
+    p.add_argument("--patch_size", type=int, default=8,
+                   help="patches: each region's pixels are resampled to P x P, giving P*P*3-d features (default 8)")
+    p.add_argument("--batch_size", type=int, default=16, help="images per backbone call")
+    p.add_argument("--num_workers", type=int, default=2, help="processes decoding images ahead of the backbone (0: inline)")
+    p.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
+    p.add_argument("--use_amp", action="store_true", help="mixed precision backbone (GPU only)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="on-disk dtype of the features")
+    p.add_argument("--skip_bad_images", action="store_true",
+                   help="leave out unreadable images (named on stderr, listed in <output_dir>/skipped_images.txt) "
+                        "instead of stopping")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        out, skipped = extract(args.image_dir, args.output_dir, backbone=args.backbone, weights=args.weights,
+                               grid=args.grid, boxes=args.boxes, image_size=args.image_size, patch_size=args.patch_size,
+                               batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                               use_amp=args.use_amp, skip_bad_images=args.skip_bad_images, dtype=args.dtype)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    meta = PackedStore(out).meta
+    print(f"extracted {meta['num_images']} images, {meta['num_rows']} regions x {meta['dim']} ({meta['dtype']}) into {out}"
+          + (f"; skipped {len(skipped)} unreadable (listed in {os.path.join(out, SKIPPED_FILE)})" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
