@@ -26,7 +26,7 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from paddlenlp.utils.log import logger as paddlenlp_logger
 from tqdm import tqdm
 
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint, save_model
+from .checkpoint import list_checkpoints, resolve_resume, resume_checkpoint, save_checkpoint, save_model
 
 
 def add_training_args(parser, **defaults):
@@ -233,9 +233,8 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
         scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
 
     step, epoch, batches_done, best = 0, 0, 0, None
-    resume_from = resolve_resume(args.resume, args.output_dir)
+    resume_from, state = resume_checkpoint(args.resume, args.output_dir, model, optimizer, scaler)
     if resume_from:
-        state = load_checkpoint(resume_from, model, optimizer, scaler)
         step, epoch, batches_done, best = state["step"], state["epoch"], state["batches_done"], state.get("best")
         log0(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batches_done}")
     elif world > 1:

@@ -25,6 +25,7 @@ from paddlenlp.transformers.model_outputs import (
 )
 
 from . import onednn
+from .safeload import load_pretrained_weights
 
 __all__ = [
     "VisualBertConfig",
@@ -706,6 +707,9 @@ class VisualBertPretrainedModel(PretrainedModel):
                     f"--dst {local}` (or pass any converted directory)"
                 )
             pretrained_model_name_or_path = local
+        if kwargs.get("state_dict") is None:
+            # PaddleNLP would paddle.load (plain pickle) the weights: read them without trusting them
+            kwargs["state_dict"] = load_pretrained_weights(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
