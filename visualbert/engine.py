@@ -11,12 +11,14 @@ Two design choices make runs reproducible:
   every micro-batch loss is weighted by its share of the units in the whole optimizer step. Then
   batch 8 x accumulation 2, batch 16, and 2 ranks x batch 8 all take exactly the same step.
 """
+import functools
 import inspect
 import json
 import math
 import os
 import random
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -26,6 +28,7 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from paddlenlp.utils.log import logger as paddlenlp_logger
 from tqdm import tqdm
 
+from .cli import user_errors
 from .checkpoint import list_checkpoints, resolve_resume, resume_checkpoint, save_checkpoint, save_model
 
 
@@ -82,8 +85,29 @@ def setup_device(args):
     if args.use_amp and device != "gpu":
         log0("note: AMP needs a GPU; training in fp32 on CPU")
         args.use_amp = False
+    check_output_paths(args)
     set_seed(args.seed)
     return device
+
+
+def check_output_paths(args):
+    """Refuse an output that cannot be written (a file in the way, a read-only or missing mount)
+    before any work, not after hours of it: training's --output_dir, prediction's --output."""
+    for flag, path, wanted in (("--output_dir", getattr(args, "output_dir", None), "directory"),
+                               ("--output", getattr(args, "output", None), "file")):
+        if not path:
+            continue
+        if wanted == "directory" and os.path.exists(path) and not os.path.isdir(path):
+            raise SystemExit(f"error: {flag} {path} is a file; expected a directory")
+        if wanted == "file" and os.path.isdir(path):
+            raise SystemExit(f"error: {flag} {path} is a directory; expected a file path")
+        directory = path if wanted == "directory" else os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as e:
+            raise SystemExit(f"error: {flag} {path}: cannot write to {directory} ({e.strerror or e})") from None
 
 
 def set_seed(seed):
@@ -207,6 +231,25 @@ def model_kwargs(model, batch, extra):
 # ---------------------------------------------------------------------------- the loop
 
 
+def _stops_in_one_line(train_fn):
+    """Ctrl-C, a full disk or a bad file met while training end the run with one line. Nothing
+    on disk is lost: checkpoints are renamed into place only once complete, so the last one loads."""
+
+    @functools.wraps(train_fn)
+    def run(args, *a, **kw):
+        try:
+            with user_errors():
+                return train_fn(args, *a, **kw)
+        except KeyboardInterrupt:
+            ckpts = list_checkpoints(args.output_dir)
+            last = f"last checkpoint {ckpts[-1]} (continue with --resume latest)" if ckpts else "no checkpoint was written yet"
+            print(f"stopped: interrupted (SIGINT); {last}", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+
+    return run
+
+
+@_stops_in_one_line
 def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, best_metric=None,
           forward_kwargs=None):
     """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).

@@ -24,6 +24,12 @@ built by ``python -m visualbert.features pack`` into ``<feature root>/packed/<sp
 where :func:`open_features` finds it without being told; keys it lacks fall back to the
 per-image files. A pack in progress lives in ``<out>.partial/`` and is renamed into place only when
 complete, so a killed pack never leaves a store that looks finished, and rerunning resumes it.
+The index records each source file's size and mtime: a per-image file that changed after packing is
+refused rather than silently served from the old rows (stores packed before that record existed
+are read with a one-line notice).
+
+Features must be finite: a NaN or Inf row would turn every prediction into the same answer
+without an error, so readers refuse it naming the image and the file.
 """
 import argparse
 import json
@@ -53,7 +59,7 @@ __all__ = [
 ]
 
 PACK_FORMAT = "visualbert-packed-features"
-PACK_VERSION = 1
+PACK_VERSION = 2  # 2: the index records each source file's size and mtime
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,20 @@ def read_feature_file(path, key=None):
     except FileNotFoundError:
         what = f" for image '{key}'" if key else ""
         raise FileNotFoundError(f"{path}: feature file{what} not found") from None
-    return _check_rows(arr, path)
+    return _check_finite(_check_rows(arr, path), path, key)
+
+
+def _check_finite(rows, where, key):
+    if not np.isfinite(rows).all():
+        what = f" of image '{key}'" if key else ""
+        raise ValueError(f"{where}: the region features{what} contain NaN or Inf (re-extract them)")
+    return rows
+
+
+def source_stamp(path):
+    """What a per-image file looked like when it was packed: [size, mtime in ns]."""
+    st = os.stat(path)
+    return [int(st.st_size), int(st.st_mtime_ns)]
 
 
 def _check_rows(arr, where):
@@ -194,6 +213,10 @@ class PackedStore:
         self.dtype = np.dtype(meta["dtype"])
         self.num_rows = int(meta["num_rows"])
         self.index = {k: (int(o), int(n)) for k, o, n in zip(index["keys"], index["offsets"], index["rows"])}
+        self.sources = dict(zip(index["keys"], index["sources"])) if "sources" in index else None
+        if self.sources is None:
+            print(f"note: {self.directory} was packed without source-file records, so per-image files changed "
+                  "since are not detected; pack again to have them checked", file=sys.stderr, flush=True)
         expected = self.num_rows * self.dim * self.dtype.itemsize
         size = os.path.getsize(os.path.join(self.directory, "features.bin"))
         if size != expected:
@@ -223,12 +246,23 @@ class PackedStore:
     def rows(self, key):
         return self.index[key][1]
 
+    def changed_since_packing(self, key, source_path):
+        """True when ``source_path`` (the per-image file ``key`` was packed from) differs in size or
+        mtime from what was packed; a removed source is fine (the rows are all that is needed)."""
+        if self.sources is None or key not in self.sources:
+            return False
+        try:
+            return source_stamp(source_path) != list(self.sources[key])
+        except FileNotFoundError:
+            return False
+
     def get(self, key, max_regions=None, dtype=np.float32):
         """Rows of ``key``; ``dtype=None`` keeps the on-disk dtype (half the bytes to move for fp16)."""
         offset, n = self.index[key]
         if max_regions is not None:
             n = min(n, max_regions)
-        return np.asarray(self._rows()[offset:offset + n], dtype=dtype)
+        rows = np.asarray(self._rows()[offset:offset + n], dtype=dtype)
+        return _check_finite(rows, os.path.join(self.directory, "features.bin"), key)
 
 
 class FeatureStore:
@@ -242,6 +276,8 @@ class FeatureStore:
         self.layout = get_layout(image_feature_type)
         self.image_feature_type = image_feature_type
         self.input_dir = os.fspath(input_dir)
+        if not os.path.isdir(self.input_dir):
+            raise FileNotFoundError(f"--input_dir {self.input_dir}: no such directory")
         if split is not None:
             check_split(self.layout, split)
         self.split = split
@@ -316,6 +352,10 @@ class FeatureStore:
         """float32 [N, D] rows of ``key``; ``dtype=None`` returns a packed store's on-disk dtype as is."""
         for p in self.packed:
             if key in p:
+                if p.changed_since_packing(key, self.path(key)):
+                    raise ValueError(f"{self.path(key)}: changed since it was packed into {p.directory} (size or "
+                                     "mtime differ), so the store would serve old features; pack again, or remove "
+                                     "the store to read the per-image files")
                 return p.get(key, self.max_regions, dtype)
         path = self.path(key)
         arr = read_feature_file(path, key)
@@ -376,12 +416,12 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
         raise FileNotFoundError(f"{store._where()}: no per-image .npy feature files to pack for {image_feature_type}")
     reader = _reader or read_feature_file
     partial = out + ".partial"
-    params = {"image_feature_type": image_feature_type, "split": split, "dtype": dtype.name}
+    params = {"image_feature_type": image_feature_type, "split": split, "dtype": dtype.name, "version": PACK_VERSION}
     done = _resume_state(partial, params)
     os.makedirs(partial, exist_ok=True)
     with open(os.path.join(partial, "params.json"), "w") as f:
         json.dump(params, f)
-    keys, offsets, rows = done["keys"], done["offsets"], done["rows"]
+    keys, offsets, rows, sources = done["keys"], done["offsets"], done["rows"], done["sources"]
     dim, total = done["dim"], done["total"]
     finished = set(keys)
     with open(os.path.join(partial, "features.bin"), "ab") as bin_f, open(os.path.join(partial, "progress.jsonl"), "a") as prog_f:
@@ -389,23 +429,27 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
         for key, path in tqdm(files, desc=f"pack {image_feature_type}", unit="img", disable=not progress):
             if key in finished:
                 continue
+            stamp = source_stamp(path)  # before reading: a change during the read then shows as stale
             arr = reader(path, key)
             if dim is None:
                 dim = arr.shape[1]
             elif arr.shape[1] != dim:
                 raise ValueError(f"{path}: feature dim {arr.shape[1]}, the files packed before it have {dim}")
-            bin_f.write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+            packed = np.ascontiguousarray(arr, dtype=dtype)
+            _check_finite(packed, f"{path} as {dtype.name}", key)  # fp16 turns values beyond 65504 into Inf
+            bin_f.write(packed.tobytes())
             bin_f.flush()
             # The progress line goes after the rows, so a kill between the two only loses this image.
-            prog_f.write(json.dumps([key, total, int(arr.shape[0]), int(dim)]) + "\n")
+            prog_f.write(json.dumps([key, total, int(arr.shape[0]), int(dim), stamp]) + "\n")
             prog_f.flush()
             keys.append(key)
             offsets.append(total)
             rows.append(int(arr.shape[0]))
+            sources.append(stamp)
             total += int(arr.shape[0])
         os.fsync(bin_f.fileno())
     with open(os.path.join(partial, "index.json"), "w") as f:
-        json.dump({"keys": keys, "offsets": offsets, "rows": rows}, f)
+        json.dump({"keys": keys, "offsets": offsets, "rows": rows, "sources": sources}, f)
         f.flush()
         os.fsync(f.fileno())
     meta = {"format": PACK_FORMAT, "version": PACK_VERSION, "image_feature_type": image_feature_type, "split": split,
@@ -421,7 +465,7 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
 
 
 def _resume_state(partial, params):
-    empty = {"keys": [], "offsets": [], "rows": [], "dim": None, "total": 0}
+    empty = {"keys": [], "offsets": [], "rows": [], "sources": [], "dim": None, "total": 0}
     if not os.path.isdir(partial):
         return empty
     try:
@@ -433,7 +477,7 @@ def _resume_state(partial, params):
         # A partial pack with other settings cannot be continued; start over.
         shutil.rmtree(partial)
         return empty
-    state = dict(empty, keys=[], offsets=[], rows=[])
+    state = dict(empty, keys=[], offsets=[], rows=[], sources=[])
     itemsize = np.dtype(params["dtype"]).itemsize
     try:
         size = os.path.getsize(os.path.join(partial, "features.bin"))
@@ -444,7 +488,7 @@ def _resume_state(partial, params):
         return empty
     for line in lines:
         try:
-            key, offset, n, dim = json.loads(line)
+            key, offset, n, dim, stamp = json.loads(line)
         except (ValueError, TypeError):
             break  # the last line may be cut short by the kill
         if offset != state["total"] or (offset + n) * dim * itemsize > size:
@@ -452,28 +496,33 @@ def _resume_state(partial, params):
         state["keys"].append(key)
         state["offsets"].append(offset)
         state["rows"].append(n)
+        state["sources"].append(stamp)
         state["dim"] = dim
         state["total"] = offset + n
     with open(os.path.join(partial, "progress.jsonl"), "w") as f:
-        f.writelines(json.dumps([k, o, n, state["dim"]]) + "\n" for k, o, n in zip(state["keys"], state["offsets"], state["rows"]))
+        f.writelines(json.dumps([k, o, n, state["dim"], st]) + "\n"
+                     for k, o, n, st in zip(state["keys"], state["offsets"], state["rows"], state["sources"]))
     return state
 
 
 def inspect_features(image_feature_type, input_dir, split=None, expected_keys=None, progress=True):
     """Counts, dims and rows min/mean/max of a feature type; ``missing`` lists expected keys without features.
 
-    Reads only the .npy headers (and the packed index), so it is fast on large stores.
+    Reads only the .npy headers (and the packed index), so it is fast on large stores;
+    ``changed_since_packing`` lists per-image files that differ from what a packed store holds.
     """
     from tqdm import tqdm
 
     store = open_features(image_feature_type, input_dir, split=split)
-    rows, dims, bad = {}, {}, []
+    rows, dims, bad, stale = {}, {}, [], []
     for p in store.packed:
         for k in p.keys():
             if split is None or store.layout.split_of(k) == split:
                 if k not in rows:
                     rows[k] = p.rows(k)
                     dims[p.dim] = dims.get(p.dim, 0) + 1
+                    if p.changed_since_packing(k, store.path(k)):
+                        stale.append(store.path(k))
     packed_keys = len(rows)
     files = [(k, path) for k, path in store._iter_files() if k not in rows]
     for key, path in tqdm(files, desc=f"inspect {image_feature_type}", unit="img", disable=not progress):
@@ -498,6 +547,7 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
         "rows_mean": float(counts.mean()),
         "rows_max": int(counts.max()),
         "bad_files": bad,
+        "changed_since_packing": stale,
     }
     if expected_keys is not None:
         expected = list(dict.fromkeys(expected_keys))
@@ -556,13 +606,15 @@ def main(argv=None):
                 print(f"  rows per image: min {report['rows_min']}  mean {report['rows_mean']:.1f}  max {report['rows_max']}")
                 for line in report["bad_files"]:
                     print(f"  bad: {line}")
+                for path in report["changed_since_packing"]:
+                    print(f"  changed since packing (pack again): {path}")
                 if expected is not None:
                     print(f"  missing: {len(report['missing'])} of {report['expected']} images the dataset needs")
                     for k in report["missing"][:20]:
                         print(f"    {k}")
                     if len(report["missing"]) > 20:
                         print(f"    ... and {len(report['missing']) - 20} more")
-            if report["bad_files"] or (expected is not None and report["missing"]):
+            if report["bad_files"] or report["changed_since_packing"] or (expected is not None and report["missing"]):
                 return 1
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
