@@ -91,8 +91,8 @@ def setup_device(args):
 
 
 def check_output_paths(args):
-    """Refuse an output that cannot be written (a file in the way, a read-only or missing mount)
-    before any work, not after hours of it: training's --output_dir, prediction's --output."""
+    """Refuse an output that cannot be written (a file in the way, a read-only directory) before any
+    work, not after hours of it: training's --output_dir, prediction's --output. Creates nothing."""
     for flag, path, wanted in (("--output_dir", getattr(args, "output_dir", None), "directory"),
                                ("--output", getattr(args, "output", None), "file")):
         if not path:
@@ -101,13 +101,16 @@ def check_output_paths(args):
             raise SystemExit(f"error: {flag} {path} is a file; expected a directory")
         if wanted == "file" and os.path.isdir(path):
             raise SystemExit(f"error: {flag} {path} is a directory; expected a file path")
-        directory = path if wanted == "directory" else os.path.dirname(os.path.abspath(path))
+        existing = os.path.abspath(path if wanted == "directory" else os.path.dirname(os.path.abspath(path)))
+        while not os.path.exists(existing):  # what will be created lives in the nearest existing parent
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise SystemExit(f"error: {flag} {path}: {existing} is a file, not a directory")
         try:
-            os.makedirs(directory, exist_ok=True)
-            with tempfile.TemporaryFile(dir=directory):
+            with tempfile.TemporaryFile(dir=existing):
                 pass
         except OSError as e:
-            raise SystemExit(f"error: {flag} {path}: cannot write to {directory} ({e.strerror or e})") from None
+            raise SystemExit(f"error: {flag} {path}: cannot write to {existing} ({e.strerror or e})") from None
 
 
 def set_seed(seed):
@@ -240,7 +243,11 @@ def _stops_in_one_line(train_fn):
         try:
             with user_errors():
                 return train_fn(args, *a, **kw)
-        except KeyboardInterrupt:
+        except BaseException as e:
+            for bar in list(tqdm._instances):  # end the progress bar's line, so the message gets its own
+                bar.close()
+            if not isinstance(e, KeyboardInterrupt):
+                raise
             ckpts = list_checkpoints(args.output_dir)
             last = f"last checkpoint {ckpts[-1]} (continue with --resume latest)" if ckpts else "no checkpoint was written yet"
             print(f"stopped: interrupted (SIGINT); {last}", file=sys.stderr, flush=True)

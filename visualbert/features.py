@@ -435,7 +435,8 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
                 dim = arr.shape[1]
             elif arr.shape[1] != dim:
                 raise ValueError(f"{path}: feature dim {arr.shape[1]}, the files packed before it have {dim}")
-            packed = np.ascontiguousarray(arr, dtype=dtype)
+            with np.errstate(over="ignore"):  # checked on the next line, with the file named
+                packed = np.ascontiguousarray(arr, dtype=dtype)
             _check_finite(packed, f"{path} as {dtype.name}", key)  # fp16 turns values beyond 65504 into Inf
             bin_f.write(packed.tobytes())
             bin_f.flush()

@@ -25,7 +25,6 @@ from paddlenlp.transformers.model_outputs import (
 )
 
 from . import onednn
-from .safeload import load_pretrained_weights
 
 __all__ = [
     "VisualBertConfig",
@@ -709,6 +708,8 @@ class VisualBertPretrainedModel(PretrainedModel):
             pretrained_model_name_or_path = local
         if kwargs.get("state_dict") is None:
             # PaddleNLP would paddle.load (plain pickle) the weights: read them without trusting them
+            from .safeload import load_pretrained_weights
+
             kwargs["state_dict"] = load_pretrained_weights(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
