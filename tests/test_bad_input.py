@@ -103,7 +103,7 @@ def test_crafted_model_weights_run_nothing(tmp_path, tiny_config):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("victim", ["model_state.pdparams", "optimizer.pdopt", "rng_state.pdparams"])
+@pytest.mark.parametrize("victim", ["model_state.pdparams", "optimizer.pdopt", "rng_state.pdparams", "scaler.pdparams"])
 def test_crafted_checkpoint_files_run_nothing(tmp_path, victim):
     _, args = toy_run(tmp_path, "run", save_steps=3)
     marker = tmp_path / "pwned"
