@@ -2,7 +2,6 @@
 import contextlib
 import json
 import os
-import pickle
 
 from . import modeling
 
@@ -67,11 +66,10 @@ def load_model(cls, name_or_path, visual_embedding_dim=None, **overrides):
 
 @contextlib.contextmanager
 def user_errors():
-    """Around a script's setup and training: bad data or paths, a full disk or a refused pickle end
-    the run with one line, not a traceback."""
+    """Around a script's setup: bad data or paths end the run with one line, not a traceback."""
     try:
         yield
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
+    except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
 
 

@@ -13,8 +13,11 @@ import pickle
 import numpy as np
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The file asked for a global outside the allow-list."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """The file asked for a global outside the allow-list.
+
+    Also a ValueError: a refused file is bad input like any other, so whatever reports bad input in
+    one line (a script's setup, the training loop, the data loader) reports this too."""
 
 
 def _base_globals():
