@@ -169,14 +169,19 @@ def test_non_finite_features_are_refused_naming_image_and_file(tmp_path):
     np.save(bad, arr)
     with pytest.raises(ValueError, match=rf"{bad} as float16: the region features of image '{KEYS[1]}' contain NaN or Inf"):
         F.pack_features("coco_detectron_fix_100", str(tmp_path), progress=False)
-    out = F.pack_features("coco_detectron_fix_100", str(tmp_path), dtype="float32", progress=False)
-    # rows that went bad inside the packed file are refused as well
-    packed = np.memmap(os.path.join(out, "features.bin"), dtype="float32", mode="r+")
-    packed[0] = np.inf
-    packed.flush()
-    del packed
-    with pytest.raises(ValueError, match=rf"features.bin: the region features of image '{KEYS[0]}' contain NaN or Inf"):
-        F.open_features("coco_detectron_fix_100", str(tmp_path)).get(KEYS[0])
+    # rows that went bad inside a packed file are refused as well, in either on-disk dtype
+    for dtype, bad_value in (("float32", np.inf), ("float16", -np.inf), ("float16", np.nan)):
+        out = F.pack_features("coco_detectron_fix_100", str(tmp_path), out=str(tmp_path / "store"), dtype=dtype,
+                              progress=False)
+        packed = np.memmap(os.path.join(out, "features.bin"), dtype=dtype, mode="r+")
+        packed.reshape(-1, 8)[4] = bad_value  # a row of the second image (3 rows of dim 8 each)
+        packed.flush()
+        del packed
+        store = F.open_features("coco_detectron_fix_100", str(tmp_path), packed_dirs=[out])
+        store.get(KEYS[0], dtype=None)
+        with pytest.raises(ValueError, match=rf"features.bin: the region features of image '{KEYS[1]}' contain NaN or Inf"):
+            store.get(KEYS[1], dtype=None)
+        shutil.rmtree(out)
 
 
 def test_nan_features_at_prediction_fail_in_one_line(demo_dir, tiny_config, tmp_path):

@@ -710,7 +710,8 @@ class VisualBertPretrainedModel(PretrainedModel):
             # PaddleNLP would paddle.load (plain pickle) the weights: read them without trusting them
             from .safeload import load_pretrained_weights
 
-            kwargs["state_dict"] = load_pretrained_weights(pretrained_model_name_or_path)
+            kwargs["state_dict"] = load_pretrained_weights(pretrained_model_name_or_path,
+                                                           use_safetensors=kwargs.get("use_safetensors") is not False)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 

@@ -105,7 +105,7 @@ def load_paddle(path, rng_state=False):
     return _unwrap_named_arrays(obj)
 
 
-def load_pretrained_weights(directory):
+def load_pretrained_weights(directory, use_safetensors=True):
     """The weights ``from_pretrained`` would read from a local model directory, read safely.
 
     Returns the state dict of ``model_state.pdparams`` (to hand to ``from_pretrained(state_dict=)``),
@@ -116,7 +116,7 @@ def load_pretrained_weights(directory):
     if not os.path.isdir(directory):
         return None
     names = os.listdir(directory)
-    if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+    if use_safetensors and any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
         return None
     if "model_state.pdparams" in names and not any(n.endswith(".pdparams.index.json") for n in names):
         return load_paddle(os.path.join(directory, "model_state.pdparams"))
