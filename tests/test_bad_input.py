@@ -170,6 +170,8 @@ def test_non_finite_features_are_refused_naming_image_and_file(tmp_path):
     with pytest.raises(ValueError, match=rf"{bad} as float16: the region features of image '{KEYS[1]}' contain NaN or Inf"):
         F.pack_features("coco_detectron_fix_100", str(tmp_path), progress=False)
     # rows that went bad inside a packed file are refused as well, in either on-disk dtype
+    arr[2, 5] = 0.5
+    np.save(bad, arr)
     for dtype, bad_value in (("float32", np.inf), ("float16", -np.inf), ("float16", np.nan)):
         out = F.pack_features("coco_detectron_fix_100", str(tmp_path), out=str(tmp_path / "store"), dtype=dtype,
                               progress=False)
