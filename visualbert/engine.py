@@ -17,8 +17,10 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -236,22 +238,37 @@ def model_kwargs(model, batch, extra):
 
 def _stops_in_one_line(train_fn):
     """Ctrl-C, a full disk or a bad file met while training end the run with one line. Nothing
-    on disk is lost: checkpoints are renamed into place only once complete, so the last one loads."""
+    on disk is lost: checkpoints are renamed into place only once complete, so the last one loads.
+
+    Ctrl-C is recognised by its signal, not by the exception type: Paddle hands a KeyboardInterrupt
+    raised inside an operator's backward back as its own error type.
+    """
 
     @functools.wraps(train_fn)
     def run(args, *a, **kw):
+        interrupted = []
+
+        def on_sigint(signum, frame):
+            interrupted.append(signum)
+            raise KeyboardInterrupt
+
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
         try:
             with user_errors():
                 return train_fn(args, *a, **kw)
         except BaseException as e:
             for bar in list(tqdm._instances):  # end the progress bar's line, so the message gets its own
                 bar.close()
-            if not isinstance(e, KeyboardInterrupt):
+            if not (interrupted or isinstance(e, KeyboardInterrupt)):
                 raise
             ckpts = list_checkpoints(args.output_dir)
             last = f"last checkpoint {ckpts[-1]} (continue with --resume latest)" if ckpts else "no checkpoint was written yet"
             print(f"stopped: interrupted (SIGINT); {last}", file=sys.stderr, flush=True)
             raise SystemExit(130) from None
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
     return run
 
