@@ -308,6 +308,19 @@ def test_disk_full_while_saving_removes_the_partial_checkpoint(tmp_path, monkeyp
     assert parts["state"]["step"] == 2
 
 
+def test_disk_full_while_writing_predictions_leaves_nothing(tmp_path, monkeypatch):
+    from visualbert import tasks
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tasks.json, "dump", full)
+    with pytest.raises(SystemExit) as e:
+        tasks.write_vqa_result(str(tmp_path / "result.json"), {1: "yes"})
+    assert one_line(e) == f"error: writing {tmp_path / 'result.json'} failed (No space left on device); nothing was written"
+    assert os.listdir(tmp_path) == []
+
+
 def test_unwritable_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
     import argparse
     import tempfile
