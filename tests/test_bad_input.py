@@ -101,6 +101,11 @@ def test_crafted_model_weights_run_nothing(tmp_path, tiny_config):
             cli.load_model(VisualBertForVisualReasoning, str(name))
         assert one_line(e).startswith("error: ") and "model_state.pdparams: refusing to load 'posix.system'" in str(e.value)
     assert not marker.exists()
+    # a weights file cut short is one line too
+    (model_dir / "model_state.pdparams").write_bytes(b"\x80\x04\x95")
+    with pytest.raises(SystemExit) as e, cli.user_errors():
+        cli.load_model(VisualBertForVisualReasoning, str(model_dir))
+    assert "model_state.pdparams: truncated or corrupt Paddle file" in one_line(e)
 
 
 @pytest.mark.parametrize("victim", ["model_state.pdparams", "optimizer.pdopt", "rng_state.pdparams", "scaler.pdparams"])
