@@ -258,7 +258,9 @@ def _stops_in_one_line(train_fn):
             with user_errors():
                 return train_fn(args, *a, **kw)
         except BaseException as e:
-            for bar in list(tqdm._instances):  # end the progress bar's line, so the message gets its own
+            from tqdm import tqdm as bars  # the class keeps every open bar
+
+            for bar in list(bars._instances):  # end a progress bar's line, so the message gets its own
                 bar.close()
             if not (interrupted or isinstance(e, KeyboardInterrupt)):
                 raise
