@@ -199,9 +199,13 @@ def test_nan_features_at_prediction_fail_in_one_line(demo_dir, tiny_config, tmp_
     arr = np.load(test_dir / victim)
     arr[:] = np.nan
     np.save(test_dir / victim, arr)
+    with open(tiny_config()) as f:
+        config = dict(json.load(f), num_labels=3129)  # a fresh model with a head for the shipped answers
+    (tmp_path / "vqa-tiny.json").write_text(json.dumps(config))
     result = tmp_path / "result.json"
-    proc = run_script(["VQA2/run_predict.py", "--input_dir", str(data), "--model_name_or_path", tiny_config(),
-                       "--split", "test", "--output", str(result), "--device", "cpu", "--batch_size", "8"], check=False)
+    proc = run_script(["VQA2/run_predict.py", "--input_dir", str(data), "--model_name_or_path",
+                       str(tmp_path / "vqa-tiny.json"), "--split", "test", "--output", str(result), "--device", "cpu",
+                       "--batch_size", "8"], check=False)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and str(test_dir / victim) in last and "contain NaN or Inf" in last, proc.stderr[-2000:]
