@@ -29,18 +29,21 @@ def demo_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory):
-    """Factory for tiny model configs on disk: tiny_config(dropout=0.0) -> path."""
+    """Factory for tiny model configs on disk: tiny_config(dropout=0.0) -> path; num_labels sizes a
+    fresh head (3129: the shipped VQA answers, which prediction checks the head against)."""
     made = {}
 
-    def make(dropout=0.1):
-        if dropout not in made:
+    def make(dropout=0.1, num_labels=None):
+        if (dropout, num_labels) not in made:
             with open(os.path.join(ROOT, "configs", "visualbert-tiny.json")) as f:
                 config = json.load(f)
             config["hidden_dropout_prob"] = config["attention_probs_dropout_prob"] = dropout
-            path = tmp_path_factory.mktemp("config") / f"tiny-dropout{dropout}.json"
+            if num_labels is not None:
+                config["num_labels"] = num_labels
+            path = tmp_path_factory.mktemp("config") / f"tiny-dropout{dropout}-labels{num_labels}.json"
             path.write_text(json.dumps(config))
-            made[dropout] = str(path)
-        return made[dropout]
+            made[dropout, num_labels] = str(path)
+        return made[dropout, num_labels]
 
     return make
 

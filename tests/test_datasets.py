@@ -164,8 +164,9 @@ def test_unknown_names_and_the_annotation_lookup_order(tmp_path, monkeypatch):
             f.write('{"identifier": "dev-1-0-0", "sentence": "from home", "label": "False"}\n')
 
     monkeypatch.setattr(D, "_download", fake_download)
-    # nothing local: the data home is used, filled by the (here faked) download from the seed's URL
-    ds = D.load_dataset("nlvr2", "dev", input_dir=str(tmp_path / "nowhere"))
+    # a data root without annotations: the data home is used, filled by the (here faked) download from the seed's URL
+    (tmp_path / "bare").mkdir()
+    ds = D.load_dataset("nlvr2", "dev", input_dir=str(tmp_path / "bare"))
     assert ds[0]["sentence"] == "from home"
     assert downloads == [("nlvr2", "https://gitee.com/njcky/nlvr2/raw/master/annotations.tar.gz",
                           "319870abbc37d77cf394bcc3e9a4dd92", str(home / "NLVR2"))]

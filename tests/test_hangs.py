@@ -88,8 +88,8 @@ def test_training_ends_with_one_line(broken, tiny_config, tmp_path, fault, worke
 def test_prediction_ends_with_one_line_and_no_file(broken, tiny_config, tmp_path, fault, workers):
     data, path, example = broken("vqa2", "val", fault, shuffled=False)
     result = tmp_path / "result.json"
-    proc = run_script(["VQA2/run_predict.py", "--input_dir", str(data), "--model_name_or_path", tiny_config(),
-                       "--split", "val", "--output", str(result), "--batch_size", "8", "--device", "cpu",
+    proc = run_script(["VQA2/run_predict.py", "--input_dir", str(data), "--model_name_or_path",
+                       tiny_config(num_labels=3129), "--split", "val", "--output", str(result), "--batch_size", "8", "--device", "cpu",
                        "--num_workers", str(workers)], check=False, timeout=TIMEOUT)
     assert_one_error_line(proc, path, example)
     assert not result.exists()

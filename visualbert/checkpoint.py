@@ -4,6 +4,10 @@
 the grad scaler, every RNG state and ``trainer_state.json`` (step, epoch, position in the epoch, best
 metric). It is written under a temporary name and renamed into place once complete, so a run killed
 while saving still has its previous checkpoint, and ``--resume latest`` finds only complete ones.
+
+Checkpoints are read back through ``safeload`` (``paddle.load`` is plain pickle, and checkpoints get
+copied around), every file is read before any of it is applied, and weights that do not fit the
+model are refused rather than half-loaded.
 """
 import json
 import os
@@ -14,34 +18,55 @@ import shutil
 import numpy as np
 import paddle
 
+from .safeload import UnsafePickleError, load_paddle
+
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: unreadable, incomplete, or not this model's."""
+
+
 def save_checkpoint(output_dir, step, model, optimizer, scaler, state, save_total_limit):
     """Write checkpoint-<step> atomically: a temp dir renamed into place only once complete."""
+
+    def write(tmp):
+        model.save_pretrained(tmp)
+        paddle.save(_optimizer_state_by_structure(model, optimizer.state_dict()), os.path.join(tmp, "optimizer.pdopt"))
+        if scaler is not None:
+            paddle.save(scaler.state_dict(), os.path.join(tmp, "scaler.pdparams"))
+        paddle.save({"paddle": paddle.get_rng_state(),
+                     "cuda": paddle.get_cuda_rng_state() if paddle.is_compiled_with_cuda() else None},
+                    os.path.join(tmp, "rng_state.pdparams"))
+        with open(os.path.join(tmp, TRAINER_STATE), "w") as f:
+            json.dump(dict(state, numpy_rng=_jsonable_np_state(), python_rng=_jsonable_py_state()), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+
     final = os.path.join(output_dir, f"checkpoint-{step}")
-    tmp = os.path.join(output_dir, f".tmp-checkpoint-{step}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    model.save_pretrained(tmp)
-    paddle.save(_optimizer_state_by_structure(model, optimizer.state_dict()), os.path.join(tmp, "optimizer.pdopt"))
-    if scaler is not None:
-        paddle.save(scaler.state_dict(), os.path.join(tmp, "scaler.pdparams"))
-    paddle.save({"paddle": paddle.get_rng_state(),
-                 "cuda": paddle.get_cuda_rng_state() if paddle.is_compiled_with_cuda() else None},
-                os.path.join(tmp, "rng_state.pdparams"))
-    state = dict(state, numpy_rng=_jsonable_np_state(), python_rng=_jsonable_py_state())
-    with open(os.path.join(tmp, TRAINER_STATE), "w") as f:
-        json.dump(state, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    _write_dir_atomically(final, os.path.join(output_dir, f".tmp-checkpoint-{step}"), write)
     if save_total_limit > 0:
         for old in list_checkpoints(output_dir)[:-save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_dir_atomically(final, tmp, write):
+    """``write(tmp)``, then rename tmp to final. A failed write (disk full, Ctrl-C) removes tmp, so
+    nothing half-written stays behind; a killed process leaves only tmp, which no reader takes."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        write(tmp)
+    except (OSError, KeyboardInterrupt) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"writing {final} failed ({e.strerror or e}); removed the partial {tmp}, "
+                                   "what was saved before is intact") from None
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
 
 
 def list_checkpoints(output_dir):
@@ -71,21 +96,79 @@ def resolve_resume(resume, output_dir):
     return resume
 
 
-def load_checkpoint(path, model, optimizer, scaler):
-    model.set_state_dict(paddle.load(os.path.join(path, "model_state.pdparams")))
-    saved = paddle.load(os.path.join(path, "optimizer.pdopt"))
-    optimizer.set_state_dict(_optimizer_state_by_structure(model, saved, to_internal=True))
-    if scaler is not None and os.path.exists(os.path.join(path, "scaler.pdparams")):
-        scaler.load_state_dict(paddle.load(os.path.join(path, "scaler.pdparams")))
-    rng = paddle.load(os.path.join(path, "rng_state.pdparams"))
+def resume_checkpoint(resume, output_dir, model, optimizer, scaler):
+    """Load what ``--resume`` names into model, optimizer and scaler; returns (path, trainer state),
+    or (None, None) to start fresh. With ``latest``, an unreadable newest checkpoint (a torn copy, a
+    corrupt file) falls back to the one before it, saying so; a named one is refused instead."""
+    path = resolve_resume(resume, output_dir)
+    if path is None:
+        return None, None
+    candidates = list_checkpoints(output_dir)[::-1] if resume == "latest" else [path]
+    for candidate in candidates:
+        try:
+            parts = read_checkpoint(candidate)
+        except CheckpointError as e:
+            if resume != "latest":
+                raise SystemExit(f"error: --resume {resume}: {e}") from None
+            print(f"warning: {e}; falling back to the previous checkpoint", flush=True)
+            continue
+        return candidate, apply_checkpoint(candidate, parts, model, optimizer, scaler)
+    raise SystemExit(f"error: --resume latest: no readable checkpoint in {output_dir} (see the warnings above)")
+
+
+def read_checkpoint(path):
+    """Every file of a checkpoint, read safely; CheckpointError when any is missing or unreadable."""
+    try:
+        parts = {"model": load_paddle(os.path.join(path, "model_state.pdparams")),
+                 "optimizer": load_paddle(os.path.join(path, "optimizer.pdopt")),
+                 "rng": load_paddle(os.path.join(path, "rng_state.pdparams"), rng_state=True),
+                 "scaler": None}
+        if os.path.exists(os.path.join(path, "scaler.pdparams")):
+            parts["scaler"] = load_paddle(os.path.join(path, "scaler.pdparams"))
+        with open(os.path.join(path, TRAINER_STATE)) as f:
+            parts["state"] = json.load(f)
+        missing = [k for k in ("step", "epoch", "batches_done", "numpy_rng", "python_rng") if k not in parts["state"]]
+        if missing:
+            raise ValueError(f"{os.path.join(path, TRAINER_STATE)}: lacks {', '.join(missing)}")
+        if not isinstance(parts["model"], dict) or not isinstance(parts["optimizer"], dict):
+            raise ValueError(f"{path}: model_state.pdparams / optimizer.pdopt do not hold state dicts")
+    except UnsafePickleError as e:
+        raise SystemExit(f"error: {e}") from None  # tampering is not corruption: never fall back silently
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {e}") from None
+    return parts
+
+
+def apply_checkpoint(path, parts, model, optimizer, scaler):
+    """Set what ``read_checkpoint`` read; refuses weights that do not fit the model exactly."""
+    _check_weights_fit(path, model, parts["model"])
+    model.set_state_dict(parts["model"])
+    optimizer.set_state_dict(_optimizer_state_by_structure(model, parts["optimizer"], to_internal=True))
+    if scaler is not None and parts["scaler"] is not None:
+        scaler.load_state_dict(parts["scaler"])
+    rng = parts["rng"]
     paddle.set_rng_state(rng["paddle"])
     if rng.get("cuda") is not None and paddle.is_compiled_with_cuda():
         paddle.set_cuda_rng_state(rng["cuda"])
-    with open(os.path.join(path, TRAINER_STATE)) as f:
-        state = json.load(f)
+    state = parts["state"]
     np.random.set_state(tuple(state["numpy_rng"]))
     random.setstate(_tuple_deep(state["python_rng"]))
     return state
+
+
+def _check_weights_fit(path, model, weights):
+    """A resumed run must continue the same model: every weight present, none extra, same shapes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [f"{k} {tuple(np.shape(weights[k]))} vs {expected[k]}" for k in expected
+                if k in weights and tuple(np.shape(weights[k])) != expected[k]]
+    problems = [f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("with other shapes", reshaped))
+                if keys]
+    if problems:
+        raise SystemExit(f"error: not resumed: {os.path.join(path, 'model_state.pdparams')} does not fit this model: "
+                         f"weights {'; '.join(problems)} (resume with the model the run was started with)")
 
 
 def _optimizer_state_by_structure(model, state, to_internal=False):
@@ -127,8 +210,4 @@ def _tuple_deep(x):
 
 def save_model(model, path):
     """Save a loadable model dir atomically (``best/``, the final model)."""
-    tmp = path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    _write_dir_atomically(path, path.rstrip("/") + ".tmp", model.save_pretrained)

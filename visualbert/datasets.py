@@ -94,6 +94,9 @@ def annotation_path(name, split, input_dir=None, annotation_dir=None, download=T
     if split not in source.files:
         raise ValueError(f"unknown split '{split}' for {name} (expected one of: {', '.join(source.files)})")
     filename = source.files[split]
+    if input_dir and not os.path.isdir(input_dir):
+        # a mistyped data root must not end in a download of the seed's annotations
+        raise FileNotFoundError(f"--input_dir {input_dir}: no such directory")
     if annotation_dir:
         path = os.path.join(os.fspath(annotation_dir), filename)
         if not os.path.isfile(path):

@@ -12,12 +12,16 @@ Two design choices make runs reproducible:
   batch 8 x accumulation 2, batch 16, and 2 ranks x batch 8 all take exactly the same step.
 """
 import contextlib
+import functools
 import inspect
 import json
 import math
 import os
 import random
 import sys
+import signal
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -28,7 +32,8 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from . import quiet, rundir
 from .progress import Progress
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint, save_model
+from .checkpoint import list_checkpoints, resolve_resume, resume_checkpoint, save_checkpoint, save_model
+from .cli import user_errors
 from .cli import fraction, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
 from .processing import ExampleError
 
@@ -110,6 +115,7 @@ def setup_device(args):
     if args.use_amp and device != "gpu":
         log0("note: AMP needs a GPU; training in fp32 on CPU")
         args.use_amp = False
+    check_output_paths(args)
     set_seed(args.seed)
     if getattr(args, "output_dir", None) and is_main() and os.path.isdir(args.output_dir):
         # refuse a used or busy --output_dir now rather than after loading the data; train() checks
@@ -120,6 +126,29 @@ def setup_device(args):
         except (rundir.RunDirError, OSError) as e:
             raise SystemExit(f"error: {e}") from None
     return device
+
+
+def check_output_paths(args):
+    """Refuse an output that cannot be written (a file in the way, a read-only directory) before any
+    work, not after hours of it: training's --output_dir, prediction's --output. Creates nothing."""
+    for flag, path, wanted in (("--output_dir", getattr(args, "output_dir", None), "directory"),
+                               ("--output", getattr(args, "output", None), "file")):
+        if not path:
+            continue
+        if wanted == "directory" and os.path.exists(path) and not os.path.isdir(path):
+            raise SystemExit(f"error: {flag} {path} is a file; expected a directory")
+        if wanted == "file" and os.path.isdir(path):
+            raise SystemExit(f"error: {flag} {path} is a directory; expected a file path")
+        existing = os.path.abspath(path if wanted == "directory" else os.path.dirname(os.path.abspath(path)))
+        while not os.path.exists(existing):  # what will be created lives in the nearest existing parent
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise SystemExit(f"error: {flag} {path}: {existing} is a file, not a directory")
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as e:
+            raise SystemExit(f"error: {flag} {path}: cannot write to {existing} ({e.strerror or e})") from None
 
 
 def set_seed(seed):
@@ -310,6 +339,46 @@ def model_kwargs(model, batch, extra):
 # ---------------------------------------------------------------------------- the loop
 
 
+def _stops_in_one_line(train_fn):
+    """Ctrl-C, a full disk or a bad file met while training end the run with one line. Nothing
+    on disk is lost: checkpoints are renamed into place only once complete, so the last one loads.
+
+    Ctrl-C is recognised by its signal, not by the exception type: Paddle hands a KeyboardInterrupt
+    raised inside an operator's backward back as its own error type.
+    """
+
+    @functools.wraps(train_fn)
+    def run(args, *a, **kw):
+        interrupted = []
+
+        def on_sigint(signum, frame):
+            interrupted.append(signum)
+            raise KeyboardInterrupt
+
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+        try:
+            with user_errors():
+                return train_fn(args, *a, **kw)
+        except BaseException as e:
+            from tqdm import tqdm as bars  # the class keeps every open bar
+
+            for bar in list(bars._instances):  # end a progress bar's line, so the message gets its own
+                bar.close()
+            if not (interrupted or isinstance(e, KeyboardInterrupt)):
+                raise
+            ckpts = list_checkpoints(args.output_dir)
+            last = f"last checkpoint {ckpts[-1]} (continue with --resume latest)" if ckpts else "no checkpoint was written yet"
+            print(f"stopped: interrupted (SIGINT); {last}", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+    return run
+
+
+@_stops_in_one_line
 def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, best_metric=None,
           forward_kwargs=None, run_files=None):
     """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).
@@ -386,9 +455,8 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
         scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
 
     step, epoch, batches_done, best = 0, 0, 0, None
-    resume_from = resolve_resume(args.resume, args.output_dir)
+    resume_from, state = resume_checkpoint(args.resume, args.output_dir, model, optimizer, scaler)
     if resume_from:
-        state = load_checkpoint(resume_from, model, optimizer, scaler)
         step, epoch, batches_done, best = state["step"], state["epoch"], state["batches_done"], state.get("best")
         log0(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batches_done}")
     elif world > 1:

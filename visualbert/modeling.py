@@ -338,6 +338,12 @@ class VisualBertPretrainedModel(PretrainedModel):
                     f"--dst {local}` (or pass any converted directory)"
                 )
             pretrained_model_name_or_path = local
+        if kwargs.get("state_dict") is None:
+            # PaddleNLP would paddle.load (plain pickle) the weights: read them without trusting them
+            from .safeload import load_pretrained_weights
+
+            kwargs["state_dict"] = load_pretrained_weights(pretrained_model_name_or_path,
+                                                           use_safetensors=kwargs.get("use_safetensors") is not False)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 

@@ -1,6 +1,7 @@
 """Loading pickled files that users download, without letting them run code.
 
-imdb ``.npy`` annotation files and PyTorch checkpoints are pickles. A plain ``pickle.load`` (or
+imdb ``.npy`` annotation files, PyTorch checkpoints and Paddle's own ``.pdparams`` / ``.pdopt``
+files (``paddle.save`` is plain pickle) are pickles. A plain ``pickle.load`` (or ``paddle.load``,
 ``np.load(allow_pickle=True)``) imports and calls whatever the file names, so a malicious file runs
 code. The unpickler here resolves only an allow-list of names: numpy array reconstruction and plain
 containers. Callers that read PyTorch files add their own few rebuild functions via ``extra``.
@@ -12,8 +13,11 @@ import pickle
 import numpy as np
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The file asked for a global outside the allow-list."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """The file asked for a global outside the allow-list.
+
+    Also a ValueError: a refused file is bad input like any other, so whatever reports bad input in
+    one line (a script's setup, the training loop, the data loader) reports this too."""
 
 
 def _base_globals():
@@ -65,6 +69,71 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"{self.source}: refusing to load '{module}.{name}' — only numpy arrays and plain "
                 "containers are allowed in this file (it may be corrupt or malicious)"
             ) from None
+
+
+# paddle.save writes a top-level state dict's tensors as numpy arrays, a nested tensor (AMP's
+# master_weights) as the tuple (name, array), and the RNG state as Paddle's GeneratorState, whose
+# pickled state is a plain tuple of integers. Those are the only names its files may ask for.
+_PADDLE_NAME_TABLE = "StructuredToParameterName@@"
+
+
+def _paddle_globals(with_rng):
+    allowed = {("builtins", "tuple"): tuple}
+    if with_rng:
+        from paddle.base.libpaddle import GeneratorState
+
+        allowed[("paddle.base.libpaddle", "GeneratorState")] = GeneratorState
+    return allowed
+
+
+def load_paddle(path, rng_state=False):
+    """``paddle.load`` for ``.pdparams`` / ``.pdopt`` files, without trusting the pickle.
+
+    Tensors come back as numpy arrays (``set_state_dict`` takes them as they are); ``rng_state``
+    admits Paddle's generator states, which only ``rng_state.pdparams`` holds.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        try:
+            obj = RestrictedUnpickler(f, source=path, extra=_paddle_globals(rng_state), encoding="latin1").load()
+        except UnsafePickleError:
+            raise
+        except Exception as e:  # truncated or corrupt pickle stream
+            raise ValueError(f"{path}: truncated or corrupt Paddle file ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict):
+        obj.pop(_PADDLE_NAME_TABLE, None)
+    return _unwrap_named_arrays(obj)
+
+
+def load_pretrained_weights(directory, use_safetensors=True):
+    """The weights ``from_pretrained`` would read from a local model directory, read safely.
+
+    Returns the state dict of ``model_state.pdparams`` (to hand to ``from_pretrained(state_dict=)``),
+    or None when PaddleNLP will read safetensors (not a pickle) or the directory is not local. Other
+    pickled weight files (shards) are checked here first, so PaddleNLP only ever reads vetted ones.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return None
+    names = os.listdir(directory)
+    if use_safetensors and any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        return None
+    if "model_state.pdparams" in names and not any(n.endswith(".pdparams.index.json") for n in names):
+        return load_paddle(os.path.join(directory, "model_state.pdparams"))
+    for name in sorted(names):
+        if name.endswith(".pdparams"):
+            load_paddle(os.path.join(directory, name))
+    return None
+
+
+def _unwrap_named_arrays(obj):
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], np.ndarray):
+        return obj[1]
+    if isinstance(obj, dict):
+        return {k: _unwrap_named_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unwrap_named_arrays(v) for v in obj]
+    return obj
 
 
 def load_npy(path):

@@ -313,7 +313,8 @@ def write_nlvr2_csv(path, predictions):
 
 
 def _atomic_write(path, write):
-    """Write to a temp file beside ``path`` and rename: a failure never leaves a partial file."""
+    """Write to a temp file beside ``path`` and rename: a failure never leaves a partial file, and
+    one of the disk's (full, gone read-only) ends the run with one line."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
@@ -321,7 +322,9 @@ def _atomic_write(path, write):
         with os.fdopen(fd, "w", newline="") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise SystemExit(f"error: writing {path} failed ({e.strerror or e}); nothing was written") from None
         raise
 
