@@ -19,6 +19,7 @@ from conftest import ROOT, run_script
 from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args, max_diff, params
 from visualbert import cli, engine, features as F
 from visualbert import datasets as D
+from visualbert.features.__main__ import main as features_main
 from visualbert.checkpoint import read_checkpoint
 from visualbert.modeling import VisualBertConfig, VisualBertForPreTraining, VisualBertForVisualReasoning
 from visualbert.safeload import UnsafePickleError, load_paddle
@@ -223,7 +224,7 @@ def test_packed_store_refuses_a_source_changed_since_packing(tmp_path, capsys):
     with pytest.raises(ValueError, match=rf"{changed}: changed since it was packed"):
         store.get(KEYS[2])
     assert F.inspect_features("coco_detectron_fix_100", str(tmp_path), progress=False)["changed_since_packing"] == [changed]
-    assert F.main(["inspect", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", str(tmp_path)]) == 1
+    assert features_main(["inspect", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", str(tmp_path)]) == 1
     assert f"changed since packing (pack again): {changed}" in capsys.readouterr().out
     # removing the per-image files after packing is fine: the rows are all that is needed
     os.remove(changed)

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 from conftest import run_script
 
-from visualbert.feature_import import import_features
+from visualbert.features.importers import import_features
 from visualbert.features import PackedStore, open_feature_dir
 
 

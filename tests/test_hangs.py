@@ -54,7 +54,7 @@ def broken(demo_dir, tmp_path_factory):
             features = open_features(FEATURE_TYPE[dataset], str(data))
             path = features.path(example_image_keys(examples[first])[0])
             # the store reads its dimension from the first file; that one would fail at start-up instead
-            assert path != next(features._iter_files())[1]
+            assert path != next(features.iter_files())[1]
             corrupt(path, fault, features.dim)
             made[key] = (data, path, describe_example(examples[first]))
         return made[key]
