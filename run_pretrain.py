@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from visualbert import cli, engine, tasks
+from visualbert import cli, engine, environment, tasks
 from visualbert.datasets import DEFAULT_FEATURE_TYPE, load_dataset
 from visualbert.features import FEATURE_TYPES
 from visualbert.modeling import VisualBertForPreTraining
@@ -51,8 +51,8 @@ def parse_args(argv=None):
     g.add_argument("--train_batch_size", type=cli.positive_int, default=16, help="samples per device per micro-batch")
     g.add_argument("--eval_batch_size", type=cli.positive_int, default=64, help="samples per device when evaluating")
     cli.add_model_args(p, default_model="visualbert-vqa-coco-pre")
-    engine.add_training_args(p, learning_rate=1e-5, num_train_epochs=3)
-    args = engine.check_training_args(p, p.parse_args(argv))
+    cli.add_training_args(p, learning_rate=1e-5, num_train_epochs=3)
+    args = cli.check_training_args(p, p.parse_args(argv))
     train_split, eval_split = SPLITS[args.dataset]
     args.train_split = args.train_split or train_split
     args.eval_split = None if args.eval_split == "none" else (args.eval_split or eval_split)
@@ -119,7 +119,7 @@ def make_evaluate(args, eval_ds, collate_fn):
 
 def main(argv=None):
     args = parse_args(argv)
-    engine.setup_device(args)
+    environment.setup_device(args)
     with cli.user_errors():
         tokenizer = cli.tokenizer_from_args(args)
         features = tasks.open_task_features(args)

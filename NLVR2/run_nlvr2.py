@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert import quiet  # noqa: E402,F401  (first: it imports paddle without third-party noise)
-from visualbert import cli, engine, tasks  # noqa: E402
+from visualbert import cli, engine, environment, tasks  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -21,13 +21,13 @@ def parse_args(argv=None):
     g.add_argument("--eval_split", default="dev", help="split scored each epoch ('none' to skip)")
     g.add_argument("--batch_size", type=cli.positive_int, default=16, help="samples per device, training and evaluation")
     cli.add_model_args(p, default_model="visualbert-nlvr2-pre")
-    engine.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=5000)
+    cli.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=5000)
     return tasks.finish_finetune_args(p, p.parse_args(argv))
 
 
 def main(argv=None):
     args = parse_args(argv)
-    engine.setup_device(args)
+    environment.setup_device(args)
     train_ds, eval_ds, model = tasks.load_for_finetuning("nlvr2", args)
     evaluate = None
     if eval_ds is not None:

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert import quiet  # noqa: E402,F401  (first: it imports paddle without third-party noise)
 import paddle  # noqa: E402
-from visualbert import cli, engine, tasks  # noqa: E402
+from visualbert import cli, environment, tasks  # noqa: E402
 from visualbert.metrics import nlvr2_scores  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main(argv=None):
     dataset, model = tasks.load_for_prediction("nlvr2", args)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
         predictions = tasks.nlvr2_predict(model, dataset, args.batch_size, args.num_workers)
-    if engine.is_main():
+    if environment.is_main():
         tasks.write_nlvr2_csv(args.output, predictions)
         print(f"wrote {len(predictions)} predictions to {args.output}")
         labels = tasks.nlvr2_labels(dataset)

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert import quiet  # noqa: E402,F401  (first: it imports paddle without third-party noise)
 import paddle  # noqa: E402
-from visualbert import cli, engine, tasks  # noqa: E402
+from visualbert import cli, environment, tasks  # noqa: E402
 from visualbert.metrics import vqa_accuracy  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main(argv=None):
     dataset, model = tasks.load_for_prediction("vqa2", args)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
         predictions = tasks.vqa_predict(model, dataset, args.batch_size, args.num_workers)
-    if engine.is_main():
+    if environment.is_main():
         tasks.write_vqa_result(args.output, predictions)
         print(f"wrote {len(predictions)} answers to {args.output}")
         truth = tasks.vqa_ground_truth(dataset)

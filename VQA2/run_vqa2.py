@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert import quiet  # noqa: E402,F401  (first: it imports paddle without third-party noise)
-from visualbert import cli, engine, tasks  # noqa: E402
+from visualbert import cli, engine, environment, tasks  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,13 +33,13 @@ def parse_args(argv=None):
     g.add_argument("--loss", default="kl", choices=["kl", "bce"],
                    help="kl: KL-divergence to the soft scores (transformers); bce: binary cross-entropy (MMF)")
     cli.add_model_args(p, default_model="visualbert-vqa-pre")
-    engine.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=10000)
+    cli.add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=10000)
     return tasks.finish_finetune_args(p, p.parse_args(argv))
 
 
 def main(argv=None):
     args = parse_args(argv)
-    engine.setup_device(args)
+    environment.setup_device(args)
     train_ds, eval_ds, model = tasks.load_for_finetuning("vqa2", args)
     evaluate = None
     if eval_ds is not None:

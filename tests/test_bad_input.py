@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, run_script
 from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args, max_diff, params
-from visualbert import cli, engine, features as F
+from visualbert import cli, engine, environment, features as F
 from visualbert import datasets as D
 from visualbert.features.__main__ import main as features_main
 from visualbert.checkpoint import read_checkpoint
@@ -50,7 +50,7 @@ def toy_run(tmp_path, name, **kw):
     """The engine's toy regression run (48 samples, 3 epochs of 3 steps); returns (model, args)."""
     model, dropout = kw.pop("model", None), kw.pop("dropout", 0.0)
     args = make_args(tmp_path, name, **kw)
-    engine.set_seed(args.seed)
+    environment.set_seed(args.seed)
     model = model or ToyModel(dropout=dropout)
     engine.train(args, model, ToyDataset(), collate, LOSS_TERMS)
     return model, args
@@ -341,7 +341,7 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
              (dict(output=str(a_file / "result.json")), f"--output {a_file / 'result.json'}: {a_file} is a file, not a directory")]
     for kwargs, expected in cases:
         with pytest.raises(SystemExit) as e:
-            engine.check_output_paths(argparse.Namespace(**kwargs))
+            environment.check_output_paths(argparse.Namespace(**kwargs))
         assert one_line(e).startswith(f"error: {expected}")
 
     def read_only(*a, **kw):
@@ -349,7 +349,7 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     with pytest.raises(SystemExit) as e:
-        engine.check_output_paths(argparse.Namespace(output_dir=str(tmp_path / "ro" / "run")))
+        environment.check_output_paths(argparse.Namespace(output_dir=str(tmp_path / "ro" / "run")))
     assert one_line(e) == f"error: --output_dir {tmp_path / 'ro' / 'run'}: cannot write to {tmp_path} (Permission denied)"
     assert not (tmp_path / "ro").exists()  # checking creates nothing
 

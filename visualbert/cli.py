@@ -58,6 +58,63 @@ fraction = float_range(0, 1)
 seed_int = int_range(0, 2**32 - 1)  # numpy's global seed takes no more
 
 
+def add_training_args(parser, **defaults):
+    """The flags every training script shares. ``defaults`` overrides per script."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--output_dir", required=True, help="where checkpoints, metrics.jsonl and the final model go")
+    g.add_argument("--num_train_epochs", type=non_negative_float, default=defaults.get("num_train_epochs", 3),
+                   help="epochs to train (ignored when --max_steps > 0)")
+    g.add_argument("--max_steps", type=int, default=-1,
+                   help="optimizer steps to train; overrides --num_train_epochs when > 0")
+    g.add_argument("--learning_rate", type=positive_float, default=defaults.get("learning_rate", 2e-5),
+                   help="peak learning rate")
+    g.add_argument("--weight_decay", type=non_negative_float, default=0.01,
+                   help="AdamW weight decay (not on bias and LayerNorm)")
+    g.add_argument("--adam_epsilon", type=positive_float, default=1e-6, help="AdamW epsilon")
+    g.add_argument("--warmup_proportion", type=fraction, default=defaults.get("warmup_proportion", 0.1),
+                   help="share of optimizer steps spent warming up linearly, in [0, 1]")
+    g.add_argument("--warmup_steps", type=non_negative_int, default=0,
+                   help="warmup length in optimizer steps; overrides --warmup_proportion")
+    g.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="global-norm gradient clipping (0 = off)")
+    g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--logging_steps", type=positive_int, default=defaults.get("logging_steps", 20),
+                   help="write a metrics.jsonl line every N optimizer steps (and a progress line when the "
+                        "output is not a terminal)")
+    g.add_argument("--save_steps", type=positive_int, default=defaults.get("save_steps", 1000),
+                   help="write a checkpoint every N optimizer steps (and always at the end)")
+    g.add_argument("--save_total_limit", type=non_negative_int, default=3,
+                   help="keep only the newest K checkpoints (default 3; 0 = keep all)")
+    g.add_argument("--eval_steps", type=non_negative_int, default=0,
+                   help="evaluate every N optimizer steps (0 = once per epoch)")
+    g.add_argument("--seed", type=seed_int, default=42, help="seed for initialisation, shuffling, masking and dropout")
+    g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
+    g.add_argument("--use_amp", action="store_true", help="mixed precision (GPU only; ignored with a note on CPU)")
+    g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"],
+                   help="AMP compute dtype; float16 uses dynamic loss scaling")
+    g.add_argument("--num_workers", type=non_negative_int, default=2,
+                   help="DataLoader worker processes (0 = load in the training process)")
+    g.add_argument("--resume", default=None, metavar="DIR|latest",
+                   help="continue from a checkpoint dir, or the newest complete one in --output_dir "
+                        "(the training settings must match the saved run_config.json)")
+    g.add_argument("--overwrite_output_dir", action="store_true",
+                   help="delete the training run already in --output_dir (checkpoints, metrics, models) and "
+                        "start over; without it (or --resume) such a directory is refused")
+    g.add_argument("--allow_changed_settings", action="store_true",
+                   help="with --resume: continue although training settings (batch size, learning rate, "
+                        "steps, data, world size, ...) differ from the saved ones; run_config.json records "
+                        "the changes, and the run no longer matches an uninterrupted one")
+    g.add_argument("--visualdl", action="store_true", help="also log scalars to VisualDL in <output_dir>/visualdl")
+    return parser
+
+
+def check_training_args(parser, args):
+    """What no single flag's type can say; call after parsing (ends with argparse's usage line)."""
+    if args.max_steps <= 0 and args.num_train_epochs == 0:
+        parser.error("--num_train_epochs must be > 0 unless --max_steps > 0 sets the length")
+    return args
+
+
+
 def add_model_args(parser, default_model):
     g = parser.add_argument_group("model")
     g.add_argument("--model_type", default="visualbert", choices=["visualbert"],

@@ -10,7 +10,7 @@ import logging
 import os
 import tempfile
 
-from . import cli, engine
+from . import cli, engine, environment
 from .datasets import _ID_FIELD as ID_FIELD
 from .datasets import (build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset, read_vqa_json,
                        write_answer_vocab)
@@ -83,7 +83,7 @@ def add_predict_args(group, default_split, output_help):
 
 def finish_finetune_args(parser, args):
     """The seed's fine-tuning scripts say --batch_size; the engine counts per-device train batches."""
-    engine.check_training_args(parser, args)
+    cli.check_training_args(parser, args)
     args.train_batch_size = args.batch_size
     args.eval_split = None if args.eval_split == "none" else args.eval_split
     return args
@@ -116,7 +116,7 @@ def load_for_finetuning(task, args):
 
 def load_for_prediction(task, args):
     """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
-    engine.setup_device(args)
+    environment.setup_device(args)
     with cli.user_errors():
         tokenizer = cli.tokenizer_from_args(args)
         features = open_task_features(args)
@@ -141,7 +141,7 @@ def open_task_features(args):
     """The features a script reads (--features, else --image_feature_type under --input_dir), said in one line."""
     if getattr(args, "features", None):
         features = open_feature_dir(args.features, max_regions=args.max_regions)
-        engine.log0(f"features: packed store {args.features}")
+        environment.log0(f"features: packed store {args.features}")
         return features
     if not args.input_dir:
         raise ValueError("--input_dir (the data root with the features) is needed unless --features names a feature store")
@@ -151,7 +151,7 @@ def open_task_features(args):
     else:
         where = (f"per-image .npy files under {features.layout.root_dir(features.input_dir)} "
                  "(no packed store; `python -m visualbert.features pack` makes one)")
-    engine.log0(f"features: {args.image_feature_type} from {where}")
+    environment.log0(f"features: {args.image_feature_type} from {where}")
     return features
 
 
@@ -188,7 +188,7 @@ def training_answer_vocab(args, train_examples):
         if top_k is not None and not (top_k.isdigit() and int(top_k) >= 1):
             raise ValueError(f"--answer_vocab {spec}: expected build or build:K with K >= 1")
         vocab = build_answer_vocab(train_examples, None if top_k is None else int(top_k))
-        engine.log0(f"answer vocabulary: <unk> and the {len(vocab) - 1} most frequent training answers")
+        environment.log0(f"answer vocabulary: <unk> and the {len(vocab) - 1} most frequent training answers")
     else:
         vocab = load_answer_vocab(spec)
     return vocab
