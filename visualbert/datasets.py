@@ -324,7 +324,7 @@ def read_nlvr2(path, split):
 
 
 _READERS = {"coco_captions": read_coco_captions, "vqa2": read_vqa2_imdb, "nlvr2": read_nlvr2}
-_ID_FIELD = {"coco_captions": "caption_id", "vqa2": "question_id", "nlvr2": "identifier"}
+ID_FIELD = {"coco_captions": "caption_id", "vqa2": "question_id", "nlvr2": "identifier"}
 
 
 def example_image_keys(example):
@@ -336,7 +336,7 @@ def example_image_keys(example):
 
 def describe_example(example):
     """How error messages name an example: ``train question_id 5``, ``dev identifier dev-850-0-0``."""
-    field = next((f for f in _ID_FIELD.values() if f in example), None)
+    field = next((f for f in ID_FIELD.values() if f in example), None)
     name = f"{field} {example[field]}" if field else f"image {example_image_keys(example)[0]}"
     return f"{example['split']} {name}" if "split" in example else name
 
@@ -367,7 +367,7 @@ def load_dataset(name, splits, input_dir=None, annotation_dir=None, exclude_spli
         return loaded[split]
 
     held_out = [s for s in split_list if s in _HELD_OUT.get(name, ())] + _as_list(exclude_split)
-    id_field = _ID_FIELD[name]
+    id_field = ID_FIELD[name]
     out = []
     for split in split_list:
         path, examples = read(split)

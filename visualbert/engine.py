@@ -28,7 +28,7 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 
 from . import rundir
 from .checkpoint import list_checkpoints, resume_checkpoint, save_checkpoint, save_model
-from .cli import user_errors
+from .loading import user_errors
 from .environment import global_sum, is_main, log0, own_output_dir
 from .loader import EpochBatchSampler, make_loader
 from .progress import Progress
