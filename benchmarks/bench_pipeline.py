@@ -10,7 +10,7 @@
 3. Both together: the same steps fed live by the 2-worker loader, i.e. the workers competing with
    the step for the same cores, to show what the loader costs a real training loop.
 
-Prints the three rates, loader / step (the issue's target is >= 10x) and a JSON line.
+Prints the three rates, loader / step (the target is >= 10x) and a JSON line.
 """
 import argparse
 import json

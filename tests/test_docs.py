@@ -24,7 +24,7 @@ def test_every_flag_in_readme_exists():
     known = set(re.findall(r"--[a-z][a-z0-9_-]*", reference)) | OTHER_PROGRAMS
     mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", prose))
     assert mentioned - known == set()
-    # and every script documented there takes the seed's flags
+    # and every script documented there takes the original scripts' flags
     for flag in ("--input_dir", "--output_dir", "--model_type", "--model_name_or_path", "--learning_rate",
                  "--num_train_epochs", "--train_batch_size", "--batch_size", "--task_name", "--save_steps",
                  "--gradient_accumulation_steps", "--image_feature_type", "--dataset"):

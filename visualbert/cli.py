@@ -115,7 +115,7 @@ def check_training_args(parser, args):
 def add_model_args(parser, default_model):
     g = parser.add_argument_group("model")
     g.add_argument("--model_type", default="visualbert", choices=["visualbert"],
-                   help="model family (kept for the seed's scripts; only visualbert)")
+                   help="model family (kept for the original scripts; only visualbert)")
     g.add_argument("--model_name_or_path", default=default_model,
                    help="a released name (visualbert-vqa-pre, ...; converted weights must be in PaddleNLP's "
                         "model home), a directory written by save_pretrained / visualbert.convert / a training "
@@ -201,7 +201,7 @@ def parse_pretrain_args(description, argv=None):
                                                           "then PaddleNLP's dataset home)")
     g.add_argument("--dataset", required=True, choices=sorted(PRETRAIN_SPLITS), help="pretraining corpus")
     g.add_argument("--image_feature_type", default=None, choices=sorted(FEATURE_TYPES),
-                   help="region features (default: the seed's choice for --dataset)")
+                   help="region features (default: the original scripts' choice for --dataset)")
     g.add_argument("--train_split", default=None, help="annotation split to train on (default: train)")
     g.add_argument("--eval_split", default=None, help="split to evaluate on each epoch (default: val / minival / dev; "
                                                       "'none' to skip)")
@@ -228,7 +228,7 @@ def parse_finetune_args(task, description, argv=None):
     """run_vqa2.py's / run_nlvr2.py's command line (``task``: vqa2 or nlvr2)."""
     p = _parser(description)
     g = add_data_args(p, task)
-    g.add_argument("--task_name", default=task, choices=[task], help="task (kept for the seed's scripts)")
+    g.add_argument("--task_name", default=task, choices=[task], help="task (kept for the original scripts)")
     g.add_argument("--train_split", default="train", help="imdb split to train on: train, trainval, val, ..."
                    if task == "vqa2" else "split to train on")
     if task == "vqa2":

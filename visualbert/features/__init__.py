@@ -1,6 +1,6 @@
-"""Region-feature stores: the seed's per-image ``.npy`` layouts and a packed, memory-mapped store.
+"""Region-feature stores: the original release's per-image ``.npy`` layouts and a packed, memory-mapped store.
 
-Feature types (the seed's ``--image_feature_type`` names) and where their files live under
+Feature types (the original scripts' ``--image_feature_type`` names) and where their files live under
 ``--input_dir``:
 
 ========================  ===========================================================  ======
