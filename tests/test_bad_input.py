@@ -192,6 +192,7 @@ def test_non_finite_features_are_refused_naming_image_and_file(tmp_path):
         shutil.rmtree(out)
 
 
+@pytest.mark.slow
 def test_nan_features_at_prediction_fail_in_one_line(demo_dir, tiny_config, tmp_path):
     data = tmp_path / "X_COCO"
     shutil.copytree(demo_dir / "X_COCO", data, ignore=shutil.ignore_patterns("packed"))
@@ -354,6 +355,7 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "ro").exists()  # checking creates nothing
 
 
+@pytest.mark.slow
 def test_scripts_check_outputs_and_input_dir_first(tmp_path, tiny_config):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -381,6 +383,7 @@ def test_missing_input_dir_is_said_and_never_downloaded_for(tmp_path, monkeypatc
         F.open_features("nlvr2_detectron_fix_144", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_sigint_stops_training_cleanly_with_checkpoints_intact(demo_dir, tiny_config, tmp_path):
     out = tmp_path / "run"
     args = ["run_pretrain.py", "--input_dir", str(demo_dir / "X_COCO"), "--output_dir", str(out),

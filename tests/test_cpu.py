@@ -176,6 +176,7 @@ assert before == after, (before[:2], after[:2])
 """
 
 
+@pytest.mark.slow
 def test_importing_changes_no_process_setting():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "KMP_BLOCKTIME"}

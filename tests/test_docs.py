@@ -5,12 +5,15 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 # flags of other programs that README shows (Paddle's launcher, pip)
 OTHER_PROGRAMS = {"--gpus", "--log_dir", "--nproc_per_node", "--master", "--nnodes", "--rank", "--no-deps", "--help"}
 
 
+@pytest.mark.slow
 def test_command_reference_matches_help():
     proc = subprocess.run([sys.executable, "tools/cli_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

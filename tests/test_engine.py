@@ -108,9 +108,8 @@ class Killed(Exception):
     pass
 
 
-def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):
-    straight, _ = run(tmp_path, "straight", dropout=0.3, save_steps=4)
-    # the same run dies right after writing checkpoint-4 (mid-epoch 2), then a fresh model resumes it
+def interrupted_run(tmp_path, monkeypatch, name, **settings):
+    """A run (save_steps=4) that dies right after writing checkpoint-4; returns its output dir."""
     real_save = engine.save_checkpoint
 
     def save_then_die(output_dir, step, *a, **kw):
@@ -121,8 +120,15 @@ def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
-        run(tmp_path, "interrupted", dropout=0.3, save_steps=4)
+        run(tmp_path, name, save_steps=4, **settings)
     monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    return tmp_path / name
+
+
+def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):
+    straight, _ = run(tmp_path, "straight", dropout=0.3, save_steps=4)
+    # the same run dies right after writing checkpoint-4 (mid-epoch 2), then a fresh model resumes it
+    interrupted_run(tmp_path, monkeypatch, "interrupted", dropout=0.3)
     environment.set_seed(123)  # the resumed process starts from unrelated RNG state
     resumed, args = run(tmp_path, "interrupted", dropout=0.3, save_steps=4, resume="latest", seed=42)
     assert max_diff(params(straight), params(resumed)) <= 1e-6

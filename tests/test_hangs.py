@@ -72,6 +72,7 @@ def assert_one_error_line(proc, path, example):
     assert path in errors[0] and f"needed by {example}" in errors[0], errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_training_ends_with_one_line(broken, tiny_config, tmp_path, fault, workers):
@@ -83,6 +84,7 @@ def test_training_ends_with_one_line(broken, tiny_config, tmp_path, fault, worke
     assert_one_error_line(proc, path, example)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_prediction_ends_with_one_line_and_no_file(broken, tiny_config, tmp_path, fault, workers):
@@ -95,6 +97,7 @@ def test_prediction_ends_with_one_line_and_no_file(broken, tiny_config, tmp_path
     assert not result.exists()
 
 
+@pytest.mark.slow
 def test_nlvr2_prediction_names_the_identifier(broken, tiny_config, tmp_path):
     data, path, example = broken("nlvr2", "dev", "zero_rows", shuffled=False)
     assert example.startswith("dev identifier ")
@@ -106,6 +109,7 @@ def test_nlvr2_prediction_names_the_identifier(broken, tiny_config, tmp_path):
     assert not result.exists()
 
 
+@pytest.mark.slow
 def test_pretraining_names_the_caption(broken, tmp_path):
     data, path, example = broken("coco_captions", "train", "truncated", shuffled=True)
     assert example.startswith("train caption_id ")
@@ -117,6 +121,7 @@ def test_pretraining_names_the_caption(broken, tmp_path):
     assert_one_error_line(proc, path, example)
 
 
+@pytest.mark.slow
 def test_negative_batch_size_is_refused_at_once(demo_dir, tiny_config, tmp_path):
     # it used to draw no batches, so an epoch never ended, with or without workers
     proc = run_script(["NLVR2/run_nlvr2.py", "--input_dir", str(demo_dir / "X_NLVR"), "--output_dir",

@@ -118,6 +118,7 @@ def test_paths_that_lead_nowhere_say_how_to_convert_and_download_nothing(tmp_pat
     assert "no weights (model_state.pdparams)" in message
 
 
+@pytest.mark.slow
 def test_vqa_predict_given_an_nlvr2_run_fails_with_one_line(demo_dir, tmp_path):
     save(modeling.VisualBertForVisualReasoning, tmp_path, num_labels=2)
     result = tmp_path / "result.json"
