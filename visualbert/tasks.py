@@ -36,6 +36,9 @@ PRETRAIN_SPLITS = {  # corpus -> (train, eval) defaults
 logger = logging.getLogger("visualbert.tasks")
 
 
+# ---------------------------------------------------------------------------- fine-tuning and prediction
+
+
 def finetune(task, args):
     """What run_vqa2.py / run_nlvr2.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
     environment.setup_device(args)
@@ -44,12 +47,9 @@ def finetune(task, args):
     if eval_ds is not None:
         score = vqa_evaluate if task == "vqa2" else nlvr2_evaluate
         evaluate = lambda m: score(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
-    if task == "vqa2":
-        return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                            evaluate=evaluate, best_metric="vqa_accuracy", forward_kwargs={"loss_type": args.loss},
-                            run_files=vqa_run_files(train_ds))
+    vqa = {"forward_kwargs": {"loss_type": args.loss}, "run_files": vqa_run_files(train_ds)} if task == "vqa2" else {}
     return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                        evaluate=evaluate, best_metric="accuracy")
+                        evaluate=evaluate, best_metric="vqa_accuracy" if task == "vqa2" else "accuracy", **vqa)
 
 
 def predict(task, args):
