@@ -111,7 +111,6 @@ def check_training_args(parser, args):
     return args
 
 
-
 def add_model_args(parser, default_model):
     g = parser.add_argument_group("model")
     g.add_argument("--model_type", default="visualbert", choices=["visualbert"],

@@ -83,14 +83,12 @@ def log0(*msg):
         print(*msg, flush=True)
 
 
-
 def global_sum(values):
     """Sum a small list of numbers over ranks."""
     t = paddle.to_tensor(np.asarray(values, dtype="float64"))
     if dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t.numpy().tolist()
-
 
 
 @contextlib.contextmanager
@@ -129,4 +127,3 @@ def own_output_dir(args, config, run_files):
     finally:
         if lock:
             lock.release()
-

@@ -118,4 +118,3 @@ def _to_tensors(batch):
     if isinstance(batch, (list, tuple)):
         return [_to_tensors(v) for v in batch]
     return batch
-

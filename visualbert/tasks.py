@@ -400,4 +400,3 @@ def _atomic_write(path, write):
         if isinstance(e, OSError):
             raise SystemExit(f"error: writing {path} failed ({e.strerror or e}); nothing was written") from None
         raise
-

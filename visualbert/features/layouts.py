@@ -8,7 +8,6 @@ import numpy as np
 from ..safeload import load_npy
 
 
-
 @dataclass(frozen=True)
 class Layout:
     """Where one ``--image_feature_type`` keeps its per-image files."""
@@ -136,4 +135,3 @@ def npy_shape(path):
         if os.path.getsize(path) < expected:
             raise ValueError(f"{path}: truncated .npy ({os.path.getsize(path)} bytes, header promises {expected})")
     return shape, dtype
-

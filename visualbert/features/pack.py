@@ -236,4 +236,3 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
         report["expected"] = len(expected)
         report["missing"] = missing
     return report
-

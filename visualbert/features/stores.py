@@ -287,4 +287,3 @@ def check_feature_dim(store, expected):
 
 def default_pack_dir(image_feature_type, input_dir, split=None):
     return os.path.join(get_layout(image_feature_type).root_dir(input_dir), "packed", split or "all")
-
