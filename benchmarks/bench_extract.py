@@ -16,14 +16,11 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from visualbert import extract as E  # noqa: E402
+from visualbert import extract as E
 
 
 def make_images(directory, count):

@@ -16,14 +16,11 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from visualbert.features import FEATURE_TYPES, default_pack_dir, open_features, pack_features  # noqa: E402
+from visualbert.features import FEATURE_TYPES, default_pack_dir, open_features, pack_features
 
 ROWS, DIM, BATCH, WORKERS = 100, 2048, 64, 2
 FEATURE_TYPE = "coco_detectron_fix_100"

@@ -300,7 +300,6 @@ def model_flops(task, cfg, batch, x):
 def run_mfu(argv):
     args = parse_mfu_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import paddle
 
     from visualbert import cpu, modeling
@@ -401,7 +400,6 @@ def main(argv=None):
     # explicitly too, so both run on the same number of threads.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import paddle
     import torch
     import transformers

@@ -10,14 +10,13 @@
 3. Both together: the same steps fed live by the 2-worker loader, i.e. the workers competing with
    the step for the same cores, to show what the loader costs a real training loop.
 
-Prints the three rates, loader / step (the issue's target is >= 10x) and a JSON line.
+Prints the three rates, loader / step (the target is >= 10x) and a JSON line.
 """
 import argparse
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 BATCH, WORKERS, ROWS, DIM = 32, 2, 100, 2048
@@ -52,7 +51,6 @@ def loader_rate(dataset):
 def main(argv=None):
     args = parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read once by paddle at import
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import paddle
 
     from visualbert.datasets import load_answer_vocab
@@ -62,7 +60,6 @@ def main(argv=None):
 
     paddle.set_device("cpu")
     paddle.seed(0)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_features import make_data  # the same synthetic VQA-shaped features and packed store
 
     examples = make_data(args.workdir, args.num_images)

@@ -51,6 +51,8 @@ def tiny_config(tmp_path_factory):
 def run_script(args, env=None, check=True, timeout=900):
     """Run a repo script (or `-m module`) with the test interpreter; returns CompletedProcess."""
     full_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
+    # VQA2/*.py and NLVR2/*.py import this checkout's package even where the venv's editable install points elsewhere
+    full_env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     full_env.update(env or {})
     proc = subprocess.run([sys.executable] + list(args), cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)

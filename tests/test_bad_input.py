@@ -17,8 +17,9 @@ import pytest
 
 from conftest import ROOT, run_script
 from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args, max_diff, params
-from visualbert import cli, engine, features as F
+from visualbert import engine, environment, features as F, loading
 from visualbert import datasets as D
+from visualbert.features.__main__ import main as features_main
 from visualbert.checkpoint import read_checkpoint
 from visualbert.modeling import VisualBertConfig, VisualBertForPreTraining, VisualBertForVisualReasoning
 from visualbert.safeload import UnsafePickleError, load_paddle
@@ -49,7 +50,7 @@ def toy_run(tmp_path, name, **kw):
     """The engine's toy regression run (48 samples, 3 epochs of 3 steps); returns (model, args)."""
     model, dropout = kw.pop("model", None), kw.pop("dropout", 0.0)
     args = make_args(tmp_path, name, **kw)
-    engine.set_seed(args.seed)
+    environment.set_seed(args.seed)
     model = model or ToyModel(dropout=dropout)
     engine.train(args, model, ToyDataset(), collate, LOSS_TERMS)
     return model, args
@@ -97,14 +98,14 @@ def test_crafted_model_weights_run_nothing(tmp_path, tiny_config):
         VisualBertForVisualReasoning.from_pretrained(str(model_dir))
     # what the scripts do with --model_name_or_path (a directory, or the .pdparams file in it)
     for name in (model_dir, model_dir / "model_state.pdparams"):
-        with pytest.raises(SystemExit) as e, cli.user_errors():
-            cli.load_model(VisualBertForVisualReasoning, str(name))
+        with pytest.raises(SystemExit) as e, loading.user_errors():
+            loading.load_model(VisualBertForVisualReasoning, str(name))
         assert one_line(e).startswith("error: ") and "model_state.pdparams: refusing to load 'posix.system'" in str(e.value)
     assert not marker.exists()
     # a weights file cut short is one line too
     (model_dir / "model_state.pdparams").write_bytes(b"\x80\x04\x95")
-    with pytest.raises(SystemExit) as e, cli.user_errors():
-        cli.load_model(VisualBertForVisualReasoning, str(model_dir))
+    with pytest.raises(SystemExit) as e, loading.user_errors():
+        loading.load_model(VisualBertForVisualReasoning, str(model_dir))
     assert "model_state.pdparams: truncated or corrupt Paddle file" in one_line(e)
 
 
@@ -191,6 +192,7 @@ def test_non_finite_features_are_refused_naming_image_and_file(tmp_path):
         shutil.rmtree(out)
 
 
+@pytest.mark.slow
 def test_nan_features_at_prediction_fail_in_one_line(demo_dir, tiny_config, tmp_path):
     data = tmp_path / "X_COCO"
     shutil.copytree(demo_dir / "X_COCO", data, ignore=shutil.ignore_patterns("packed"))
@@ -223,7 +225,7 @@ def test_packed_store_refuses_a_source_changed_since_packing(tmp_path, capsys):
     with pytest.raises(ValueError, match=rf"{changed}: changed since it was packed"):
         store.get(KEYS[2])
     assert F.inspect_features("coco_detectron_fix_100", str(tmp_path), progress=False)["changed_since_packing"] == [changed]
-    assert F.main(["inspect", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", str(tmp_path)]) == 1
+    assert features_main(["inspect", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", str(tmp_path)]) == 1
     assert f"changed since packing (pack again): {changed}" in capsys.readouterr().out
     # removing the per-image files after packing is fine: the rows are all that is needed
     os.remove(changed)
@@ -340,7 +342,7 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
              (dict(output=str(a_file / "result.json")), f"--output {a_file / 'result.json'}: {a_file} is a file, not a directory")]
     for kwargs, expected in cases:
         with pytest.raises(SystemExit) as e:
-            engine.check_output_paths(argparse.Namespace(**kwargs))
+            environment.check_output_paths(argparse.Namespace(**kwargs))
         assert one_line(e).startswith(f"error: {expected}")
 
     def read_only(*a, **kw):
@@ -348,11 +350,12 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     with pytest.raises(SystemExit) as e:
-        engine.check_output_paths(argparse.Namespace(output_dir=str(tmp_path / "ro" / "run")))
+        environment.check_output_paths(argparse.Namespace(output_dir=str(tmp_path / "ro" / "run")))
     assert one_line(e) == f"error: --output_dir {tmp_path / 'ro' / 'run'}: cannot write to {tmp_path} (Permission denied)"
     assert not (tmp_path / "ro").exists()  # checking creates nothing
 
 
+@pytest.mark.slow
 def test_scripts_check_outputs_and_input_dir_first(tmp_path, tiny_config):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -380,6 +383,7 @@ def test_missing_input_dir_is_said_and_never_downloaded_for(tmp_path, monkeypatc
         F.open_features("nlvr2_detectron_fix_144", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_sigint_stops_training_cleanly_with_checkpoints_intact(demo_dir, tiny_config, tmp_path):
     out = tmp_path / "run"
     args = ["run_pretrain.py", "--input_dir", str(demo_dir / "X_COCO"), "--output_dir", str(out),

@@ -164,7 +164,7 @@ def test_unknown_names_and_the_annotation_lookup_order(tmp_path, monkeypatch):
             f.write('{"identifier": "dev-1-0-0", "sentence": "from home", "label": "False"}\n')
 
     monkeypatch.setattr(D, "_download", fake_download)
-    # a data root without annotations: the data home is used, filled by the (here faked) download from the seed's URL
+    # a data root without annotations: the data home is used, filled by the (here faked) download from the original scripts' URL
     (tmp_path / "bare").mkdir()
     ds = D.load_dataset("nlvr2", "dev", input_dir=str(tmp_path / "bare"))
     assert ds[0]["sentence"] == "from home"

@@ -14,6 +14,8 @@ import pytest
 from conftest import ROOT
 from visualbert.datasets import load_dataset
 
+pytestmark = pytest.mark.slow  # the whole demo, minutes
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

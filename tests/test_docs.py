@@ -5,12 +5,15 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 # flags of other programs that README shows (Paddle's launcher, pip)
 OTHER_PROGRAMS = {"--gpus", "--log_dir", "--nproc_per_node", "--master", "--nnodes", "--rank", "--no-deps", "--help"}
 
 
+@pytest.mark.slow
 def test_command_reference_matches_help():
     proc = subprocess.run([sys.executable, "tools/cli_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -24,7 +27,7 @@ def test_every_flag_in_readme_exists():
     known = set(re.findall(r"--[a-z][a-z0-9_-]*", reference)) | OTHER_PROGRAMS
     mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", prose))
     assert mentioned - known == set()
-    # and every script documented there takes the seed's flags
+    # and every script documented there takes the original scripts' flags
     for flag in ("--input_dir", "--output_dir", "--model_type", "--model_name_or_path", "--learning_rate",
                  "--num_train_epochs", "--train_batch_size", "--batch_size", "--task_name", "--save_steps",
                  "--gradient_accumulation_steps", "--image_feature_type", "--dataset"):

@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from visualbert import engine
+from visualbert import checkpoint, cli, engine, environment, loader
 
 
 class ToyDataset(paddle.io.Dataset):
@@ -53,7 +53,7 @@ LOSS_TERMS = {"loss": lambda b: float(b["units"].sum()), "plain_loss": lambda b:
 
 
 def make_args(tmp_path, name, **kw):
-    parser = engine.add_training_args(argparse.ArgumentParser())
+    parser = cli.add_training_args(argparse.ArgumentParser())
     args = parser.parse_args(["--output_dir", str(tmp_path / name), "--device", "cpu", "--num_workers", "0"])
     args.train_batch_size = 16
     args.learning_rate = 0.05
@@ -66,7 +66,7 @@ def make_args(tmp_path, name, **kw):
 
 def run(tmp_path, name, dropout=0.0, **kw):
     args = make_args(tmp_path, name, **kw)
-    engine.set_seed(args.seed)
+    environment.set_seed(args.seed)
     model = ToyModel(dropout=dropout)
     engine.train(args, model, ToyDataset(), collate, LOSS_TERMS)
     return model, args
@@ -108,9 +108,8 @@ class Killed(Exception):
     pass
 
 
-def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):
-    straight, _ = run(tmp_path, "straight", dropout=0.3, save_steps=4)
-    # the same run dies right after writing checkpoint-4 (mid-epoch 2), then a fresh model resumes it
+def interrupted_run(tmp_path, monkeypatch, name, **settings):
+    """A run (save_steps=4) that dies right after writing checkpoint-4; returns its output dir."""
     real_save = engine.save_checkpoint
 
     def save_then_die(output_dir, step, *a, **kw):
@@ -121,9 +120,16 @@ def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
-        run(tmp_path, "interrupted", dropout=0.3, save_steps=4)
+        run(tmp_path, name, save_steps=4, **settings)
     monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    engine.set_seed(123)  # the resumed process starts from unrelated RNG state
+    return tmp_path / name
+
+
+def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):
+    straight, _ = run(tmp_path, "straight", dropout=0.3, save_steps=4)
+    # the same run dies right after writing checkpoint-4 (mid-epoch 2), then a fresh model resumes it
+    interrupted_run(tmp_path, monkeypatch, "interrupted", dropout=0.3)
+    environment.set_seed(123)  # the resumed process starts from unrelated RNG state
     resumed, args = run(tmp_path, "interrupted", dropout=0.3, save_steps=4, resume="latest", seed=42)
     assert max_diff(params(straight), params(resumed)) <= 1e-6
     steps = [json.loads(l)["step"] for l in open(os.path.join(args.output_dir, "metrics.jsonl"))]
@@ -140,23 +146,23 @@ def test_checkpoints_are_limited_and_complete(tmp_path):
 
 def test_nonfinite_loss_stops_with_last_checkpoint(tmp_path):
     args = make_args(tmp_path, "nan", save_steps=1, learning_rate=1e30, max_grad_norm=0.0)
-    engine.set_seed(0)
+    environment.set_seed(0)
     with pytest.raises(SystemExit, match="non-finite loss at step"):
         engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS)
-    assert engine.list_checkpoints(args.output_dir)
+    assert checkpoint.list_checkpoints(args.output_dir)
 
 
 def test_batch_sampler_shards_global_batches():
-    one = engine.EpochBatchSampler(10, 4, seed=3, rank=0, world_size=1)
-    r0 = engine.EpochBatchSampler(10, 2, seed=3, rank=0, world_size=2)
-    r1 = engine.EpochBatchSampler(10, 2, seed=3, rank=1, world_size=2)
+    one = loader.EpochBatchSampler(10, 4, seed=3, rank=0, world_size=1)
+    r0 = loader.EpochBatchSampler(10, 2, seed=3, rank=0, world_size=2)
+    r1 = loader.EpochBatchSampler(10, 2, seed=3, rank=1, world_size=2)
     for s in (one, r0, r1):
         s.set_epoch(1)
     for g, a, b in zip(one, r0, r1):
         assert sorted(g) == sorted(a + b)
     one.set_epoch(1, skip=2)
     assert len(list(one)) == 1 and len(one) == 1
-    epoch0 = list(engine.EpochBatchSampler(10, 4, seed=3))
+    epoch0 = list(loader.EpochBatchSampler(10, 4, seed=3))
     one.set_epoch(2)
     assert list(one) != epoch0  # reshuffled every epoch
     assert sorted(sum(list(one), [])) == list(range(10))
@@ -177,8 +183,8 @@ def test_kill_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(paddle, "save", real_save)
     out = tmp_path / "torn"
     assert (out / ".tmp-checkpoint-4").is_dir() and not (out / "checkpoint-4").exists()
-    assert engine.list_checkpoints(str(out)) == [str(out / "checkpoint-2")]
-    assert engine.resolve_resume("latest", str(out)) == str(out / "checkpoint-2")
+    assert checkpoint.list_checkpoints(str(out)) == [str(out / "checkpoint-2")]
+    assert checkpoint.resolve_resume("latest", str(out)) == str(out / "checkpoint-2")
     straight, _ = run(tmp_path, "straight", save_steps=2)
     resumed, _ = run(tmp_path, "torn", save_steps=2, resume="latest")
     assert max_diff(params(straight), params(resumed)) <= 1e-6

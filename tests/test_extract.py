@@ -98,6 +98,7 @@ def test_boxes_file_must_cover_every_image_and_be_well_formed(images, tmp_path):
     assert not os.path.exists(tmp_path / "feats")
 
 
+@pytest.mark.slow
 def test_resnet50_grid_and_boxes_with_random_or_file_weights(images, tmp_path):
     import paddle
 
@@ -171,6 +172,7 @@ def test_a_run_killed_midway_publishes_nothing_and_a_rerun_resumes(images, tmp_p
     assert not os.path.exists(out + ".partial")
 
 
+@pytest.mark.slow
 def test_corrupt_images_stop_the_run_unless_skipped(images, tmp_path):
     root, _ = images
     (tmp_path / "images" / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)

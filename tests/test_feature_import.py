@@ -4,9 +4,10 @@ import os
 
 import h5py
 import numpy as np
+import pytest
 from conftest import run_script
 
-from visualbert.feature_import import import_features
+from visualbert.features.importers import import_features
 from visualbert.features import PackedStore, open_feature_dir
 
 
@@ -171,6 +172,7 @@ def test_cli_corrupt_input_exits_nonzero_then_imports(tmp_path):
     assert "imported 1 images, 36 rows x 8 (float16)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_imported_store_feeds_nlvr2_and_pretraining_through_features(demo_dir, tiny_config, tmp_path):
     nlvr = demo_dir / "X_NLVR"
     splits = [str(nlvr / "data" / "detectron_fix_144" / s / "feature_1024dim") for s in ("train", "dev")]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from visualbert import features as F
+from visualbert.features.__main__ import main as features_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,9 +179,9 @@ def test_sigkill_during_pack_leaves_no_store_readers_would_use(tmp_path):
 def test_pack_refuses_to_overwrite_and_the_cli_packs(tmp_path, capsys):
     root = str(tmp_path)
     make_coco100(root, n=2)
-    assert F.main(["pack", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", root, "--dtype", "float32"]) == 0
+    assert features_main(["pack", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", root, "--dtype", "float32"]) == 0
     assert "packed 2 images, 9 rows x 8 (float32)" in capsys.readouterr().out
-    assert F.main(["pack", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", root]) == 1
+    assert features_main(["pack", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", root]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "already exists" in err and "\n" not in err
 
@@ -196,7 +197,7 @@ def test_inspect_reports_counts_rows_dims_and_missing_ids(tmp_path, capsys):
     F.pack_features("coco_detectron_fix_100", root, split="train2014", progress=False)
     report = F.inspect_features("coco_detectron_fix_100", root, progress=False)
     assert report["images"] == 4 and report["images_packed"] == 2 and report["dims"] == {"8": 4}
-    assert F.main(["inspect", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", root, "--json"]) == 0
+    assert features_main(["inspect", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", root, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 4
 
 
@@ -207,7 +208,7 @@ def test_inspect_cli_missing_ids_for_a_dataset_exit_nonzero(tmp_path, capsys):
     (root / "annotations").mkdir()
     (root / "annotations/dev.json").write_text(
         '{"identifier": "dev-1-0-0", "sentence": "a", "label": "True"}\n{"identifier": "dev-2-1-0", "sentence": "b", "label": "False"}\n')
-    rc = F.main(["inspect", "--image_feature_type", "nlvr2_detectron_fix_144", "--input_dir", str(root),
+    rc = features_main(["inspect", "--image_feature_type", "nlvr2_detectron_fix_144", "--input_dir", str(root),
                  "--dataset", "nlvr2", "--dataset_splits", "dev"])
     out = capsys.readouterr().out
     assert rc == 1

@@ -16,6 +16,8 @@ from visualbert.datasets import load_dataset
 from visualbert.metrics import load_nlvr2_predictions
 from visualbert.plot import read_metrics
 
+pytestmark = pytest.mark.slow  # every test here runs the scripts end to end
+
 FAST = ["--device", "cpu", "--num_workers", "0", "--logging_steps", "10", "--save_steps", "1000", "--seed", "1"]
 
 

@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from conftest import run_script
-from visualbert import engine
+from visualbert.loader import EpochBatchSampler, make_loader
 from visualbert.datasets import describe_example, example_image_keys, load_dataset
 from visualbert.features import open_features
 from visualbert.processing import ExampleError
@@ -50,11 +50,11 @@ def broken(demo_dir, tmp_path_factory):
             data = tmp_path_factory.mktemp(f"broken-{dataset}-{fault}") / DATA[dataset]
             shutil.copytree(demo_dir / DATA[dataset], data)
             examples = load_dataset(dataset, split, input_dir=str(data))
-            first = next(iter(engine.EpochBatchSampler(len(examples), TRAIN_BATCH, SEED)))[0] if shuffled else 0
+            first = next(iter(EpochBatchSampler(len(examples), TRAIN_BATCH, SEED)))[0] if shuffled else 0
             features = open_features(FEATURE_TYPE[dataset], str(data))
             path = features.path(example_image_keys(examples[first])[0])
             # the store reads its dimension from the first file; that one would fail at start-up instead
-            assert path != next(features._iter_files())[1]
+            assert path != next(features.iter_files())[1]
             corrupt(path, fault, features.dim)
             made[key] = (data, path, describe_example(examples[first]))
         return made[key]
@@ -72,6 +72,7 @@ def assert_one_error_line(proc, path, example):
     assert path in errors[0] and f"needed by {example}" in errors[0], errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_training_ends_with_one_line(broken, tiny_config, tmp_path, fault, workers):
@@ -83,6 +84,7 @@ def test_training_ends_with_one_line(broken, tiny_config, tmp_path, fault, worke
     assert_one_error_line(proc, path, example)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_prediction_ends_with_one_line_and_no_file(broken, tiny_config, tmp_path, fault, workers):
@@ -95,6 +97,7 @@ def test_prediction_ends_with_one_line_and_no_file(broken, tiny_config, tmp_path
     assert not result.exists()
 
 
+@pytest.mark.slow
 def test_nlvr2_prediction_names_the_identifier(broken, tiny_config, tmp_path):
     data, path, example = broken("nlvr2", "dev", "zero_rows", shuffled=False)
     assert example.startswith("dev identifier ")
@@ -106,6 +109,7 @@ def test_nlvr2_prediction_names_the_identifier(broken, tiny_config, tmp_path):
     assert not result.exists()
 
 
+@pytest.mark.slow
 def test_pretraining_names_the_caption(broken, tmp_path):
     data, path, example = broken("coco_captions", "train", "truncated", shuffled=True)
     assert example.startswith("train caption_id ")
@@ -117,6 +121,7 @@ def test_pretraining_names_the_caption(broken, tmp_path):
     assert_one_error_line(proc, path, example)
 
 
+@pytest.mark.slow
 def test_negative_batch_size_is_refused_at_once(demo_dir, tiny_config, tmp_path):
     # it used to draw no batches, so an epoch never ended, with or without workers
     proc = run_script(["NLVR2/run_nlvr2.py", "--input_dir", str(demo_dir / "X_NLVR"), "--output_dir",
@@ -129,7 +134,7 @@ def test_negative_batch_size_is_refused_at_once(demo_dir, tiny_config, tmp_path)
 
 def test_sampler_refuses_a_batch_size_below_one():
     with pytest.raises(ValueError, match="batch size must be >= 1, got -4"):
-        engine.EpochBatchSampler(10, -4, seed=0)
+        EpochBatchSampler(10, -4, seed=0)
 
 
 # ---------------------------------------------------------------------------- make_loader in-process
@@ -162,7 +167,7 @@ def batch_sampler():
 @pytest.mark.parametrize("workers", WORKERS)
 def test_loader_batches_equal_paddles(workers):
     """The good path hands over what Paddle's own DataLoader does: same tensors, dtypes, strings."""
-    ours = list(engine.make_loader(Items(), batch_sampler(), collate, workers))
+    ours = list(make_loader(Items(), batch_sampler(), collate, workers))
     paddles = list(paddle.io.DataLoader(Items(), batch_sampler=batch_sampler(), collate_fn=collate, num_workers=0))
     assert len(ours) == len(paddles) == 3
     for a, b in zip(ours, paddles):
@@ -175,7 +180,7 @@ def test_loader_batches_equal_paddles(workers):
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_loader_turns_an_example_error_into_one_line(workers):
-    loader = engine.make_loader(Items({6: ExampleError("f.npy: truncated (needed by train question_id 6)")}),
+    loader = make_loader(Items({6: ExampleError("f.npy: truncated (needed by train question_id 6)")}),
                                 batch_sampler(), collate, workers)
     assert next(loader)["name"] == ["item0", "item1", "item2", "item3"]  # batches before it still arrive
     with pytest.raises(SystemExit) as e:
@@ -185,7 +190,7 @@ def test_loader_turns_an_example_error_into_one_line(workers):
 
 def test_loader_without_workers_raises_other_errors_as_they_are():
     # a bug is no user error: it keeps its traceback, and the run still ends instead of waiting
-    loader = engine.make_loader(Items({1: KeyError("bug")}), batch_sampler(), collate, 0)
+    loader = make_loader(Items({1: KeyError("bug")}), batch_sampler(), collate, 0)
     with pytest.raises(KeyError, match="bug"):
         next(loader)
 

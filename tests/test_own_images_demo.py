@@ -5,7 +5,11 @@ import json
 import os
 import re
 
+import pytest
+
 from conftest import run_script
+
+pytestmark = pytest.mark.slow  # the whole own-images demo, minutes
 
 
 def test_own_images_demo_runs_the_four_commands_and_learns_the_shapes(tmp_path):

@@ -7,9 +7,12 @@ import time
 
 import numpy as np
 import paddle
+import pytest
 
 from conftest import ROOT, run_script
 from visualbert.plot import read_metrics
+
+pytestmark = pytest.mark.slow  # every test here runs the scripts end to end
 
 
 def pretrain_args(demo_dir, out, config, *extra):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_script
-from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args, params, max_diff, run
+from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, interrupted_run, make_args, params, max_diff, run
 from visualbert import engine, rundir
 from visualbert.features import get_layout
 from visualbert.plot import read_metrics
@@ -39,6 +39,7 @@ def mtimes(directory):
             for root, _, names in os.walk(directory) for name in names if name != rundir.LOCK_FILE}
 
 
+@pytest.mark.slow
 def test_scripts_refuse_a_used_dir_before_loading_any_data(tmp_path):
     used = tmp_path / "used"
     used.mkdir()
@@ -66,29 +67,8 @@ def test_overwrite_output_dir_deletes_the_old_run_only(tmp_path):
         assert (tmp_path / "out" / name).read_text() == "keep me"
 
 
-class Killed(Exception):
-    pass
-
-
-def interrupted_run(tmp_path, monkeypatch, name="out"):
-    """A run that dies right after writing checkpoint-4."""
-    real_save = engine.save_checkpoint
-
-    def save_then_die(output_dir, step, *a, **kw):
-        path = real_save(output_dir, step, *a, **kw)
-        if step == 4:
-            raise Killed
-        return path
-
-    monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        run(tmp_path, name, save_steps=4)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    return tmp_path / name
-
-
 def test_resume_with_other_settings_is_refused_in_one_line(tmp_path, monkeypatch):
-    out = interrupted_run(tmp_path, monkeypatch)
+    out = interrupted_run(tmp_path, monkeypatch, "out")
     with pytest.raises(SystemExit) as e:
         run(tmp_path, "out", save_steps=4, resume="latest", learning_rate=0.1, gradient_accumulation_steps=2)
     message = str(e.value)
@@ -102,7 +82,7 @@ def test_resume_with_other_settings_is_refused_in_one_line(tmp_path, monkeypatch
 
 
 def test_allow_changed_settings_continues_and_records_the_changes(tmp_path, monkeypatch):
-    out = interrupted_run(tmp_path, monkeypatch)
+    out = interrupted_run(tmp_path, monkeypatch, "out")
     run(tmp_path, "out", save_steps=4, resume="latest", learning_rate=0.1, allow_changed_settings=True)
     config = json.loads((out / "run_config.json").read_text())
     assert config["learning_rate"] == 0.1
@@ -156,6 +136,7 @@ def start_holder(tmp_path):
     return proc, go
 
 
+@pytest.mark.slow
 def test_a_second_run_while_the_first_is_alive_is_refused_naming_its_pid(tmp_path):
     proc, go = start_holder(tmp_path)
     try:
@@ -168,6 +149,7 @@ def test_a_second_run_while_the_first_is_alive_is_refused_naming_its_pid(tmp_pat
     assert metric_steps(tmp_path / "out") == [1]  # the refused run wrote nothing
 
 
+@pytest.mark.slow
 def test_the_lock_dies_with_its_process(tmp_path):
     proc, _ = start_holder(tmp_path)
     proc.send_signal(signal.SIGKILL)
@@ -177,6 +159,7 @@ def test_the_lock_dies_with_its_process(tmp_path):
     assert metric_steps(tmp_path / "out") == [1]
 
 
+@pytest.mark.slow
 def test_commands_print_no_third_party_noise(tmp_path):
     env = {"OMP_NUM_THREADS": "2"}  # Paddle warns about any value above 1
     for command in (["run_pretrain.py", "--help"], ["VQA2/run_predict.py", "--help"], ["NLVR2/run_nlvr2.py", "--help"]):
@@ -189,6 +172,7 @@ def test_commands_print_no_third_party_noise(tmp_path):
                                         f"from {fixture}"]
 
 
+@pytest.mark.slow
 def test_logs_under_the_launcher_are_lines_not_bars(demo_dir, tiny_config, tmp_path):
     """vqa-finetune.sh (paddle.distributed.launch, output not a terminal): one line per logging step,
     evaluation progress and results on lines of their own, no bar refreshes, no third-party noise."""

@@ -105,6 +105,7 @@ def own_run(tmp_path_factory, tiny_config):
     return root, files, feats, run, proc
 
 
+@pytest.mark.slow
 def test_training_on_json_files_builds_and_saves_the_answer_vocab(own_run):
     root, files, feats, run, proc = own_run
     vocab = D.load_answer_vocab(os.path.join(run, "answer_vocab.txt"))
@@ -117,6 +118,7 @@ def test_training_on_json_files_builds_and_saves_the_answer_vocab(own_run):
         assert len(json.load(f)["id2label"]) == 7  # the head is sized by the built vocabulary
 
 
+@pytest.mark.slow
 def test_prediction_reuses_the_run_vocab_and_evaluate_scores_it(own_run):
     root, files, feats, run, _ = own_run
     result = str(root / "result.json")
@@ -143,6 +145,7 @@ def test_prediction_reuses_the_run_vocab_and_evaluate_scores_it(own_run):
     assert np.isclose(printed["vqa_accuracy"], scores["fraction"]["overall"])
 
 
+@pytest.mark.slow
 def test_wrong_vocab_or_missing_features_are_one_line_errors(own_run, tmp_path):
     root, files, feats, run, _ = own_run
     proc = run_script(["VQA2/run_predict.py", "--questions", files["val_questions"], "--features", feats,
@@ -159,6 +162,7 @@ def test_wrong_vocab_or_missing_features_are_one_line_errors(own_run, tmp_path):
     assert not os.path.exists(tmp_path / "r.json")
 
 
+@pytest.mark.slow
 def test_eval_questions_are_removed_from_training(own_run, tiny_config, tmp_path):
     root, files, feats, run, _ = own_run
     proc = run_script(["VQA2/run_vqa2.py", "--train_questions", files["val_questions"], "--train_annotations",
@@ -170,6 +174,7 @@ def test_eval_questions_are_removed_from_training(own_run, tiny_config, tmp_path
     assert "no questions left after removing those of" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_refused_resume_leaves_the_runs_answer_vocab_alone(own_run, tiny_config):
     # the vocabulary is written only once the run owns its directory: a resume refused for its changed
     # settings must not replace the vocabulary that the run's checkpoints were trained with

@@ -49,7 +49,6 @@ def help_text(kind, target, sub):
 
 
 def render():
-    sys.path.insert(0, ROOT)
     parts = [BEGIN]
     for shown, (kind, target, sub) in COMMANDS:
         parts += [f"#### `{shown}`", "", "```text", help_text(kind, target, sub), "```", ""]

@@ -15,3 +15,6 @@ fi
 . "$_venv/bin/activate"
 # paddle pins OpenMP to one thread on import unless told otherwise
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+# The scripts import the package of the checkout that sourced this, also when it shares another
+# checkout's venv (VISUALBERT_VENV), whose editable install points elsewhere.
+export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"

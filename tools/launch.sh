@@ -1,4 +1,4 @@
-# Sourced by the six seed scripts (POSIX sh). gpus_flag IDS prints the launcher's `--gpus IDS` when
+# Sourced by the six original .sh scripts (POSIX sh). gpus_flag IDS prints the launcher's `--gpus IDS` when
 # this machine has CUDA GPUs, and nothing otherwise: paddle's launcher crashes on `--gpus` without
 # CUDA, so on such machines the run goes to the CPU instead, with one line saying so.
 gpus_flag() {

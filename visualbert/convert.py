@@ -24,7 +24,7 @@ from . import quiet  # noqa: F401  (before modeling imports paddle: no third-par
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from . import modeling
-from .cli import read_json
+from .loading import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError
 from .torch_checkpoint import load_torch_file

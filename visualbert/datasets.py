@@ -4,7 +4,7 @@
 
 Splits and files (looked up in ``annotation_dir``, else ``<input_dir>/annotations``, else
 PaddleNLP's data home ``~/.paddlenlp/datasets/{COCOCaptions,VQA2,NLVR2}/annotations`` as in the
-seed, where a missing file is downloaded from the seed's URL and md5-checked):
+original scripts, where a missing file is downloaded from their URL and md5-checked):
 
 - ``coco_captions``: train, val -> ``captions_{train,val}2014.json`` (COCO format, pycocotools).
   Example: ``image_id, caption_id, caption, split, image_key``.
@@ -41,7 +41,7 @@ logger = logging.getLogger("visualbert.datasets")
 
 _Source = collections.namedtuple("_Source", "home_name files url md5 extract_to")
 
-# Download locations and archive md5s the seed's PaddleNLP dataset builders used. Archives are
+# Download locations and archive md5s the original scripts' PaddleNLP dataset builders used. Archives are
 # unpacked under the data home; a file already present is used as is.
 DATASETS = {
     "coco_captions": _Source(
@@ -68,11 +68,11 @@ DATASETS = {
     ),
 }
 
-# VQA2's answer vocabulary as the seed fetched it (MMF extras); the same file ships in the package.
+# VQA2's answer vocabulary as the original scripts fetched it (MMF extras); the same file ships in the package.
 VQA2_EXTRAS_URL = "https://dl.fbaipublicfiles.com/mmf/data/datasets/vqa2/defaults/extras.tar.gz"
 VQA2_EXTRAS_MD5 = "9baaf3291221fdef49852046a500f731"
 
-# Which features each dataset was trained with in the seed (coco_captions serves both COCO layouts).
+# Which features each dataset was trained with in the original scripts (coco_captions serves both COCO layouts).
 DEFAULT_FEATURE_TYPE = {"vqa2": "coco_detectron_fix_100", "nlvr2": "nlvr2_detectron_fix_144",
                         "coco_captions": "coco_detectron_fix_100"}
 
@@ -95,7 +95,7 @@ def annotation_path(name, split, input_dir=None, annotation_dir=None, download=T
         raise ValueError(f"unknown split '{split}' for {name} (expected one of: {', '.join(source.files)})")
     filename = source.files[split]
     if input_dir and not os.path.isdir(input_dir):
-        # a mistyped data root must not end in a download of the seed's annotations
+        # a mistyped data root must not end in a download of the original scripts' annotations
         raise FileNotFoundError(f"--input_dir {input_dir}: no such directory")
     if annotation_dir:
         path = os.path.join(os.fspath(annotation_dir), filename)
@@ -324,7 +324,7 @@ def read_nlvr2(path, split):
 
 
 _READERS = {"coco_captions": read_coco_captions, "vqa2": read_vqa2_imdb, "nlvr2": read_nlvr2}
-_ID_FIELD = {"coco_captions": "caption_id", "vqa2": "question_id", "nlvr2": "identifier"}
+ID_FIELD = {"coco_captions": "caption_id", "vqa2": "question_id", "nlvr2": "identifier"}
 
 
 def example_image_keys(example):
@@ -336,7 +336,7 @@ def example_image_keys(example):
 
 def describe_example(example):
     """How error messages name an example: ``train question_id 5``, ``dev identifier dev-850-0-0``."""
-    field = next((f for f in _ID_FIELD.values() if f in example), None)
+    field = next((f for f in ID_FIELD.values() if f in example), None)
     name = f"{field} {example[field]}" if field else f"image {example_image_keys(example)[0]}"
     return f"{example['split']} {name}" if "split" in example else name
 
@@ -367,7 +367,7 @@ def load_dataset(name, splits, input_dir=None, annotation_dir=None, exclude_spli
         return loaded[split]
 
     held_out = [s for s in split_list if s in _HELD_OUT.get(name, ())] + _as_list(exclude_split)
-    id_field = _ID_FIELD[name]
+    id_field = ID_FIELD[name]
     out = []
     for split in split_list:
         path, examples = read(split)

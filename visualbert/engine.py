@@ -11,16 +11,13 @@ Two design choices make runs reproducible:
   every micro-batch loss is weighted by its share of the units in the whole optimizer step. Then
   batch 8 x accumulation 2, batch 16, and 2 ranks x batch 8 all take exactly the same step.
 """
-import contextlib
 import functools
 import inspect
 import json
 import math
 import os
-import random
 import sys
 import signal
-import tempfile
 import threading
 import time
 
@@ -28,254 +25,13 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
-from paddlenlp.utils.log import logger as paddlenlp_logger
 
-from . import quiet, rundir
+from . import rundir
+from .checkpoint import list_checkpoints, resume_checkpoint, save_checkpoint, save_model
+from .loading import user_errors
+from .environment import global_sum, is_main, log0, own_output_dir
+from .loader import EpochBatchSampler, make_loader
 from .progress import Progress
-from .checkpoint import list_checkpoints, resolve_resume, resume_checkpoint, save_checkpoint, save_model
-from .cli import user_errors
-from .cli import fraction, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
-from .processing import ExampleError
-
-
-def add_training_args(parser, **defaults):
-    """The flags every training script shares. ``defaults`` overrides per script."""
-    g = parser.add_argument_group("training")
-    g.add_argument("--output_dir", required=True, help="where checkpoints, metrics.jsonl and the final model go")
-    g.add_argument("--num_train_epochs", type=non_negative_float, default=defaults.get("num_train_epochs", 3),
-                   help="epochs to train (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1,
-                   help="optimizer steps to train; overrides --num_train_epochs when > 0")
-    g.add_argument("--learning_rate", type=positive_float, default=defaults.get("learning_rate", 2e-5),
-                   help="peak learning rate")
-    g.add_argument("--weight_decay", type=non_negative_float, default=0.01,
-                   help="AdamW weight decay (not on bias and LayerNorm)")
-    g.add_argument("--adam_epsilon", type=positive_float, default=1e-6, help="AdamW epsilon")
-    g.add_argument("--warmup_proportion", type=fraction, default=defaults.get("warmup_proportion", 0.1),
-                   help="share of optimizer steps spent warming up linearly, in [0, 1]")
-    g.add_argument("--warmup_steps", type=non_negative_int, default=0,
-                   help="warmup length in optimizer steps; overrides --warmup_proportion")
-    g.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="global-norm gradient clipping (0 = off)")
-    g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--logging_steps", type=positive_int, default=defaults.get("logging_steps", 20),
-                   help="write a metrics.jsonl line every N optimizer steps (and a progress line when the "
-                        "output is not a terminal)")
-    g.add_argument("--save_steps", type=positive_int, default=defaults.get("save_steps", 1000),
-                   help="write a checkpoint every N optimizer steps (and always at the end)")
-    g.add_argument("--save_total_limit", type=non_negative_int, default=3,
-                   help="keep only the newest K checkpoints (default 3; 0 = keep all)")
-    g.add_argument("--eval_steps", type=non_negative_int, default=0,
-                   help="evaluate every N optimizer steps (0 = once per epoch)")
-    g.add_argument("--seed", type=seed_int, default=42, help="seed for initialisation, shuffling, masking and dropout")
-    g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
-    g.add_argument("--use_amp", action="store_true", help="mixed precision (GPU only; ignored with a note on CPU)")
-    g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"],
-                   help="AMP compute dtype; float16 uses dynamic loss scaling")
-    g.add_argument("--num_workers", type=non_negative_int, default=2,
-                   help="DataLoader worker processes (0 = load in the training process)")
-    g.add_argument("--resume", default=None, metavar="DIR|latest",
-                   help="continue from a checkpoint dir, or the newest complete one in --output_dir "
-                        "(the training settings must match the saved run_config.json)")
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="delete the training run already in --output_dir (checkpoints, metrics, models) and "
-                        "start over; without it (or --resume) such a directory is refused")
-    g.add_argument("--allow_changed_settings", action="store_true",
-                   help="with --resume: continue although training settings (batch size, learning rate, "
-                        "steps, data, world size, ...) differ from the saved ones; run_config.json records "
-                        "the changes, and the run no longer matches an uninterrupted one")
-    g.add_argument("--visualdl", action="store_true", help="also log scalars to VisualDL in <output_dir>/visualdl")
-    return parser
-
-
-def check_training_args(parser, args):
-    """What no single flag's type can say; call after parsing (ends with argparse's usage line)."""
-    if args.max_steps <= 0 and args.num_train_epochs == 0:
-        parser.error("--num_train_epochs must be > 0 unless --max_steps > 0 sets the length")
-    return args
-
-
-# ---------------------------------------------------------------------------- environment
-
-
-def setup_device(args):
-    """Pick the device, start the process group under paddle.distributed.launch, seed everything."""
-    paddlenlp_logger.set_level("WARNING")  # its per-save INFO lines drown the progress bar
-    device = args.device
-    if device == "auto":
-        device = "gpu" if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
-    if device == "gpu" and not paddle.is_compiled_with_cuda():
-        raise SystemExit("error: --device gpu, but this paddle build has no CUDA (install paddlepaddle-gpu)")
-    if dist.get_world_size() > 1:
-        # the launcher sets the visible device per rank; gloo serves CPU ranks
-        paddle.set_device(f"gpu:{dist.ParallelEnv().dev_id}" if device == "gpu" else "cpu")
-        with quiet.stderr_without(quiet.MODIFIED_FLAGS_LINES):
-            dist.init_parallel_env()
-    else:
-        paddle.set_device(device)
-    if args.use_amp and device != "gpu":
-        log0("note: AMP needs a GPU; training in fp32 on CPU")
-        args.use_amp = False
-    check_output_paths(args)
-    set_seed(args.seed)
-    if getattr(args, "output_dir", None) and is_main() and os.path.isdir(args.output_dir):
-        # refuse a used or busy --output_dir now rather than after loading the data; train() checks
-        # again, under the lock it holds for the whole run
-        try:
-            rundir.OutputDirLock(args.output_dir).acquire().release()
-            rundir.check_use(args.output_dir, args.resume, args.overwrite_output_dir)
-        except (rundir.RunDirError, OSError) as e:
-            raise SystemExit(f"error: {e}") from None
-    return device
-
-
-def check_output_paths(args):
-    """Refuse an output that cannot be written (a file in the way, a read-only directory) before any
-    work, not after hours of it: training's --output_dir, prediction's --output. Creates nothing."""
-    for flag, path, wanted in (("--output_dir", getattr(args, "output_dir", None), "directory"),
-                               ("--output", getattr(args, "output", None), "file")):
-        if not path:
-            continue
-        if wanted == "directory" and os.path.exists(path) and not os.path.isdir(path):
-            raise SystemExit(f"error: {flag} {path} is a file; expected a directory")
-        if wanted == "file" and os.path.isdir(path):
-            raise SystemExit(f"error: {flag} {path} is a directory; expected a file path")
-        existing = os.path.abspath(path if wanted == "directory" else os.path.dirname(os.path.abspath(path)))
-        while not os.path.exists(existing):  # what will be created lives in the nearest existing parent
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise SystemExit(f"error: {flag} {path}: {existing} is a file, not a directory")
-        try:
-            with tempfile.TemporaryFile(dir=existing):
-                pass
-        except OSError as e:
-            raise SystemExit(f"error: {flag} {path}: cannot write to {existing} ({e.strerror or e})") from None
-
-
-def set_seed(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    paddle.seed(seed)
-
-
-def is_main():
-    return dist.get_rank() == 0
-
-
-def log0(*msg):
-    if is_main():
-        print(*msg, flush=True)
-
-
-# ---------------------------------------------------------------------------- data order
-
-
-class EpochBatchSampler(paddle.io.Sampler):
-    """This rank's share of each global batch, in an order fixed by (seed, epoch).
-
-    Global batch g holds perm[g*B*W : (g+1)*B*W]; rank r takes its r-th slice of B. The last
-    global batch is topped up by wrapping around so every rank gets the same number of batches.
-    ``skip`` drops the batches a resumed run already consumed in this epoch.
-    """
-
-    def __init__(self, num_samples, batch_size, seed, rank=0, world_size=1, shuffle=True):
-        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
-        if batch_size < 1:  # no batch would ever be drawn and an epoch would never end
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch, skip=0):
-        self.epoch, self.skip = epoch, skip
-
-    def global_batches(self):
-        order = np.arange(self.num_samples)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
-        step = self.batch_size * self.world_size
-        for start in range(0, self.num_samples, step):
-            chunk = order[start:start + step]
-            if len(chunk) % self.world_size:
-                chunk = np.concatenate([chunk, order[: self.world_size - len(chunk) % self.world_size]])
-            yield chunk
-
-    def __iter__(self):
-        for g, chunk in enumerate(self.global_batches()):
-            if g >= self.skip:
-                per_rank = len(chunk) // self.world_size
-                yield chunk[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
-
-    def __len__(self):
-        return math.ceil(self.num_samples / (self.batch_size * self.world_size)) - self.skip
-
-
-def make_loader(dataset, batch_sampler, collate_fn, num_workers):
-    """Yield the batches of ``batch_sampler`` as Paddle tensors; an example that cannot be read
-    (``ExampleError``: a truncated or malformed feature file) ends the run with its one-line message.
-
-    Paddle's DataLoader cannot be left to report it: with ``num_workers=0`` the exception kills its
-    reader thread and the main thread waits on the queue forever; with workers it is re-raised in
-    that thread, and the main thread only learns that the queue was killed. So without workers the
-    batches are built right here, and with workers a failed example travels to the main process as
-    a batch that carries its message.
-    """
-    if num_workers == 0:
-        batches = (_to_tensors(collate_fn([dataset[i] for i in indices])) for indices in batch_sampler)
-    else:
-        batches = paddle.io.DataLoader(_ReportFailures(dataset), batch_sampler=batch_sampler,
-                                       collate_fn=_CollateOrReport(collate_fn), num_workers=num_workers,
-                                       persistent_workers=False)
-    try:
-        for batch in batches:
-            if isinstance(batch, dict) and _FAILED in batch:
-                raise ExampleError(batch[_FAILED])
-            yield batch
-    except ExampleError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
-_FAILED = "example_error"  # the one key of a batch that stands for an example that failed
-
-
-class _ReportFailures(paddle.io.Dataset):
-    """``dataset`` whose failed examples come back as reports (``{_FAILED: message, ...}``) instead of raising."""
-
-    def __init__(self, dataset):
-        super().__init__()
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        try:
-            return self.dataset[i]
-        except ExampleError as e:
-            # the index is there because Paddle's queue cannot carry a batch without any array
-            return {_FAILED: str(e), "index": np.array([i], dtype=np.int64)}
-
-
-class _CollateOrReport:
-    """``collate_fn``, except that a batch holding a failed example becomes that example's report."""
-
-    def __init__(self, collate_fn):
-        self.collate_fn = collate_fn
-
-    def __call__(self, samples):
-        for s in samples:
-            if isinstance(s, dict) and _FAILED in s:
-                return s
-        return self.collate_fn(samples)
-
-
-def _to_tensors(batch):
-    """What Paddle's DataLoader hands over: numpy arrays become tensors, strings and the like stay."""
-    if isinstance(batch, np.ndarray):
-        return paddle.to_tensor(batch)
-    if isinstance(batch, dict):
-        return {k: _to_tensors(v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return [_to_tensors(v) for v in batch]
-    return batch
 
 
 # ---------------------------------------------------------------------------- optimisation
@@ -315,14 +71,6 @@ def rank_drift(model):
     gathered = []
     dist.all_gather(gathered, stats)
     return max(float((g - gathered[0]).abs().max()) for g in gathered)
-
-
-def global_sum(values):
-    """Sum a small list of numbers over ranks."""
-    t = paddle.to_tensor(np.asarray(values, dtype="float64"))
-    if dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.numpy().tolist()
 
 
 def model_kwargs(model, batch, extra):
@@ -401,47 +149,9 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
         total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch, world_size=world,
                   argv=sys.argv, paddle_version=paddle.__version__)
-    with _own_output_dir(args, config, run_files or {}):
+    with own_output_dir(args, config, run_files or {}):
         return _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate,
                       best_metric, forward_kwargs)
-
-
-@contextlib.contextmanager
-def _own_output_dir(args, config, run_files):
-    """Rank 0 locks --output_dir for the run's lifetime and checks that this run may write there
-    (see ``rundir``); every rank stops when it may not. Settings that --resume changes (with
-    --allow_changed_settings) are added to ``config["setting_changes"]``."""
-    error, lock, changes = None, None, {}
-    if is_main():
-        try:
-            os.makedirs(args.output_dir, exist_ok=True)
-            lock = rundir.OutputDirLock(args.output_dir).acquire()
-            changes = rundir.check_output_dir(args.output_dir, config, args.resume, args.overwrite_output_dir,
-                                              args.allow_changed_settings)
-            saved = os.path.join(args.output_dir, rundir.RUN_CONFIG)
-            if changes:  # appended to the record of earlier changes
-                earlier = []
-                if os.path.isfile(saved):
-                    with open(saved) as f:
-                        earlier = json.load(f).get("setting_changes", [])
-                config["setting_changes"] = earlier + [{"resume": args.resume, "changes": changes}]
-            for name, write in run_files.items():
-                write(os.path.join(args.output_dir, name))
-        except (rundir.RunDirError, OSError) as e:
-            error = f"error: {e}"
-    if dist.get_world_size() > 1 and global_sum([error is not None])[0]:
-        error = error or "error: rank 0 refused --output_dir (its log says why)"
-    if error:
-        if lock:
-            lock.release()
-        raise SystemExit(error)
-    if changes:
-        log0("warning: resuming with changed settings: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
-    try:
-        yield
-    finally:
-        if lock:
-            lock.release()
 
 
 def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate, best_metric,

@@ -14,7 +14,7 @@ Each is stopped where it starts and nothing else changes: two warning filters th
 two messages, the OMP lines dropped from what ``import paddle`` writes to sys.stderr (everything else
 passes), the root logger's level put back to what it was before ``import paddle``, and
 GLOG_minloglevel=1 (C++ warnings and errors still show) unless it is set already. ``stderr_without``
-serves the same purpose later: ``engine.setup_device`` drops the "Modified FLAGS detected" block that
+serves the same purpose later: ``environment.setup_device`` drops the "Modified FLAGS detected" block that
 starting data parallel prints.
 """
 import contextlib

@@ -86,7 +86,7 @@ class OutputDirLock:
 
 def check_use(output_dir, resume, overwrite):
     """Raise RunDirError when a run with these flags must not start in ``output_dir``. Cheap and
-    read-only, so scripts call it before loading any data too (see ``engine.setup_device``)."""
+    read-only, so scripts call it before loading any data too (see ``environment.setup_device``)."""
     if resume and overwrite:
         raise RunDirError("--resume continues the run in --output_dir and --overwrite_output_dir deletes it; "
                           "pass one of them")

@@ -1,99 +1,87 @@
-"""VQA2 and NLVR2 as tasks: datasets for a split, predictions, official scores, leaderboard files.
+"""The tasks: pretraining, VQA2 and NLVR2 — datasets for a split, the training run, predictions, official
+scores and leaderboard files.
 
-The fine-tuning scripts and the prediction scripts both call these, so what training prints as
-its evaluation and what ``run_predict.py`` writes and scores are the same computation.
+The scripts parse their command line (``cli``) and call ``pretrain`` / ``finetune`` / ``predict``
+here. The fine-tuning and prediction scripts share this code, so what training prints as its
+evaluation and what ``run_predict.py`` writes and scores are the same computation.
 """
-import argparse
 import csv
 import json
 import logging
 import os
 import tempfile
 
-from . import cli, engine
-from .datasets import _ID_FIELD as ID_FIELD
-from .datasets import (build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset, read_vqa_json,
-                       write_answer_vocab)
-from .features import FEATURE_TYPES, open_feature_dir, open_features
-from .metrics import nlvr2_scores, vqa_accuracy
-from .modeling import VisualBertForQuestionAnswering, VisualBertForVisualReasoning
-from .processing import NLVR2Dataset, VQADataset
+import numpy as np
+import paddle
+import paddle.nn.functional as F
 
-FEATURE_TYPE = {"vqa2": "coco_detectron_fix_100", "nlvr2": "nlvr2_detectron_fix_144"}
+from . import engine, environment, loading
+from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
+                       read_vqa_json, write_answer_vocab)
+from .features import open_feature_dir, open_features
+from .metrics import nlvr2_scores, vqa_accuracy
+from .modeling import VisualBertForPreTraining, VisualBertForQuestionAnswering, VisualBertForVisualReasoning
+from .processing import (CaptionPretrainDataset, NLVR2Dataset, NLVR2PretrainDataset, VQADataset,
+                         VQAPretrainDataset)
+
 HEAD = {"vqa2": VisualBertForQuestionAnswering, "nlvr2": VisualBertForVisualReasoning}
 # The answer vocabulary a VQA run trained with, in its --output_dir; prediction finds it from the model path.
 ANSWER_VOCAB_FILE = "answer_vocab.txt"
+PRETRAIN_SPLITS = {  # corpus -> (train, eval) defaults
+    "coco_captions": ("train", "val"),
+    "vqa2": ("train", "minival"),
+    "nlvr2": ("train", "dev"),
+}
 
 logger = logging.getLogger("visualbert.tasks")
 
 
-def add_data_args(parser, task):
-    g = parser.add_argument_group("data")
-    g.add_argument("--input_dir", default=None,
-                   help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2); needed unless --features names the features")
-    g.add_argument("--annotation_dir", default=None,
-                   help="annotation files (default: <input_dir>/annotations, then PaddleNLP's dataset home)")
-    g.add_argument("--image_feature_type", default=FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
-                   help=f"region features (default {FEATURE_TYPE[task]})")
-    g.add_argument("--max_seq_length", type=cli.int_range(4), default=128,
-                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
-    add_feature_args(g)
-    return g
+# ---------------------------------------------------------------------------- fine-tuning and prediction
 
 
-def add_feature_args(group):
-    group.add_argument("--features", default=None, metavar="DIR",
-                       help="a packed feature store written by python -m visualbert.extract or python -m visualbert.features "
-                            "import, used instead of --image_feature_type's files under --input_dir")
-    group.add_argument("--max_regions", type=cli.positive_int, default=None, help="keep at most this many regions per image")
-    group.add_argument("--feature_dtype", default="float32", choices=["float32", "float16"],
-                       help="dtype regions travel in from the loader workers; float16 halves the traffic "
-                            "(the packed store is fp16 on disk anyway); the model computes in float32 or AMP")
+def finetune(task, args):
+    """What run_vqa2.py / run_nlvr2.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
+    environment.setup_device(args)
+    train_ds, eval_ds, model = load_for_finetuning(task, args)
+    evaluate = None
+    if eval_ds is not None:
+        score = vqa_evaluate if task == "vqa2" else nlvr2_evaluate
+        evaluate = lambda m: score(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
+    vqa = {"forward_kwargs": {"loss_type": args.loss}, "run_files": vqa_run_files(train_ds)} if task == "vqa2" else {}
+    return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
+                        evaluate=evaluate, best_metric="vqa_accuracy" if task == "vqa2" else "accuracy", **vqa)
 
 
-def add_vqa_json_args(group, sets):
-    """Flags for VQA data in the official JSON format: ``--<set>_questions`` / ``--<set>_annotations``
-    for each of ``sets`` (plain ``--questions`` / ``--annotations`` for the empty name), and ``--image_key``."""
-    for name in sets:
-        prefix = f"--{name}_" if name else "--"
-        what = f"{name} set" if name else "questions to predict"
-        group.add_argument(prefix + "questions", default=None, metavar="Q.json",
-                           help=f"{what} in the official VQA questions format, any split name (instead of an imdb split)")
-        group.add_argument(prefix + "annotations", default=None, metavar="A.json",
-                           help=f"answers to {prefix}questions in the official VQA annotations format"
-                                + ("" if name != "eval" else " (needed to score them)")
-                                + (" (optional: prints the accuracy)" if not name else ""))
-    group.add_argument("--image_key", default="{image_id}",
-                       help="template from a question's image_id to its feature key in --features, e.g. "
-                            "COCO_val2014_{image_id:012d} (default: {image_id})")
-
-
-def add_predict_args(group, default_split, output_help):
-    """Flags the two run_predict.py scripts share (after add_data_args)."""
-    group.add_argument("--split", default=default_split, help="split to predict")
-    group.add_argument("--output", default=None, help=output_help)
-    group.add_argument("--batch_size", type=cli.positive_int, default=64, help="samples per device")
-    group.add_argument("--num_workers", type=cli.non_negative_int, default=2,
-                       help="DataLoader worker processes (0 = load in the main process)")
-    group.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
-    group.add_argument("--use_amp", action="store_true", help="mixed precision inference (GPU only)")
-    group.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"], help="AMP compute dtype")
-    group.add_argument("--seed", type=cli.seed_int, default=42, help=argparse.SUPPRESS)
-
-
-def finish_finetune_args(parser, args):
-    """The seed's fine-tuning scripts say --batch_size; the engine counts per-device train batches."""
-    engine.check_training_args(parser, args)
-    args.train_batch_size = args.batch_size
-    args.eval_split = None if args.eval_split == "none" else args.eval_split
-    return args
+def predict(task, args):
+    """What the run_predict.py scripts do: write --output for --split, and print the scores when it has labels."""
+    dataset, model = load_for_prediction(task, args)
+    with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
+        if task == "vqa2":
+            predictions = vqa_predict(model, dataset, args.batch_size, args.num_workers)
+        else:
+            predictions = nlvr2_predict(model, dataset, args.batch_size, args.num_workers)
+    if not environment.is_main():
+        return
+    if task == "vqa2":
+        write_vqa_result(args.output, predictions)
+        print(f"wrote {len(predictions)} answers to {args.output}")
+        truth = vqa_ground_truth(dataset)
+        if truth:
+            print(json.dumps({"split": args.split, "vqa_accuracy": vqa_accuracy(predictions, truth)["overall"]}))
+    else:
+        write_nlvr2_csv(args.output, predictions)
+        print(f"wrote {len(predictions)} predictions to {args.output}")
+        labels = nlvr2_labels(dataset)
+        if labels:
+            scores = nlvr2_scores(predictions, labels)
+            print(json.dumps({"split": args.split, "accuracy": scores["accuracy"], "consistency": scores["consistency"]}))
 
 
 def load_for_finetuning(task, args):
     """Setup shared by the fine-tuning scripts: train split (evaluation questions removed), eval
     split (or None) and the model with a head sized for the task."""
-    with cli.user_errors():
-        tokenizer = cli.tokenizer_from_args(args)
+    with loading.user_errors():
+        tokenizer = loading.tokenizer_from_args(args)
         features = open_task_features(args)
         train_examples = eval_examples = None
         if getattr(args, "train_questions", None) or getattr(args, "eval_questions", None):
@@ -109,16 +97,16 @@ def load_for_finetuning(task, args):
         if args.eval_split:
             eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab)
         num_labels = len(train_ds.answer_vocab) if task == "vqa2" else 2
-        model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
+        model = loading.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
                                cpu_kernels=args.cpu_kernels, num_labels=num_labels)
     return train_ds, eval_ds, model
 
 
 def load_for_prediction(task, args):
     """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
-    engine.setup_device(args)
-    with cli.user_errors():
-        tokenizer = cli.tokenizer_from_args(args)
+    environment.setup_device(args)
+    with loading.user_errors():
+        tokenizer = loading.tokenizer_from_args(args)
         features = open_task_features(args)
         examples = vocab = None
         if getattr(args, "questions", None):
@@ -129,7 +117,7 @@ def load_for_prediction(task, args):
         if task == "vqa2":
             vocab = prediction_answer_vocab(args)
         dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab)
-        model = cli.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
+        model = loading.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
                                new_head=False, cpu_kernels=args.cpu_kernels)
         if task == "vqa2" and model.config.num_labels != len(vocab):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
@@ -141,7 +129,7 @@ def open_task_features(args):
     """The features a script reads (--features, else --image_feature_type under --input_dir), said in one line."""
     if getattr(args, "features", None):
         features = open_feature_dir(args.features, max_regions=args.max_regions)
-        engine.log0(f"features: packed store {args.features}")
+        environment.log0(f"features: packed store {args.features}")
         return features
     if not args.input_dir:
         raise ValueError("--input_dir (the data root with the features) is needed unless --features names a feature store")
@@ -151,7 +139,7 @@ def open_task_features(args):
     else:
         where = (f"per-image .npy files under {features.layout.root_dir(features.input_dir)} "
                  "(no packed store; `python -m visualbert.features pack` makes one)")
-    engine.log0(f"features: {args.image_feature_type} from {where}")
+    environment.log0(f"features: {args.image_feature_type} from {where}")
     return features
 
 
@@ -188,7 +176,7 @@ def training_answer_vocab(args, train_examples):
         if top_k is not None and not (top_k.isdigit() and int(top_k) >= 1):
             raise ValueError(f"--answer_vocab {spec}: expected build or build:K with K >= 1")
         vocab = build_answer_vocab(train_examples, None if top_k is None else int(top_k))
-        engine.log0(f"answer vocabulary: <unk> and the {len(vocab) - 1} most frequent training answers")
+        environment.log0(f"answer vocabulary: <unk> and the {len(vocab) - 1} most frequent training answers")
     else:
         vocab = load_answer_vocab(spec)
     return vocab
@@ -236,6 +224,91 @@ def build(name, split, args, tokenizer, features, exclude_split=None, examples=N
                           max_seq_length=args.max_seq_length, visual_dtype=args.feature_dtype)
     return NLVR2Dataset(examples, tokenizer, features, max_seq_length=args.max_seq_length,
                         visual_dtype=args.feature_dtype)
+
+
+# ---------------------------------------------------------------------------- pretraining
+
+
+def pretrain(args):
+    """What run_pretrain.py does: masked LM (and image-text matching where the corpus has it) on --dataset."""
+    environment.setup_device(args)
+    with loading.user_errors():
+        tokenizer = loading.tokenizer_from_args(args)
+        features = open_task_features(args)
+        train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
+        eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
+        model = loading.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim,
+                                   cpu_kernels=args.cpu_kernels)
+
+    loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
+    if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on
+        loss_terms["sentence_image_loss"] = lambda b: len(b["input_ids"])
+
+    evaluate = None
+    if eval_ds is not None:
+        if len(eval_ds) > args.max_eval_samples:  # a fixed, seeded subset keeps evaluation short
+            keep = np.random.default_rng(args.seed).choice(len(eval_ds), args.max_eval_samples, replace=False)
+            eval_ds = paddle.io.Subset(eval_ds, sorted(keep.tolist()))
+        evaluate = pretrain_evaluate(args, eval_ds, train_ds.collate_fn())
+    return engine.train(args, model, train_ds, train_ds.collate_fn(), loss_terms, evaluate=evaluate,
+                        best_metric="mlm_accuracy" if evaluate else None, forward_kwargs={"predict_masked_only": True})
+
+
+def pretrain_dataset(args, split, tokenizer, features, exclude=None):
+    examples = load_dataset(args.dataset, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
+                            exclude_split=exclude)
+    check_features_exist(examples, features, args.dataset, split)
+    common = dict(max_seq_length=args.max_seq_length, mask_prob=args.mask_prob, seed=args.seed,
+                  visual_dtype=args.feature_dtype)
+    if args.dataset == "coco_captions":
+        return CaptionPretrainDataset(examples, tokenizer, features, **common)
+    if args.dataset == "vqa2":
+        return VQAPretrainDataset(examples, tokenizer, features, **common)
+    return NLVR2PretrainDataset(examples, tokenizer, features, **common)
+
+
+def uses_matching(args):
+    return args.dataset == "coco_captions" or (args.dataset == "nlvr2" and not args.no_nlvr2_label)
+
+
+def pretrain_eval_step(with_matching):
+    """Per-sample masked-LM loss sum / count / correct, and whether the matching head was right."""
+
+    def step(model, batch):
+        kwargs = engine.model_kwargs(model, batch, {"predict_masked_only": True})
+        if not with_matching:
+            kwargs.pop("sentence_image_labels", None)
+        out = model(**kwargs)
+        labels = batch["labels"]
+        masked = labels != -100
+        targets = labels[masked]
+        token_loss = F.cross_entropy(out.prediction_logits.astype("float32"), targets, reduction="none").reshape([-1])
+        token_right = (out.prediction_logits.argmax(-1) == targets).astype("float32")
+        counts = masked.astype("int64").sum(1).numpy()
+        bounds = np.cumsum(counts)[:-1]
+        losses = np.split(token_loss.numpy(), bounds)
+        rights = np.split(token_right.numpy(), bounds)
+        match = [None] * len(counts)
+        if with_matching:
+            match = (out.seq_relationship_logits.argmax(-1) == batch["sentence_image_labels"]).numpy().tolist()
+        return [(float(l.sum()), int(c), float(r.sum()), m) for l, c, r, m in zip(losses, counts, rights, match)]
+
+    return step
+
+
+def pretrain_evaluate(args, eval_ds, collate_fn):
+    """Masked-LM loss and accuracy over the masked tokens, and matching accuracy, on eval_ds."""
+    step = pretrain_eval_step(uses_matching(args))
+
+    def evaluate(model):
+        rows = engine.predict(model, eval_ds, collate_fn, args.eval_batch_size, step)
+        loss, count, right = (sum(r[i] for r in rows) for i in range(3))
+        result = {"mlm_loss": loss / max(count, 1), "mlm_accuracy": right / max(count, 1)}
+        if uses_matching(args):
+            result["matching_accuracy"] = float(np.mean([r[3] for r in rows]))
+        return result
+
+    return evaluate
 
 
 # ---------------------------------------------------------------------------- VQA2
@@ -327,4 +400,3 @@ def _atomic_write(path, write):
         if isinstance(e, OSError):
             raise SystemExit(f"error: writing {path} failed ({e.strerror or e}); nothing was written") from None
         raise
-

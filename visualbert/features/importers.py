@@ -31,8 +31,8 @@ import zipfile
 
 import numpy as np
 
-from .features import PackWriter
-from .safeload import load_npy
+from ..safeload import load_npy
+from .pack import PackWriter
 
 __all__ = ["FORMATS", "import_features"]
 

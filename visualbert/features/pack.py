@@ -1,0 +1,238 @@
+"""Writing packed stores (resumable, published atomically) and inspecting a type's per-image files."""
+import json
+import os
+import shutil
+
+import numpy as np
+
+from .layouts import check_finite, npy_shape, read_feature_file, source_stamp
+from .stores import PACK_FORMAT, PACK_VERSION, FeatureStore, default_pack_dir, open_features
+
+
+def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="float16", progress=True, _reader=None):
+    """Pack every per-image file of a type (or one split) into a packed store at ``out``; returns ``out``.
+
+    Resumable and atomic as :class:`PackWriter` describes: a rerun after a kill resumes from the
+    last finished image.
+    """
+    from tqdm import tqdm
+
+    out = os.path.abspath(out or default_pack_dir(image_feature_type, input_dir, split))
+    if os.path.exists(out):
+        raise FileExistsError(f"{out}: already exists; remove it to pack again")
+    store = FeatureStore(image_feature_type, input_dir, split=split, use_packed=False)
+    files = list(store.iter_files())
+    if not files:
+        raise FileNotFoundError(f"{store.where()}: no per-image .npy feature files to pack for {image_feature_type}")
+    reader = _reader or read_feature_file
+    with PackWriter(out, {"image_feature_type": image_feature_type, "split": split}, dtype=dtype) as writer:
+        for key, path in tqdm(files, desc=f"pack {image_feature_type}", unit="img", disable=not progress):
+            if key not in writer.done:
+                stamp = source_stamp(path)  # before reading: a change during the read then shows as stale
+                writer.add(key, reader(path, key), where=path, stamp=stamp)
+        return writer.finish({"image_feature_type": image_feature_type, "split": split})
+
+
+class PackWriter:
+    """Builds a packed store at ``out`` one image at a time; resumable after a kill, published atomically.
+
+    Work goes into ``<out>.partial/``: rows are appended to ``features.bin`` (and each side array of
+    ``extras``, ``{name: dim}``, float32 rows aligned with the feature rows, to ``<name>.bin``),
+    then one line per finished image to ``progress.jsonl``. A new writer with the same ``params``
+    continues a partial store (``done`` holds the keys already written; the caller skips them);
+    other params start it over. ``finish`` writes index and metadata and renames the directory to
+    ``out``, so nothing at ``out`` ever looks complete before it is.
+    """
+
+    def __init__(self, out, params, dtype="float16", extras=None):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype("float16"), np.dtype("float32")):
+            raise ValueError(f"--dtype must be float16 or float32, got {self.dtype}")
+        self.out = os.path.abspath(out)
+        if os.path.exists(self.out):
+            raise FileExistsError(f"{self.out}: already exists; remove it to write it again")
+        self.extras = {name: int(d) for name, d in (extras or {}).items()}
+        self.partial = self.out + ".partial"
+        params = dict(params, dtype=self.dtype.name, version=PACK_VERSION)
+        if self.extras:
+            params["extras"] = self.extras
+        state = _resume_state(self.partial, params)
+        os.makedirs(self.partial, exist_ok=True)
+        with open(os.path.join(self.partial, "params.json"), "w") as f:
+            json.dump(params, f)
+        self.keys, self.offsets, self.rows, self.sources = state["keys"], state["offsets"], state["rows"], state["sources"]
+        self.dim, self.total = state["dim"], state["total"]
+        self.done = set(self.keys)
+        self._bin = open(os.path.join(self.partial, "features.bin"), "ab")
+        self._bin.truncate(self.total * (self.dim or 0) * self.dtype.itemsize)
+        self._extra_bins = {}
+        for name, d in self.extras.items():
+            self._extra_bins[name] = open(os.path.join(self.partial, name + ".bin"), "ab")
+            self._extra_bins[name].truncate(self.total * d * 4)
+        self._progress = open(os.path.join(self.partial, "progress.jsonl"), "a")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for f in [self._bin, self._progress] + list(self._extra_bins.values()):
+            if not f.closed:
+                f.close()
+
+    def add(self, key, rows, where=None, stamp=None, **extras):
+        """Append the [N, D] ``rows`` of ``key`` (and its [N, dim] side arrays named in ``extras``);
+        ``stamp`` is its per-image source file's ``source_stamp``, when it has one."""
+        if key in self.done:
+            raise ValueError(f"{where or key}: key '{key}' is already in the store")
+        if self.dim is None:
+            self.dim = int(rows.shape[1])
+        elif rows.shape[1] != self.dim:
+            raise ValueError(f"{where or key}: feature dim {rows.shape[1]}, the files packed before it have {self.dim}")
+        n = int(rows.shape[0])
+        if set(extras) != set(self.extras):
+            raise ValueError(f"{where or key}: side arrays {sorted(extras)}, the store keeps {sorted(self.extras)}")
+        for name, arr in extras.items():
+            if tuple(arr.shape) != (n, self.extras[name]):
+                raise ValueError(f"{where or key}: {name} has shape {tuple(arr.shape)}, expected ({n}, {self.extras[name]})")
+            self._extra_bins[name].write(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+            self._extra_bins[name].flush()
+        with np.errstate(over="ignore"):  # checked on the next line, with the file named
+            packed = np.ascontiguousarray(rows, dtype=self.dtype)
+        check_finite(packed, f"{where or key} as {self.dtype.name}", key)  # fp16 turns values beyond 65504 into Inf
+        self._bin.write(packed.tobytes())
+        self._bin.flush()
+        # The progress line goes after the rows, so a kill between the two only loses this image.
+        self._progress.write(json.dumps([key, self.total, n, self.dim, stamp]) + "\n")
+        self._progress.flush()
+        self.keys.append(key)
+        self.offsets.append(self.total)
+        self.rows.append(n)
+        self.sources.append(stamp)
+        self.done.add(key)
+        self.total += n
+
+    def finish(self, meta=None):
+        """Write index and metadata (``meta`` adds fields to meta.json), publish at ``out``; returns ``out``."""
+        if not self.keys:
+            raise ValueError(f"{self.out}: no images were written; nothing to publish")
+        for f in [self._bin] + list(self._extra_bins.values()):
+            os.fsync(f.fileno())
+        self.close()
+        with open(os.path.join(self.partial, "index.json"), "w") as f:
+            json.dump({"keys": self.keys, "offsets": self.offsets, "rows": self.rows, "sources": self.sources}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        full = {"format": PACK_FORMAT, "version": PACK_VERSION, **(meta or {}), "dtype": self.dtype.name,
+                "dim": int(self.dim), "num_images": len(self.keys), "num_rows": int(self.total)}
+        if self.extras:
+            full["extras"] = {name: {"dim": d, "dtype": "float32"} for name, d in self.extras.items()}
+        with open(os.path.join(self.partial, "meta.json"), "w") as f:
+            json.dump(full, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.remove(os.path.join(self.partial, "progress.jsonl"))
+        os.remove(os.path.join(self.partial, "params.json"))
+        os.rename(self.partial, self.out)
+        return self.out
+
+
+def _resume_state(partial, params):
+    empty = {"keys": [], "offsets": [], "rows": [], "sources": [], "dim": None, "total": 0}
+    if not os.path.isdir(partial):
+        return empty
+    try:
+        with open(os.path.join(partial, "params.json")) as f:
+            old = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        old = None
+    if old != params:
+        # A partial pack with other settings cannot be continued; start over.
+        shutil.rmtree(partial)
+        return empty
+    state = dict(empty, keys=[], offsets=[], rows=[], sources=[])
+    itemsize = np.dtype(params["dtype"]).itemsize
+    extras = params.get("extras", {})
+    try:
+        size = os.path.getsize(os.path.join(partial, "features.bin"))
+        extra_sizes = {name: os.path.getsize(os.path.join(partial, name + ".bin")) for name in extras}
+        with open(os.path.join(partial, "progress.jsonl")) as f:
+            lines = f.read().split("\n")
+    except OSError:
+        shutil.rmtree(partial)
+        return empty
+    for line in lines:
+        try:
+            key, offset, n, dim, stamp = json.loads(line)
+        except (ValueError, TypeError):
+            break  # the last line may be cut short by the kill
+        if offset != state["total"] or (offset + n) * dim * itemsize > size:
+            break
+        if any((offset + n) * d * 4 > extra_sizes[name] for name, d in extras.items()):
+            break
+        state["keys"].append(key)
+        state["offsets"].append(offset)
+        state["rows"].append(n)
+        state["sources"].append(stamp)
+        state["dim"] = dim
+        state["total"] = offset + n
+    with open(os.path.join(partial, "progress.jsonl"), "w") as f:
+        f.writelines(json.dumps([k, o, n, state["dim"], st]) + "\n"
+                     for k, o, n, st in zip(state["keys"], state["offsets"], state["rows"], state["sources"]))
+    return state
+
+
+def inspect_features(image_feature_type, input_dir, split=None, expected_keys=None, progress=True):
+    """Counts, dims and rows min/mean/max of a feature type; ``missing`` lists expected keys without features.
+
+    Reads only the .npy headers (and the packed index), so it is fast on large stores;
+    ``changed_since_packing`` lists per-image files that differ from what a packed store holds.
+    """
+    from tqdm import tqdm
+
+    if not os.path.isdir(input_dir):  # else it would report an empty store
+        raise FileNotFoundError(f"--input_dir {os.fspath(input_dir)}: no such directory")
+    store = open_features(image_feature_type, input_dir, split=split)
+    rows, dims, bad, stale = {}, {}, [], []
+    for p in store.packed:
+        for k in p.keys():
+            if split is None or store.layout.split_of(k) == split:
+                if k not in rows:
+                    rows[k] = p.rows(k)
+                    dims[p.dim] = dims.get(p.dim, 0) + 1
+                    if p.changed_since_packing(k, store.path(k)):
+                        stale.append(store.path(k))
+    packed_keys = len(rows)
+    files = [(k, path) for k, path in store.iter_files() if k not in rows]
+    for key, path in tqdm(files, desc=f"inspect {image_feature_type}", unit="img", disable=not progress):
+        try:
+            shape, dtype = npy_shape(path)
+            if len(shape) != 2 or shape[0] == 0 or dtype.hasobject:
+                raise ValueError(f"{path}: expected a non-empty numeric [N, D] array, found shape {tuple(shape)} dtype {dtype}")
+        except ValueError as e:
+            bad.append(str(e))
+            continue
+        rows[key] = int(shape[0])
+        dims[int(shape[1])] = dims.get(int(shape[1]), 0) + 1
+    counts = np.array(list(rows.values()) or [0])
+    report = {
+        "image_feature_type": image_feature_type,
+        "root": store.where(),
+        "packed_stores": [p.directory for p in store.packed],
+        "images": len(rows),
+        "images_packed": packed_keys,
+        "dims": {str(k): v for k, v in sorted(dims.items())},
+        "rows_min": int(counts.min()),
+        "rows_mean": float(counts.mean()),
+        "rows_max": int(counts.max()),
+        "bad_files": bad,
+        "changed_since_packing": stale,
+    }
+    if expected_keys is not None:
+        expected = list(dict.fromkeys(expected_keys))
+        missing = [k for k in expected if k not in rows]
+        report["expected"] = len(expected)
+        report["missing"] = missing
+    return report
