@@ -143,3 +143,14 @@ def test_validators_return_the_number():
         cli.positive_int("1.5")
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected a number > 0, got -inf"):
         cli.positive_float("-inf")
+
+
+@pytest.mark.parametrize("flag,value", [("--batch_size", "0"), ("--batch_size", "-4"), ("--num_workers", "-1"),
+                                        ("--grid", "0"), ("--image_size", "-32"), ("--patch_size", "0")])
+def test_extract_refuses_numbers_it_cannot_use(flag, value, capsys):
+    from visualbert import extract
+
+    with pytest.raises(SystemExit) as e:
+        extract.build_parser().parse_args(["--image_dir", "imgs", "--output_dir", "feats", flag, value])
+    assert e.value.code == 2
+    assert f"argument {flag}: expected an integer >= " in capsys.readouterr().err

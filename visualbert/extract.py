@@ -38,6 +38,7 @@ import sys
 
 import numpy as np
 
+from .cli import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "extract", "main"]
@@ -341,18 +342,18 @@ def build_parser():
     p.add_argument("--weights", default=None,
                    help="ResNets: imagenet (Paddle's pretrained weights, downloaded once; the default), none (random "
                         "initialisation, for tests) or a .pdparams file")
-    p.add_argument("--grid", type=int, default=None,
+    p.add_argument("--grid", type=positive_int, default=None,
                    help="pool the last feature map to N x N cells, one region each (default: the map as it is, "
                         "--image_size/32 a side for ResNets, --image_size/--patch_size for patches)")
     p.add_argument("--boxes", default=None, metavar="FILE.json",
                    help='regions from boxes instead of a grid: {"key": [[x1, y1, x2, y2], ...]} in image pixels, '
                         "ROI-Aligned on the feature map")
-    p.add_argument("--image_size", type=int, default=None,
+    p.add_argument("--image_size", type=positive_int, default=None,
                    help="images are resized to this square (default 448 for ResNets, 64 for patches)")
-    p.add_argument("--patch_size", type=int, default=8,
+    p.add_argument("--patch_size", type=positive_int, default=8,
                    help="patches: each region's pixels are resampled to P x P, giving P*P*3-d features (default 8)")
-    p.add_argument("--batch_size", type=int, default=16, help="images per backbone call")
-    p.add_argument("--num_workers", type=int, default=2, help="processes decoding images ahead of the backbone (0: inline)")
+    p.add_argument("--batch_size", type=positive_int, default=16, help="images per backbone call")
+    p.add_argument("--num_workers", type=non_negative_int, default=2, help="processes decoding images ahead of the backbone (0: inline)")
     p.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
     p.add_argument("--use_amp", action="store_true", help="mixed precision backbone (GPU only)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="on-disk dtype of the features")
