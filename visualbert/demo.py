@@ -220,7 +220,8 @@ def write_demo(out_dir, seed=0, progress=True):
     counts = {}
     imdb = {}
     total = sum(SIZES["coco"].values()) + 2 * sum(SIZES["nlvr2"].values())
-    bar = tqdm(total=total, desc="demo images", unit="img", disable=not progress)
+    # a second of work: a bar on a terminal, nothing in a log file (where each refresh would pile up)
+    bar = tqdm(total=total, desc="demo images", unit="img", disable=not progress or not sys.stderr.isatty())
     for split, count in SIZES["coco"].items():
         images = _coco_images(rng, split, count)
         for img in images:
