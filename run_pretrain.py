@@ -7,8 +7,10 @@
 Single process:  python run_pretrain.py --input_dir X_COCO --output_dir logs/x --dataset coco_captions ...
 Data parallel:   python -m paddle.distributed.launch --gpus 0,1 run_pretrain.py ...
 """
-from visualbert import quiet  # noqa: F401  (first: it imports paddle without third-party noise)
-from visualbert import cli, tasks
+from visualbert import quiet
+
+quiet.silence()  # first: paddle is imported without third-party noise
+from visualbert import cli, tasks  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -3,8 +3,10 @@
 Left image regions get visual token type 0, right ones 1. Evaluates accuracy and consistency on
 --eval_split every epoch (or every --eval_steps) and keeps the best model in <output_dir>/best.
 """
-from visualbert import quiet  # noqa: F401  (first: it imports paddle without third-party noise)
-from visualbert import cli, tasks
+from visualbert import quiet
+
+quiet.silence()  # first: paddle is imported without third-party noise
+from visualbert import cli, tasks  # noqa: E402
 
 
 def parse_args(argv=None):

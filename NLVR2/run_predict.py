@@ -2,8 +2,10 @@
 
 For dev / test1 (labelled) it also prints accuracy and consistency, as lil-lab/nlvr's metrics do.
 """
-from visualbert import quiet  # noqa: F401  (first: it imports paddle without third-party noise)
-from visualbert import cli, tasks
+from visualbert import quiet
+
+quiet.silence()  # first: paddle is imported without third-party noise
+from visualbert import cli, tasks  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -4,8 +4,10 @@ Writes [{"question_id": int, "answer": str}, ...] with exactly one entry per que
 (never <unk>). When the split has answers (val, minival, ...) it also prints the official VQA
 accuracy, the same number training printed for that checkpoint.
 """
-from visualbert import quiet  # noqa: F401  (first: it imports paddle without third-party noise)
-from visualbert import cli, tasks
+from visualbert import quiet
+
+quiet.silence()  # first: paddle is imported without third-party noise
+from visualbert import cli, tasks  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -7,8 +7,10 @@ Data: imdb splits under --input_dir (--train_split / --eval_split), or any quest
 annotations in the official VQA JSON format (--train_questions / --train_annotations, optionally
 --eval_questions / --eval_annotations) with features from --features (python -m visualbert.extract).
 """
-from visualbert import quiet  # noqa: F401  (first: it imports paddle without third-party noise)
-from visualbert import cli, tasks
+from visualbert import quiet
+
+quiet.silence()  # first: paddle is imported without third-party noise
+from visualbert import cli, tasks  # noqa: E402
 
 
 def parse_args(argv=None):

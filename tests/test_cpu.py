@@ -163,11 +163,13 @@ def test_accelerate_owns_the_process_settings_and_restore_puts_them_back():
 
 
 IMPORT_CHECK = """
-import ctypes, os, sys, paddle
+import ctypes, os, sys, warnings, paddle
+import paddlenlp.transformers  # its own imports (scipy, urllib3) add warning filters: not ours to check
 library = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
 def settings():
     blocktime = ctypes.CDLL(library).kmp_get_blocktime() if os.path.exists(library) else None
-    return paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"], blocktime, dict(os.environ)
+    return (paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"], blocktime, dict(os.environ),
+            list(warnings.filters))
 before = settings()
 for module in sys.argv[1:]:
     __import__(module)
@@ -181,7 +183,8 @@ def test_importing_changes_no_process_setting():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "KMP_BLOCKTIME"}
     env["PYTHONPATH"] = root
-    modules = ["visualbert.modeling", "visualbert.cpu", "visualbert.cli", "visualbert.tasks"]
+    modules = ["visualbert.modeling", "visualbert.cpu", "visualbert.cli", "visualbert.tasks", "visualbert.engine",
+               "visualbert.environment", "visualbert.convert", "visualbert.quiet"]
     proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK] + modules, cwd=root, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -20,7 +20,11 @@ import tempfile
 
 import numpy as np
 
-from . import quiet  # noqa: F401  (before modeling imports paddle: no third-party noise)
+from . import quiet
+
+if __name__ == "__main__":  # the command line: before modeling imports paddle, without third-party noise
+    quiet.silence()
+
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from . import modeling

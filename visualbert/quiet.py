@@ -1,4 +1,5 @@
-"""Imported first by every command, before paddle, so that a command prints only what it has to say.
+"""``silence()``, called first by every command, before paddle is imported, so that a command prints
+only what it has to say. Importing this module changes nothing; library code never calls ``silence``.
 
 Without it every command starts with third-party lines that say nothing about the run:
 - ``UserWarning: No ccache found``: Paddle's C++-extension builder looks for ccache when paddle is
@@ -22,9 +23,6 @@ import logging
 import os
 import sys
 import warnings
-
-warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
-warnings.filterwarnings("ignore", message="Setuptools is replacing distutils", category=UserWarning)
 
 _OMP_LINES = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY.")
 # what paddle.distributed.init_parallel_env writes when any FLAGS_* differs from its default
@@ -63,7 +61,10 @@ def stderr_without(prefixes):
         sys.stderr = stderr
 
 
-def _import_paddle_quietly():
+def silence():
+    """Stop the lines above for the rest of this process (a command's entry point calls it first)."""
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Setuptools is replacing distutils", category=UserWarning)
     if "paddle" in sys.modules:
         return
     # C++ INFO lines (glog), e.g. the process group's "create libuv server at port"; warnings stay
@@ -76,5 +77,3 @@ def _import_paddle_quietly():
     finally:
         root.setLevel(level)
 
-
-_import_paddle_quietly()
