@@ -98,7 +98,7 @@ def load_for_finetuning(task, args):
             eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab)
         num_labels = len(train_ds.answer_vocab) if task == "vqa2" else 2
         model = loading.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
-                               cpu_kernels=args.cpu_kernels, num_labels=num_labels)
+                                   cpu_kernels=args.cpu_kernels, num_labels=num_labels)
     return train_ds, eval_ds, model
 
 
@@ -118,7 +118,7 @@ def load_for_prediction(task, args):
             vocab = prediction_answer_vocab(args)
         dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab)
         model = loading.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
-                               new_head=False, cpu_kernels=args.cpu_kernels)
+                                   new_head=False, cpu_kernels=args.cpu_kernels)
         if task == "vqa2" and model.config.num_labels != len(vocab):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
                              f"vocabulary has {len(vocab)}; pass the run's {ANSWER_VOCAB_FILE} as --answer_vocab")
