@@ -235,6 +235,54 @@ def numpy_softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+def paddle_ships_onednn():
+    if not os.path.exists(onednn.LIBRARY):
+        assert platform.machine() != "x86_64"  # Paddle's x86-64 CPU wheel ships oneDNN
+        return False
+    return True
+
+
+def test_onednn_binding_is_for_the_library_paddle_ships():
+    if paddle_ships_onednn():
+        assert onednn.open_library() is not None  # version, entry points and the self-check all pass
+
+
+@pytest.mark.parametrize("difference", ["version", "entry point", "constant"])
+def test_onednn_binding_refuses_a_library_it_was_not_written_for(monkeypatch, capsys, difference):
+    if not paddle_ships_onednn():
+        return
+    if difference == "version":  # the wheel bundling another oneDNN release
+        monkeypatch.setattr(onednn, "WRITTEN_FOR", (3, 5))
+        expected = "this binding was written for 3.5"
+    elif difference == "entry point":
+        monkeypatch.setattr(onednn, "_ENTRY_POINTS", onednn._ENTRY_POINTS + ("dnnl_renamed_function",))
+        expected = "lacks dnnl_renamed_function"
+    else:  # a C API constant that means another operation there: erf-GELU's id taken by ReLU's (0x20 in v3)
+        monkeypatch.setattr(onednn, "_ELTWISE_GELU_ERF", 0x20)
+        expected = "failed its self-check: GELU"
+    assert onednn.open_library() is None
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "using Paddle's own CPU kernels" in lines[0]
+
+
+def test_accelerated_model_falls_back_to_stock_kernels_when_the_library_differs(monkeypatch, accelerated, capsys):
+    if not paddle_ships_onednn():
+        return
+    monkeypatch.setattr(onednn, "WRITTEN_FOR", (4, 0))
+    onednn.load.cache_clear()
+    try:
+        model = make(vm.VisualBertForQuestionAnswering, num_labels=5)
+        model.eval()
+        batch = tensors(numpy_batch())
+        stock = model(**batch).logits.numpy()
+        accelerated(model)
+        assert kernels.ONEDNN is None
+        np.testing.assert_allclose(model(**batch).logits.numpy(), stock, atol=1e-5)
+        assert "written for 4.0" in capsys.readouterr().err
+    finally:
+        onednn.load.cache_clear()
+
+
 def test_onednn_primitive_cache_evicts_and_stays_right_also_from_threads():
     binding = onednn.open_library()
     if binding is None:

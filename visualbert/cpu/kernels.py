@@ -17,7 +17,8 @@ import paddle
 import paddle.nn.functional as F
 
 # The oneDNN binding (visualbert.cpu.onednn) while a model is accelerated, None otherwise and where
-# Paddle ships no oneDNN 3: then softmax runs in numpy and GELU and LayerNorm on Paddle's kernels.
+# Paddle ships no oneDNN or another one than the binding was written for: then softmax runs in numpy
+# and GELU and LayerNorm on Paddle's kernels.
 ONEDNN = None
 
 # Below these sizes (elements) a route's fixed cost, handing work to other threads and back,

@@ -4,8 +4,9 @@ wheel ships.
 Paddle's eager mode runs its own CPU kernels for these, several times slower than oneDNN's
 vectorised ones on the BERT-base shapes (BENCHMARKS.md has the measurements); eager mode never
 picks oneDNN kernels itself. This module calls oneDNN's eltwise, softmax and layer-normalization
-primitives through its C API. ``load()`` returns None where the wheel has no oneDNN 3 library
-(other platforms, GPU builds), and visualbert.cpu then keeps Paddle's kernels for these.
+primitives through its C API. ``load()`` returns None where the wheel has no oneDNN library (other
+platforms, GPU builds) or not the exact one this binding was written for (``WRITTEN_FOR``, every
+entry point present, a numeric self-check), and visualbert.cpu then keeps Paddle's kernels.
 
 Arrays are float32, C-contiguous numpy arrays (Paddle tensors seen through DLPack); the work runs
 on oneDNN's OpenMP threads (OMP_NUM_THREADS, as Paddle's own kernels).
@@ -17,7 +18,9 @@ the primitive, and the same primitive must not run twice at once).
 """
 import ctypes
 import functools
+import math
 import os
+import sys
 import threading
 
 import numpy as np
@@ -227,22 +230,78 @@ class OneDNN:
                                                 _ARG_DIFF_SHIFT: grad_shift}, epsilon)
 
 
+# The library this binding was written and tested against: the C API constants above are this
+# version's, and a build that differs (another minor version, missing entry points) could take the
+# same numbers to mean other things. Anything else falls back to Paddle's kernels.
+WRITTEN_FOR = (3, 6)
+_ENTRY_POINTS = (
+    "dnnl_version", "dnnl_engine_create", "dnnl_stream_create", "dnnl_stream_wait", "dnnl_stream_destroy",
+    "dnnl_memory_desc_create_with_strides", "dnnl_memory_desc_destroy", "dnnl_memory_create",
+    "dnnl_memory_set_data_handle", "dnnl_memory_destroy", "dnnl_primitive_attr_create",
+    "dnnl_primitive_attr_set_scratchpad_mode", "dnnl_primitive_attr_destroy", "dnnl_primitive_desc_query_md",
+    "dnnl_primitive_desc_destroy", "dnnl_eltwise_forward_primitive_desc_create",
+    "dnnl_eltwise_backward_primitive_desc_create", "dnnl_softmax_forward_primitive_desc_create",
+    "dnnl_softmax_backward_primitive_desc_create", "dnnl_layer_normalization_forward_primitive_desc_create",
+    "dnnl_layer_normalization_backward_primitive_desc_create", "dnnl_primitive_create", "dnnl_primitive_execute",
+    "dnnl_primitive_destroy")
+
+
 @functools.lru_cache(maxsize=None)
 def load(path=LIBRARY):
     """The process's ``OneDNN`` over Paddle's bundled library (one per library, so its primitive
-    cache is shared), or None where the library is missing or not oneDNN 3."""
+    cache is shared), or None where the library is missing or not the one this binding is for."""
     return open_library(path)
 
 
 def open_library(path=LIBRARY):
-    """A new ``OneDNN`` over the library at ``path``, or None where it is missing or not oneDNN 3."""
+    """A new ``OneDNN`` over the library at ``path``, or None where it is missing. A library that
+    is not the oneDNN this binding was written for, lacks one of its entry points or fails the
+    numeric self-check also gives None, after one line on stderr saying why."""
     if not os.path.exists(path):
         return None
     try:
         lib = ctypes.CDLL(path)
-        lib.dnnl_version.restype = ctypes.POINTER(_Version)
-        if lib.dnnl_version().contents.major != 3:
-            return None
-        return OneDNN(lib)
-    except (OSError, AttributeError, RuntimeError):
-        return None
+    except OSError as e:
+        return _refuse(path, f"cannot be opened ({e})")
+    missing = [name for name in _ENTRY_POINTS if not hasattr(lib, name)]
+    if missing:
+        return _refuse(path, f"lacks {', '.join(missing)}")
+    lib.dnnl_version.restype = ctypes.POINTER(_Version)
+    version = lib.dnnl_version().contents
+    if (version.major, version.minor) != WRITTEN_FOR:
+        found = f"{version.major}.{version.minor}.{version.patch}"
+        return _refuse(path, f"is oneDNN {found}, this binding was written for {'.'.join(map(str, WRITTEN_FOR))}")
+    try:
+        binding = OneDNN(lib)
+        error = _self_check(binding)
+    except RuntimeError as e:
+        error = str(e)
+    return _refuse(path, f"failed its self-check: {error}") if error else binding
+
+
+def _refuse(path, why):
+    print(f"note: {path} {why}; using Paddle's own CPU kernels for softmax, GELU and LayerNorm", file=sys.stderr)
+    return None
+
+
+def _self_check(binding):
+    """Each operation once on a small input against numpy: constants that mean something else in the
+    library would show here instead of in a model's outputs. Returns what differed, or None."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    out = np.empty_like(x)
+    binding.gelu(x, out)
+    erf = np.vectorize(math.erf)
+    if not np.allclose(out, x * 0.5 * (1.0 + erf(x / math.sqrt(2.0))), atol=1e-5):
+        return "GELU"
+    binding.softmax(x, out)
+    exp = np.exp(x - x.max(axis=-1, keepdims=True))
+    if not np.allclose(out, exp / exp.sum(axis=-1, keepdims=True), atol=1e-6):
+        return "softmax"
+    scale, shift = rng.standard_normal(8).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    mean, variance = np.empty(4, np.float32), np.empty(4, np.float32)
+    binding.layer_norm(x, scale, shift, 1e-12, out, mean, variance)
+    expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12) * scale + shift
+    if not np.allclose(out, expected, atol=1e-5):
+        return "LayerNorm"
+    return None
