@@ -37,11 +37,9 @@ import paddle
 
 from .datasets import describe_example, example_image_keys, load_answer_vocab
 
-__all__ = ["MODEL_INPUT_KEYS", "TEXT_KEYS", "REGION_KEYS", "get_tokenizer", "Collator", "VQADataset", "NLVR2Dataset",
+__all__ = ["TEXT_KEYS", "REGION_KEYS", "get_tokenizer", "Collator", "VQADataset", "NLVR2Dataset",
            "CaptionPretrainDataset", "VQAPretrainDataset", "NLVR2PretrainDataset", "vqa_targets", "mask_tokens"]
 
-MODEL_INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "visual_embeds", "visual_token_type_ids",
-                    "visual_attention_mask", "labels", "sentence_image_labels")
 TEXT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 REGION_KEYS = ("visual_embeds", "visual_token_type_ids", "visual_attention_mask")
 
