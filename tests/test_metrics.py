@@ -73,6 +73,18 @@ def test_normalize_vqa_answer(raw, expected):
     assert normalize_vqa_answer(raw) == expected
 
 
+def test_contraction_table_equals_the_official_one_entry_by_entry():
+    """Our table is generated from the list of contractions; the official scorer's is written out."""
+    from visualbert.metrics import _CONTRACTIONS
+
+    with open(os.path.join(os.path.dirname(__file__), "data", "vqaeval_contractions.json")) as f:
+        official = json.load(f)["contractions"]
+    assert len(official) == 120
+    for typed, contraction in official.items():
+        assert _CONTRACTIONS.get(typed) == contraction, typed
+    assert set(_CONTRACTIONS) == set(official)
+
+
 def test_period_strip_stops_after_32_periods():
     # vqaEval passes re.UNICODE (32) where re.sub expects a count
     assert normalize_vqa_answer("x" + "." * 40) == "x" + "." * 8
