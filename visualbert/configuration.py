@@ -1,7 +1,9 @@
 """VisualBERT's configuration and the names of the released checkpoints."""
+import paddle
+import paddle.nn.functional as F
 from paddlenlp.transformers import PretrainedConfig
 
-__all__ = ["VisualBertConfig", "RELEASED_MODELS"]
+__all__ = ["VisualBertConfig", "RELEASED_MODELS", "ACTIVATIONS", "released_name"]
 
 # The nine checkpoints uclanlp released, with the head class each one was trained as and what
 # differs from a BERT-base VisualBertConfig.
@@ -18,8 +20,24 @@ RELEASED_MODELS = {
 }
 
 
-# The activations the model implements (modeling._ACTIVATIONS), named as in transformers' configs.
-HIDDEN_ACTS = ("gelu", "gelu_new", "relu", "silu", "swish", "tanh")
+# hidden_act as transformers' configs name it -> the function the model applies; the config refuses
+# any other name, so a checkpoint never loads into a model that cannot run it.
+ACTIVATIONS = {
+    "gelu": F.gelu,  # exact (erf), as transformers' "gelu"
+    "gelu_new": lambda x: F.gelu(x, approximate=True),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": paddle.tanh,
+}
+
+
+def released_name(name):
+    """The released checkpoint ``name`` stands for ("uclanlp/visualbert-vqa" and "visualbert-vqa" both
+    give "visualbert-vqa"), or None."""
+    name = str(name)
+    name = name[len("uclanlp/"):] if name.startswith("uclanlp/") else name
+    return name if name in RELEASED_MODELS else None
 
 
 def _released_config(name):
@@ -41,8 +59,8 @@ class VisualBertConfig(PretrainedConfig):
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
-        if hidden_act not in HIDDEN_ACTS:
-            raise ValueError(f"hidden_act {hidden_act!r} is not supported; expected one of {', '.join(HIDDEN_ACTS)}")
+        if hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {hidden_act!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
         self.vocab_size, self.hidden_size, self.visual_embedding_dim = vocab_size, hidden_size, visual_embedding_dim
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
         self.intermediate_size, self.hidden_act = intermediate_size, hidden_act

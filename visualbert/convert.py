@@ -29,19 +29,13 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from . import modeling
 from .loading import read_json
+from .configuration import released_name
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError
 from .torch_checkpoint import load_torch_file
 
-HEADS = {
-    "base": modeling.VisualBertModel,
-    "pretraining": modeling.VisualBertForPreTraining,
-    "vqa": modeling.VisualBertForQuestionAnswering,
-    "nlvr2": modeling.VisualBertForVisualReasoning,
-    "multiple_choice": modeling.VisualBertForMultipleChoice,
-    "region_alignment": modeling.VisualBertForRegionToPhraseAlignment,
-}
-_HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
+HEADS = {name: head.model for name, head in modeling.HEADS.items()}
+_HEAD_OF_ARCH = {head.model.__name__: name for name, head in modeling.HEADS.items()}
 _DECODER, _DECODER_BIAS = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"
 _MLM_BIAS = "cls.predictions.bias"
 _WORD_EMBEDDINGS = "visual_bert.embeddings.word_embeddings.weight"
@@ -108,8 +102,8 @@ def _head_for(head, raw, source):
 
 
 def _released_or_json(config):
-    name = config[len("uclanlp/"):] if config.startswith("uclanlp/") else config
-    if name in RELEASED_MODELS:
+    name = released_name(config)
+    if name:
         return dict(VisualBertConfig.pretrained_init_configuration[name])
     if os.path.isfile(config):
         return read_json(config)

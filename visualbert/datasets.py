@@ -68,10 +68,6 @@ DATASETS = {
     ),
 }
 
-# VQA2's answer vocabulary as the original scripts fetched it (MMF extras); the same file ships in the package.
-VQA2_EXTRAS_URL = "https://dl.fbaipublicfiles.com/mmf/data/datasets/vqa2/defaults/extras.tar.gz"
-VQA2_EXTRAS_MD5 = "9baaf3291221fdef49852046a500f731"
-
 # Which features each dataset was trained with in the original scripts (coco_captions serves both COCO layouts).
 DEFAULT_FEATURE_TYPE = {"vqa2": "coco_detectron_fix_100", "nlvr2": "nlvr2_detectron_fix_144",
                         "coco_captions": "coco_detectron_fix_100"}

@@ -9,6 +9,7 @@ import os
 import paddle
 
 from . import cpu, modeling
+from .configuration import released_name
 
 
 def resolve_model_path(name_or_path):
@@ -29,14 +30,7 @@ _CONFIG_FILES = ("config.json", "model_config.json")
 _WEIGHT_FILES = ("model_state.pdparams", "model.safetensors", "model_state.pdparams.index.json",
                  "model.safetensors.index.json")
 _CONVERT_HINT = "convert PyTorch checkpoints first: python -m visualbert.convert --src CHECKPOINT --dst DIR"
-_HEAD_DESCRIPTIONS = {
-    "VisualBertModel": "no task head",
-    "VisualBertForPreTraining": "the pre-training heads",
-    "VisualBertForQuestionAnswering": "a VQA head",
-    "VisualBertForVisualReasoning": "an NLVR2 head",
-    "VisualBertForMultipleChoice": "a multiple-choice head",
-    "VisualBertForRegionToPhraseAlignment": "a region-to-phrase head",
-}
+_HEAD_DESCRIPTIONS = {head.model.__name__: head.described for head in modeling.HEADS.values()}
 
 
 def _has_config(d):
@@ -68,14 +62,9 @@ def _read_config(path, **changes):
         raise SystemExit(f"error: {path}: {e}") from None
 
 
-def _released_name(name):
-    name = name[len("uclanlp/"):] if name.startswith("uclanlp/") else name
-    return name if name in modeling.RELEASED_MODELS else None
-
-
 def _checkpoint_config(name_or_path, path):
     """The config of the checkpoint at ``path``, checked before any weight is read."""
-    released = _released_name(path)
+    released = released_name(path)
     if released and not os.path.isdir(path):
         return modeling.VisualBertConfig(**modeling.VisualBertConfig.pretrained_init_configuration[released])
     if not os.path.isdir(path):

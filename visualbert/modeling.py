@@ -10,7 +10,7 @@ The configuration is in ``visualbert.configuration``; faster CPU layers for this
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -23,7 +23,7 @@ from paddlenlp.transformers.model_outputs import (
     SequenceClassifierOutput,
 )
 
-from .configuration import RELEASED_MODELS, VisualBertConfig
+from .configuration import ACTIVATIONS, RELEASED_MODELS, VisualBertConfig, released_name
 
 __all__ = [
     "VisualBertConfig",
@@ -36,16 +36,8 @@ __all__ = [
     "VisualBertForRegionToPhraseAlignment",
     "VisualBertForPreTrainingOutput",
     "RELEASED_MODELS",
+    "HEADS",
 ]
-
-_ACTIVATIONS = {
-    "gelu": F.gelu,  # exact (erf), as transformers' "gelu"
-    "gelu_new": lambda x: F.gelu(x, approximate=True),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": paddle.tanh,
-}
 
 
 def _gather_positions(hidden_states, positions):
@@ -195,7 +187,7 @@ class VisualBertIntermediate(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = _ACTIVATIONS[config.hidden_act]
+        self.act = ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden_states):
         return self.act(self.dense(hidden_states))
@@ -264,7 +256,7 @@ class VisualBertPredictionHeadTransform(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = _ACTIVATIONS[config.hidden_act]
+        self.act = ACTIVATIONS[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
 
     def forward(self, hidden_states):
@@ -324,10 +316,8 @@ class VisualBertPretrainedModel(PretrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        name = str(pretrained_model_name_or_path)
-        if name.startswith("uclanlp/"):
-            name = name[len("uclanlp/"):]
-        if name in RELEASED_MODELS and not os.path.isdir(pretrained_model_name_or_path):
+        name = released_name(pretrained_model_name_or_path)
+        if name and not os.path.isdir(pretrained_model_name_or_path):
             from paddlenlp.utils.env import MODEL_HOME
 
             local = os.path.join(MODEL_HOME, name)
@@ -454,13 +444,6 @@ class VisualBertForPreTrainingOutput(ModelOutput):
     sentence_image_loss: Optional[paddle.Tensor] = None
 
 
-def _encoder_kwargs(kw):
-    keys = ("attention_mask", "token_type_ids", "position_ids", "head_mask", "inputs_embeds", "visual_embeds",
-            "visual_attention_mask", "visual_token_type_ids", "image_text_alignment", "output_attentions",
-            "output_hidden_states")
-    return {k: kw.get(k) for k in keys}
-
-
 def _mean_ignoring(logits, labels, ignore_index=-100):
     """Cross-entropy averaged over the labels that are not ``ignore_index``.
 
@@ -506,7 +489,12 @@ class VisualBertForPreTraining(VisualBertPretrainedModel):
         ``predict_masked_only``: with labels, decode only the positions whose label is not -100;
         ``prediction_logits`` is then [num_labelled, vocab] and the loss equals the full one.
         """
-        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()))
+        outputs = self.visual_bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds, visual_embeds=visual_embeds,
+            visual_attention_mask=visual_attention_mask, visual_token_type_ids=visual_token_type_ids,
+            image_text_alignment=image_text_alignment, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True)
         sequence_output, pooled_output = outputs.last_hidden_state, outputs.pooler_output
         seq_relationship_logits = self.cls.seq_relationship(pooled_output)
         total_len = sequence_output.shape[1]
@@ -575,8 +563,13 @@ class VisualBertForQuestionAnswering(VisualBertPretrainedModel):
                    else paddle.full([batch], text_len, dtype="int64"))
         positions = (lengths - 2).unsqueeze(1)
         every_position = bool(output_attentions or output_hidden_states)
-        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()),
-                                   last_layer_positions=None if every_position else positions)
+        outputs = self.visual_bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds, visual_embeds=visual_embeds,
+            visual_attention_mask=visual_attention_mask, visual_token_type_ids=visual_token_type_ids,
+            image_text_alignment=image_text_alignment, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+            last_layer_positions=None if every_position else positions)
         picked = outputs.last_hidden_state
         if every_position:
             picked = _gather_positions(picked, positions)
@@ -612,8 +605,13 @@ class VisualBertForVisualReasoning(VisualBertPretrainedModel):
         # The pooler reads position 0 ([CLS]) only, so the last layer runs only there.
         every_position = bool(output_attentions or output_hidden_states)
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
-        outputs = self.visual_bert(input_ids, return_dict=True, **_encoder_kwargs(locals()),
-                                   last_layer_positions=None if every_position else paddle.zeros([batch, 1], "int64"))
+        outputs = self.visual_bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds, visual_embeds=visual_embeds,
+            visual_attention_mask=visual_attention_mask, visual_token_type_ids=visual_token_type_ids,
+            image_text_alignment=image_text_alignment, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+            last_layer_positions=None if every_position else paddle.zeros([batch, 1], "int64"))
         pooled = outputs.pooler_output if every_position else self.visual_bert.pooler(outputs.last_hidden_state)
         logits = self.cls(self.dropout(pooled))
         loss = None if labels is None else F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
@@ -637,16 +635,17 @@ class VisualBertForMultipleChoice(VisualBertPretrainedModel):
                 inputs_embeds=None, visual_embeds=None, visual_attention_mask=None, visual_token_type_ids=None,
                 image_text_alignment=None, output_attentions=None, output_hidden_states=None, return_dict=None,
                 labels=None):
-        kw = _encoder_kwargs(locals())
         num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        trailing = {"inputs_embeds": 2, "visual_embeds": 2, "image_text_alignment": 2}
-        for name in ("attention_mask", "token_type_ids", "position_ids", "inputs_embeds", "visual_embeds",
-                     "visual_attention_mask", "visual_token_type_ids", "image_text_alignment"):
-            if kw[name] is not None:
-                keep = trailing.get(name, 1)
-                kw[name] = kw[name].reshape([-1] + list(kw[name].shape[-keep:]))
-        flat_ids = None if input_ids is None else input_ids.reshape([-1, input_ids.shape[-1]])
-        outputs = self.visual_bert(flat_ids, return_dict=True, **kw)
+
+        def flat(x, trailing=1):  # [B, C, ...] -> [B * C, ...]: every choice is a sequence of its own
+            return None if x is None else x.reshape([-1] + list(x.shape[-trailing:]))
+
+        outputs = self.visual_bert(
+            input_ids=flat(input_ids), attention_mask=flat(attention_mask), token_type_ids=flat(token_type_ids),
+            position_ids=flat(position_ids), head_mask=head_mask, inputs_embeds=flat(inputs_embeds, 2),
+            visual_embeds=flat(visual_embeds, 2), visual_attention_mask=flat(visual_attention_mask),
+            visual_token_type_ids=flat(visual_token_type_ids), image_text_alignment=flat(image_text_alignment, 2),
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.cls(self.dropout(outputs.pooler_output)).reshape([-1, num_choices])
         loss = None if labels is None else F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
         return _finish(MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
@@ -691,10 +690,14 @@ class VisualBertForRegionToPhraseAlignment(VisualBertPretrainedModel):
                 region_to_phrase_position=None, labels=None):
         if visual_embeds is None or region_to_phrase_position is None:
             raise ValueError("region-to-phrase alignment needs visual_embeds and region_to_phrase_position")
-        kw = _encoder_kwargs(locals())
         if visual_attention_mask is None:
-            kw["visual_attention_mask"] = visual_attention_mask = paddle.ones(visual_embeds.shape[:2], dtype="int64")
-        outputs = self.visual_bert(input_ids, return_dict=True, **kw)
+            visual_attention_mask = paddle.ones(visual_embeds.shape[:2], dtype="int64")
+        outputs = self.visual_bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds, visual_embeds=visual_embeds,
+            visual_attention_mask=visual_attention_mask, visual_token_type_ids=visual_token_type_ids,
+            image_text_alignment=image_text_alignment, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True)
         sequence_output = outputs.last_hidden_state
         positions = paddle.clip(region_to_phrase_position.astype("int64"), min=0)
         gather_index = positions.unsqueeze(-1).expand([-1, -1, sequence_output.shape[-1]])
@@ -704,3 +707,19 @@ class VisualBertForRegionToPhraseAlignment(VisualBertPretrainedModel):
         loss = None if labels is None else _soft_target_kl(logits, labels)
         return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                                 attentions=outputs.attentions), return_dict)
+
+
+class Head(NamedTuple):
+    model: type  # the class
+    described: str  # how messages name it: "the checkpoint has a VQA head"
+
+
+# Every model class, by the name `python -m visualbert.convert --head` takes.
+HEADS = {
+    "base": Head(VisualBertModel, "no task head"),
+    "pretraining": Head(VisualBertForPreTraining, "the pre-training heads"),
+    "vqa": Head(VisualBertForQuestionAnswering, "a VQA head"),
+    "nlvr2": Head(VisualBertForVisualReasoning, "an NLVR2 head"),
+    "multiple_choice": Head(VisualBertForMultipleChoice, "a multiple-choice head"),
+    "region_alignment": Head(VisualBertForRegionToPhraseAlignment, "a region-to-phrase head"),
+}
