@@ -4,11 +4,13 @@ traceback or a run that never ends. Parse-level only: each script's parse_args r
 import argparse
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 
 from conftest import ROOT
-from visualbert import cli
+from visualbert import argtypes, cli
 
 SCRIPTS = {  # script -> the required flags
     "run_pretrain.py": ["--input_dir", "X_COCO", "--output_dir", "out", "--dataset", "coco_captions"],
@@ -134,15 +136,23 @@ def test_prediction_defaults_and_boundaries(script):
 
 
 def test_validators_return_the_number():
-    assert cli.positive_int("7") == 7 and cli.non_negative_int("0") == 0
-    assert cli.positive_float("2e-5") == 2e-5 and cli.fraction("0.25") == 0.25
-    assert cli.int_range(1, 3)("3") == 3
+    assert argtypes.positive_int("7") == 7 and argtypes.non_negative_int("0") == 0
+    assert argtypes.positive_float("2e-5") == 2e-5 and argtypes.fraction("0.25") == 0.25
+    assert argtypes.int_range(1, 3)("3") == 3
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer in \[1, 3\], got 4"):
-        cli.int_range(1, 3)("4")
+        argtypes.int_range(1, 3)("4")
     with pytest.raises(argparse.ArgumentTypeError, match="expected an integer >= 1, got '1.5'"):
-        cli.positive_int("1.5")
+        argtypes.positive_int("1.5")
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected a number > 0, got -inf"):
-        cli.positive_float("-inf")
+        argtypes.positive_float("-inf")
+
+
+def test_the_extract_tool_does_not_import_the_training_stack():
+    code = ("import sys, visualbert.extract; "
+            "print(sorted(m for m in sys.modules if m in ('visualbert.cli', 'visualbert.tasks', 'visualbert.engine')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("flag,value", [("--batch_size", "0"), ("--batch_size", "-4"), ("--num_workers", "-1"),

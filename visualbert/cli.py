@@ -1,57 +1,15 @@
-"""Every script's command line: argument types, the flag groups the scripts share, and each script's parser.
+"""Every script's command line: the flag groups the scripts share, and each script's parser.
 
 The scripts parse with ``parse_pretrain_args`` / ``parse_finetune_args`` / ``parse_predict_args`` and
 hand the result to ``visualbert.tasks``; ``tools/cli_docs.py`` renders their --help into README.md.
 """
 import argparse
-import math
 import os
 
+from .argtypes import fraction, int_range, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
 from .datasets import DEFAULT_FEATURE_TYPE
 from .features import FEATURE_TYPES
 from .tasks import PRETRAIN_SPLITS
-
-# ---------------------------------------------------------------------------- numeric flags
-# argparse ``type=`` functions: a bad value ends the run at parse time with argparse's usage line and
-# one error line naming the flag, instead of a ZeroDivisionError, a Paddle traceback or a loop that
-# never ends (a negative batch size yields no batches, so an epoch never finishes).
-
-
-def value_range(convert, noun, low, high=None, low_open=False):
-    """A ``type=`` for finite ``convert(text)`` values in [low, high] ((low, high] with ``low_open``;
-    no upper bound when ``high`` is None); ``noun`` names the kind in the error line."""
-    lower = f"> {low}" if low_open else f">= {low}"
-    expected = f"{noun} {lower}" if high is None else f"{noun} in {'(' if low_open else '['}{low}, {high}]"
-
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        too_low = value <= low if low_open else value < low
-        if not math.isfinite(value) or too_low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-
-    return parse
-
-
-def int_range(low, high=None):
-    """A ``type=`` for integers in [low, high] (no upper bound when ``high`` is None)."""
-    return value_range(int, "an integer", low, high)
-
-
-def float_range(low, high=None, low_open=False):
-    """A ``type=`` for finite numbers in [low, high] ((low, high] with ``low_open``)."""
-    return value_range(float, "a number", low, high, low_open)
-
-
-positive_int = int_range(1)
-non_negative_int = int_range(0)
-positive_float = float_range(0, low_open=True)
-non_negative_float = float_range(0)
-fraction = float_range(0, 1)
-seed_int = int_range(0, 2**32 - 1)  # numpy's global seed takes no more
 
 # ---------------------------------------------------------------------------- shared groups
 

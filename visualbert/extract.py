@@ -38,7 +38,7 @@ import sys
 
 import numpy as np
 
-from .cli import non_negative_int, positive_int
+from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "extract", "main"]
