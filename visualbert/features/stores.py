@@ -147,6 +147,19 @@ class DirectoryFeatures:
     def get(self, key, dtype=np.float32):
         return self.store.get(self._key(key), self.max_regions, dtype)
 
+    @property
+    def has_boxes(self):
+        """Whether the store keeps each region's box geometry (extract, ``features import`` with boxes)."""
+        return "boxes" in self.store.meta.get("extras", {})
+
+    def boxes(self, key):
+        """float32 [N, 6] geometry of ``key``'s regions (normalised x1, y1, x2, y2, w, h), capped as ``get``."""
+        rows = self.store.extra("boxes", self._key(key))[: self.max_regions]
+        if not np.isfinite(rows).all():
+            raise ValueError(f"{os.path.join(self.directory, 'boxes.bin')}: the box geometry of image '{key}' "
+                             "contains NaN or Inf (extract or import the store again)")
+        return rows
+
 
 # What visualbert.extract reads, and what DirectoryFeatures strips from dataset keys.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -236,6 +249,12 @@ class FeatureStore:
                 return p.rows(key)
         shape, _ = npy_shape(self.path(key))
         return int(shape[0])
+
+    # The original per-image .npy layouts hold features only.
+    has_boxes = False
+
+    def boxes(self, key):
+        raise KeyError(f"{self.where()}: {self.image_feature_type} features keep no box geometry")
 
     def get(self, key, dtype=np.float32):
         """float32 [N, D] rows of ``key``; ``dtype=None`` returns a packed store's on-disk dtype as is."""
