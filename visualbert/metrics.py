@@ -488,3 +488,28 @@ def load_nlvr2_predictions(path) -> dict:
                 raise ValueError(f"{where}: identifier {identifier} is predicted twice")
             predictions[identifier] = _parse_bool(fields[1], where)
     return predictions
+
+
+def load_grounding_predictions(path) -> dict:
+    """``{(image_id, caption_index, phrase_index): float [M, 4] boxes best first}`` from Flickr30K/run_predict.py's file."""
+    records = _read_json(path, "a JSON list of ranked boxes per phrase (Flickr30K/run_predict.py)")
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of phrases, found {type(records).__name__}")
+    out = {}
+    for i, record in enumerate(records):
+        where = f"{path}: item {i}"
+        if not isinstance(record, dict) or not all(k in record for k in ("image_id", "caption_index", "phrase_index", "boxes")):
+            raise ValueError(f"{where}: expected an object with image_id, caption_index, phrase_index and boxes")
+        key = (str(record["image_id"]), integer_id(record["caption_index"], where, "caption_index"),
+               integer_id(record["phrase_index"], where, "phrase_index"))
+        try:
+            boxes = np.asarray(record["boxes"], dtype=np.float64)
+        except (TypeError, ValueError):
+            boxes = None
+        if boxes is None or (boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4)) or not np.isfinite(boxes).all():
+            raise ValueError(f"{where}: boxes must be a list of [x1, y1, x2, y2] numbers")
+        boxes = boxes.reshape(-1, 4)
+        if key in out:
+            raise ValueError(f"{where}: image {key[0]} caption {key[1]} phrase {key[2]} appears twice")
+        out[key] = boxes
+    return out
