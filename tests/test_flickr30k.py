@@ -282,3 +282,46 @@ def test_demo_release_trains_predicts_and_scores_far_above_chance(tmp_path, tiny
     assert printed["R@1"] == scored["overall"]["R@1"] > 50.0 > 100 / DETECTIONS * 3
     assert scored["overall"]["upper_bound"] < 100.0  # the demo's detector misses some objects
     assert scored["left_out_phrases"]["scene"] == 2 * 20  # every caption's box-less scene phrase
+
+
+# ---------------------------------------------------------------------------- the original code's feature files
+
+
+def write_original_h5(tmp_path, table_bytes=None):
+    """test.hdf5 + test_imgid2idx.pkl as the original code's Flickr30K data: two images, 3 and 2 boxes."""
+    import pickle
+
+    import h5py
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((5, 8)).astype(np.float32)
+    spatial = rng.uniform(0, 1, (5, 6)).astype(np.float32)
+    with h5py.File(tmp_path / "test.hdf5", "w") as f:
+        f["image_features"] = features
+        f["spatial_features"] = spatial
+        f["image_bb"] = spatial[:, :4] * 100
+        f["pos_boxes"] = np.array([[3, 5], [0, 3]])
+    (tmp_path / "test_imgid2idx.pkl").write_bytes(table_bytes or pickle.dumps({1000092795: 1, 10002456: 0}))
+    return str(tmp_path / "test.hdf5"), features, spatial
+
+
+def test_original_hdf5_and_imgid2idx_import_with_geometry(tmp_path):
+    from visualbert.features.importers import import_features
+
+    src, features, spatial = write_original_h5(tmp_path)
+    out, corrupt = import_features("h5", [src], str(tmp_path / "store"), dtype="float32", progress=False)
+    assert corrupt == []
+    store = open_feature_dir(out)
+    assert sorted(store.keys()) == ["1000092795", "10002456"] and store.has_boxes
+    assert np.allclose(store.get("1000092795"), features[:3]) and np.allclose(store.boxes("1000092795"), spatial[:3])
+    assert np.allclose(store.get("10002456"), features[3:]) and np.allclose(store.boxes("10002456"), spatial[3:])
+
+
+def test_imgid2idx_pickle_goes_through_the_restricted_unpickler(tmp_path):
+    payload = b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR."
+    src, _, _ = write_original_h5(tmp_path, table_bytes=payload)
+    proc = run_script(["-m", "visualbert.features", "import", "--format", "h5", "--src", src,
+                       "--output_dir", str(tmp_path / "store")], check=False)
+    assert proc.returncode != 0 and not (tmp_path / "pwned").exists() and not (tmp_path / "store").exists()
+    assert "test_imgid2idx.pkl: not a readable image id table (UnsafePickleError" in proc.stderr
+    assert "refusing to load 'os.system'" in proc.stderr
