@@ -257,6 +257,19 @@ def test_spatial_features_on_for_configs_on_stores_with_boxes_and_as_a_checkpoin
     fresh, _ = loading.load_task_model(VisualBertForRegionToPhraseAlignment, str(off), boxed)
     fresh.save_pretrained(str(tmp_path / "no-boxes"))  # as a released checkpoint: no add_spatial_features
     assert loading.uses_spatial_features(str(tmp_path / "no-boxes"), boxed) is False
+    # a checkpoint whose projection takes the features plus the 6 box values (a BERT converted with
+    # --visual_embedding_dim D + 6) gets them, though its config does not say add_spatial_features
+    bert = tmp_path / "bert.json"
+    bert.write_text(json.dumps(dict(json.loads(open(config).read()), add_spatial_features=False,
+                                    visual_embedding_dim=14)))
+    VisualBertForRegionToPhraseAlignment(loading._read_config(str(bert))).save_pretrained(str(tmp_path / "bert"))
+    assert loading.uses_spatial_features(str(tmp_path / "bert"), boxed) is True
+
+
+def test_coco_keys_find_the_bare_image_ids_of_imported_coco_features(tmp_path):
+    store = open_feature_dir(write_store(tmp_path / "coco", {"9": np.ones((2, 4)), "42": np.zeros((3, 4))}))
+    assert "COCO_train2014_000000000009" in store and "COCO_val2014_000000000042" in store
+    assert store.get("COCO_val2014_000000000042").shape == (3, 4) and "COCO_val2014_000000000043" not in store
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -1,6 +1,7 @@
 """Reading region features: the packed store, a store plus per-image files of one type, a directory of files."""
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -105,7 +106,8 @@ class DirectoryFeatures:
 
     Keys are looked up as the datasets name them; a key ending in an image extension
     (``dev-850-0-img0.png``) also finds the key without it, which is how ``visualbert.extract``
-    names the file ``dev-850-0-img0.png``.
+    names the file ``dev-850-0-img0.png``, and a COCO key (``COCO_train2014_000000000009``) also
+    finds the bare image id (``9``), as ``features import`` of the COCO bottom-up-attention TSVs keys it.
     """
 
     image_feature_type = "--features"
@@ -127,6 +129,9 @@ class DirectoryFeatures:
             stem, ext = os.path.splitext(key)
             if ext.lower() in IMAGE_EXTENSIONS and stem in self.store:
                 return stem
+            coco = _COCO_KEY.fullmatch(key)
+            if coco and str(int(coco.group(1))) in self.store:
+                return str(int(coco.group(1)))
         return key
 
     def where(self):
@@ -161,6 +166,9 @@ class DirectoryFeatures:
         return rows
 
 
+# A COCO key (COCO_train2014_000000000009) also finds the bare image id (9): the key the
+# bottom-up-attention TSVs of COCO give their images once imported.
+_COCO_KEY = re.compile(r"COCO_[a-z]+\d{4}_(\d{12})")
 # What visualbert.extract reads, and what DirectoryFeatures strips from dataset keys.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
