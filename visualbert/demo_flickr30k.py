@@ -85,7 +85,7 @@ def _xml(image_id, boxes, scene_id):
 
 
 def write_flickr30k(root, seed=0, splits=None):
-    """Write the demo release under ``root``; returns {"annotation_dir", "tsv"}."""
+    """Write the demo release under ``root``; returns {"annotation_dir", "tsv", "images"}."""
     rng = np.random.default_rng([seed, 30])
     words = list(OBJECTS)
     directions = rng.standard_normal((len(words), FEATURE_DIM)).astype(np.float32)
@@ -124,4 +124,4 @@ def write_flickr30k(root, seed=0, splits=None):
                 boxes = np.asarray(boxes, dtype=np.float32)[order]
                 feats = directions[np.asarray(labels)[order]] + NOISE * rng.standard_normal((len(boxes), FEATURE_DIM))
                 table.write("\t".join([image_id, str(WIDTH), str(HEIGHT), str(len(boxes)), _b64(boxes), _b64(feats)]) + "\n")
-    return {"annotation_dir": annotation_dir, "tsv": tsv}
+    return {"annotation_dir": annotation_dir, "tsv": tsv, "images": sum((splits or SPLITS).values())}
