@@ -338,3 +338,39 @@ def test_imgid2idx_pickle_goes_through_the_restricted_unpickler(tmp_path):
     assert proc.returncode != 0 and not (tmp_path / "pwned").exists() and not (tmp_path / "store").exists()
     assert "test_imgid2idx.pkl: not a readable image id table (UnsafePickleError" in proc.stderr
     assert "refusing to load 'os.system'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_paper_recipe_coco_caption_pretraining_on_an_imported_store_then_grounding(demo_dir, tiny_config, tmp_path):
+    """COCO captions over bottom-up-attention-style features keyed by bare image ids, from a checkpoint
+    sized for the features + 6 box values (as a BERT converted with --visual_embedding_dim 2054), then Flickr30K."""
+    from visualbert import loading
+    from visualbert.demo_flickr30k import write_flickr30k
+    from visualbert.modeling import VisualBertForPreTraining
+
+    captions = demo_dir / "X_COCO" / "annotations"
+    ids = {a["image_id"] for split in ("train2014", "val2014")
+           for a in json.loads((captions / f"captions_{split}.json").read_text())["annotations"]}
+    rng = np.random.default_rng(0)
+    store = write_store(tmp_path / "coco", {str(i): rng.standard_normal((3, 32)) for i in sorted(ids)},
+                        {str(i): [[0.1, 0.1, 0.5, 0.5], [0.2, 0.3, 0.9, 0.8], [0, 0, 1, 1]] for i in sorted(ids)})
+    config = json.loads(open(tiny_config(0.0)).read())
+    start = tmp_path / "start.json"
+    start.write_text(json.dumps(dict(config, visual_embedding_dim=32 + 6)))
+    VisualBertForPreTraining(loading._read_config(str(start))).save_pretrained(str(tmp_path / "bert"))
+    fast = ["--device", "cpu", "--num_workers", "0", "--seed", "1", "--max_steps", "2", "--logging_steps", "1"]
+    run_script(["run_pretrain.py", "--dataset", "coco_captions", "--features", store, "--annotation_dir", str(captions),
+                "--model_name_or_path", str(tmp_path / "bert"), "--output_dir", str(tmp_path / "pre"),
+                "--train_batch_size", "8", "--max_eval_samples", "16", *fast])
+    saved = json.loads((tmp_path / "pre" / "model" / "config.json").read_text())
+    assert saved["add_spatial_features"] is True and saved["visual_embedding_dim"] == 38
+
+    data = write_flickr30k(str(tmp_path / "flickr"), seed=0, splits={"train": 8, "val": 4})
+    flickr_store = str(tmp_path / "flickr_feats")
+    run_script(["-m", "visualbert.features", "import", "--format", "butd_tsv", "--src", data["tsv"],
+                "--output_dir", flickr_store])
+    # the demo's Flickr30K features are 32-d too, so the pretrained model fine-tunes on them
+    run_script(["Flickr30K/run_flickr30k.py", "--annotation_dir", data["annotation_dir"], "--features", flickr_store,
+                "--model_name_or_path", str(tmp_path / "pre"), "--output_dir", str(tmp_path / "ground"),
+                "--batch_size", "4", *fast])
+    assert json.loads((tmp_path / "ground" / "model" / "config.json").read_text())["add_spatial_features"] is True
