@@ -181,6 +181,21 @@ def test_phrase_without_a_matching_detection_has_no_target(tmp_path):
     assert ds[0]["labels"].tolist() == [[0.0, 0.0]]  # kept (counts for the upper bound), no loss
 
 
+def test_phrase_past_max_seq_length_is_one_line_naming_the_caption(tmp_path):
+    from visualbert.grounding import GroundingDataset
+    from visualbert.processing import get_tokenizer
+
+    root = write_release(tmp_path / "release", ["A man sits with [/EN#3/other a dog] ."])
+    examples, _ = annotations.read_flickr30k(root, ["42"])
+    store = open_feature_dir(write_store(tmp_path / "store", {"42": np.ones((1, 4))}, {"42": [[0, 0, 1, 1]]}))
+    with pytest.raises(ValueError, match=r"^caption 0 of image 42 has a phrase ending at word piece 6, past "
+                                         r"--max_seq_length 6$"):
+        GroundingDataset(examples, get_tokenizer(), store, max_seq_length=6)
+    without_boxes = open_feature_dir(write_store(tmp_path / "plain", {"42": np.ones((1, 4))}))
+    with pytest.raises(ValueError, match="phrase grounding needs each region's box, but this store keeps none"):
+        GroundingDataset(examples, get_tokenizer(), without_boxes)
+
+
 def test_collator_pads_phrases_and_regions(tmp_path):
     ds = grounding_dataset(tmp_path, ["[/EN#1/people A man] and [/EN#3/other a dog] .", "[/EN#3/other A dog] ."],
                            [[0.05, 0.1, 0.25, 0.6], [0.5, 0.2, 0.7, 0.9]])
@@ -198,7 +213,8 @@ def test_recall_at_k_by_hand():
     ]
     scores = metrics.grounding_recall(phrases, ks=(1, 5, 10))
     assert scores["overall"] == {"R@1": 25.0, "R@5": 50.0, "R@10": 75.0, "upper_bound": 75.0, "phrases": 4}
-    assert scores["per_type"]["people"] == {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "upper_bound": 100.0, "phrases": 2}
+    assert scores["per_type"]["people"] == {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "upper_bound": 100.0,
+                                            "phrases": 2}
     assert scores["per_type"]["clothing"]["R@1"] == 0.0 and scores["per_type"]["animals"]["upper_bound"] == 50.0
 
 
@@ -209,7 +225,8 @@ def test_evaluate_flickr30k_scores_ranked_boxes_against_the_annotations(tmp_path
         {"image_id": "42", "caption_index": 0, "phrase_index": 0, "boxes": [[0, 0, 5, 5], [101, 21, 140, 90]]},
         {"image_id": "42", "caption_index": 0, "phrase_index": 1, "boxes": [[100, 20, 140, 90]]},
     ]))
-    scores = evaluate.evaluate_flickr30k(str(predictions), root, split="test", draw=str(tmp_path / "draw"), draw_count=1)
+    scores = evaluate.evaluate_flickr30k(str(predictions), root, split="test", draw=str(tmp_path / "draw"),
+                                         draw_count=1)
     assert scores["overall"] == {"R@1": 0.0, "R@5": 50.0, "R@10": 50.0, "upper_bound": 50.0, "phrases": 2}
     assert scores["drawn"] == [str(tmp_path / "draw" / "42_0_0.png")] and os.path.getsize(scores["drawn"][0]) > 0
     predictions.write_text(json.dumps([{"image_id": "42", "caption_index": 0, "phrase_index": 0, "boxes": []}]))

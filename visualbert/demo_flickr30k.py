@@ -123,5 +123,6 @@ def write_flickr30k(root, seed=0, splits=None):
                 order = rng.permutation(len(boxes))
                 boxes = np.asarray(boxes, dtype=np.float32)[order]
                 feats = directions[np.asarray(labels)[order]] + NOISE * rng.standard_normal((len(boxes), FEATURE_DIM))
-                table.write("\t".join([image_id, str(WIDTH), str(HEIGHT), str(len(boxes)), _b64(boxes), _b64(feats)]) + "\n")
+                fields = [image_id, str(WIDTH), str(HEIGHT), str(len(boxes)), _b64(boxes), _b64(feats)]
+                table.write("\t".join(fields) + "\n")
     return {"annotation_dir": annotation_dir, "tsv": tsv, "images": sum((splits or SPLITS).values())}

@@ -70,7 +70,8 @@ def evaluate_flickr30k(predictions, annotation_dir, split=None, draw=None, draw_
     else:
         image_ids = sorted({key[0] for key in predicted})
     examples, summary = read_flickr30k(annotation_dir, image_ids)
-    truth = {(ex["image_id"], ex["caption_index"], p["phrase_index"]): (ex, p) for ex in examples for p in ex["phrases"]}
+    truth = {(ex["image_id"], ex["caption_index"], p["phrase_index"]): (ex, p)
+             for ex in examples for p in ex["phrases"]}
     if set(predicted) != set(truth):
         raise ValueError(f"{predictions} does not match {annotation_dir}: " + metrics.describe_id_mismatch(
             truth, predicted, "phrases (image, caption, phrase)", "predictions", "annotations"))
@@ -161,7 +162,8 @@ def build_parser():
                     "box among their K best, the upper bound the share with one among all their boxes. Overall "
                     "and per entity type, in percent (2 decimals). Phrases whose entity has no box are left out, "
                     "as in training.")
-    flickr.add_argument("--predictions", required=True, metavar="P.json", help="Flickr30K/run_predict.py's ranked boxes")
+    flickr.add_argument("--predictions", required=True, metavar="P.json",
+                        help="Flickr30K/run_predict.py's ranked boxes")
     flickr.add_argument("--annotation_dir", required=True, metavar="DIR",
                         help="the Flickr30K Entities release: Sentences/, Annotations/, the image lists")
     flickr.add_argument("--split", default=None,
