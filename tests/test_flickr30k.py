@@ -391,3 +391,34 @@ def test_paper_recipe_coco_caption_pretraining_on_an_imported_store_then_groundi
                 "--model_name_or_path", str(tmp_path / "pre"), "--output_dir", str(tmp_path / "ground"),
                 "--batch_size", "4", *fast])
     assert json.loads((tmp_path / "ground" / "model" / "config.json").read_text())["add_spatial_features"] is True
+
+
+@pytest.mark.slow
+def test_vqa_trained_from_a_config_on_a_boxed_store_records_and_uses_the_geometry(tmp_path, tiny_config):
+    """Box geometry is not Flickr30K's only: a VQA run on a store with boxes appends them, records it in
+    the model's config, and prediction appends them again (its accuracy equals training's)."""
+    from test_vqa_json import question_files
+
+    q, a = question_files(tmp_path)
+    held_out = {}
+    for name, path, field in (("q", q, "questions"), ("a", a, "annotations")):
+        payload = json.loads(open(path).read())
+        for entry in payload[field]:
+            entry["question_id"] += 100
+        held_out[name] = str(tmp_path / f"eval_{name}.json")
+        open(held_out[name], "w").write(json.dumps(payload))
+    store = write_store(tmp_path / "feats", {"7": np.ones((2, 8)), "12": -np.ones((3, 8))},
+                        {"7": [[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]], "12": [[0, 0, 1, 1]] * 3})
+    fast = ["--device", "cpu", "--num_workers", "0", "--seed", "1"]
+    train = run_script(["VQA2/run_vqa2.py", "--train_questions", q, "--train_annotations", a,
+                        "--eval_questions", held_out["q"], "--eval_annotations", held_out["a"], "--features", store, "--answer_vocab", "build",
+                        "--model_name_or_path", tiny_config(0.0), "--output_dir", str(tmp_path / "run"),
+                        "--batch_size", "2", "--max_steps", "3", *fast])
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["add_spatial_features"] is True and config["visual_embedding_dim"] == 8 + 6
+    proc = run_script(["VQA2/run_predict.py", "--questions", held_out["q"], "--annotations", held_out["a"],
+                       "--features", store,
+                       "--model_name_or_path", str(tmp_path / "run" / "best"), "--output", str(tmp_path / "r.json"), *fast])
+    predicted = json.loads(proc.stdout.strip().splitlines()[-1])["vqa_accuracy"]
+    trained = json.loads((tmp_path / "run" / "best" / "eval_results.json").read_text())["vqa_accuracy"]
+    assert predicted == pytest.approx(trained), train.stdout[-2000:]
