@@ -377,7 +377,7 @@ def read_flickr30k_image_list(path):
     return ids
 
 
-def read_flickr30k(root, image_ids):
+def read_flickr30k(root, image_ids, on_image=None):
     """The captions of ``image_ids`` under a Flickr30K Entities ``root`` with their boxed phrases.
 
     Returns ``(examples, summary)``: one example per caption that has at least one phrase whose
@@ -386,6 +386,7 @@ def read_flickr30k(root, image_ids):
     phrases) and ``boxes`` (the entity's ground-truth boxes in pixels). As the original code, a
     phrase whose entity has no box (``notvisual``, ``nobox``, ``scene``) is left out; ``summary``
     counts them per type (a phrase of several types counts under the first) and counts the rest.
+    ``on_image(n)`` is called after the n-th image (progress for the 30k images of the train split).
     """
     examples = []
     summary = {"images": 0, "captions": 0, "phrases": 0, "left_out": collections.Counter()}
@@ -393,6 +394,8 @@ def read_flickr30k(root, image_ids):
         captions = read_flickr30k_sentences(os.path.join(root, "Sentences", f"{image_id}.txt"))
         boxes = read_flickr30k_boxes(os.path.join(root, "Annotations", f"{image_id}.xml"))
         summary["images"] += 1
+        if on_image:
+            on_image(summary["images"])
         for index, caption in enumerate(captions):
             kept = []
             for phrase_index, phrase in enumerate(caption["phrases"]):

@@ -22,6 +22,7 @@ from .features import open_feature_dir
 from .grounding import GroundingDataset
 from .metrics import grounding_recall
 from .modeling import VisualBertForRegionToPhraseAlignment
+from .progress import Progress
 from .tasks import _atomic_write
 
 __all__ = ["finetune", "predict", "annotation_root", "load_split", "ranked_boxes", "grounding_evaluate",
@@ -41,7 +42,17 @@ def annotation_root(args):
 def load_split(root, split):
     """The boxed-phrase captions of ``split`` (train / val / test, or an image-list file), with a summary line."""
     list_path = split if os.path.isfile(split) else os.path.join(root, f"{split}.txt")
-    examples, summary = read_flickr30k(root, read_flickr30k_image_list(list_path))
+    image_ids = read_flickr30k_image_list(list_path)
+    progress = Progress(f"read flickr30k {split}", "image", len(image_ids), leave=False)
+
+    def on_image(n):
+        progress.update()
+        progress.show(n, at_most_every=10)
+
+    try:
+        examples, summary = read_flickr30k(root, image_ids, on_image=on_image)
+    finally:
+        progress.close()
     left_out = summary["left_out"]
     detail = ", ".join(f"{t} {n}" for t, n in left_out.most_common())
     environment.log0(f"flickr30k {split}: {summary['phrases']} phrases with boxes in {summary['captions']} captions "
