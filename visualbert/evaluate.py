@@ -123,6 +123,12 @@ def draw_grounding(out_dir, phrases, predicted, image_dir=None):
     return written
 
 
+def _count(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m visualbert.evaluate",
@@ -172,7 +178,7 @@ def build_parser():
     flickr.add_argument("--draw", default=None, metavar="DIR",
                         help="also draw phrases into DIR: ground-truth boxes green, the top box red, the phrase "
                              "red in the caption below")
-    flickr.add_argument("--draw_count", type=int, default=8, help="how many phrases --draw draws (default 8)")
+    flickr.add_argument("--draw_count", type=_count, default=8, help="how many phrases --draw draws (default 8)")
     flickr.add_argument("--image_dir", default=None,
                         help="the Flickr30K images (<image_id>.jpg) for --draw; without it, a grey canvas")
     return parser
