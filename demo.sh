@@ -2,8 +2,9 @@
 # The whole pipeline on built-in demo data, on the CPU, in a few minutes:
 #   demo data -> COCO-caption pretraining -> VQA2 fine-tuning -> VQA2 prediction (result.json)
 #   -> official VQA evaluation -> NLVR2 fine-tuning -> NLVR2 prediction (CSV) -> NLVR2 evaluation
+#   -> Flickr30K Entities grounding (import, fine-tune, ranked boxes, R@K, pictures)
 # through the same scripts and flags a real run uses, with a tiny model. Re-running starts over.
-# Outputs: X_COCO/ and X_NLVR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
+# Outputs: X_COCO/, X_NLVR/ and X_FLICKR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
 set -euo pipefail
 cd "$(dirname "$0")"
 . tools/ensure_venv.sh
@@ -36,7 +37,7 @@ best() {  # best RUN_DIR KEY...: those keys of the best evaluation (RUN_DIR/best
     python -c "import json,sys; r=json.load(open(sys.argv[1]+'/best/eval_results.json')); print(' '.join('%s %.4f' % (k, r[k]) for k in sys.argv[2:]), '(step %d)' % r['step'])" "$@"
 }
 
-stage "demo data" "echo '-'" "X_COCO/ X_NLVR/" -- \
+stage "demo data" "echo '-'" "X_COCO/ X_NLVR/ X_FLICKR/" -- \
     python -m visualbert.demo --out_dir .
 
 stage "COCO-caption pretraining" "best $OUT/vqa-coco-pre mlm_accuracy matching_accuracy" "$OUT/vqa-coco-pre/" -- \
@@ -80,8 +81,24 @@ stage "NLVR2 evaluation (test1)" \
     bash -c "python -m visualbert.evaluate nlvr2 --predictions $OUT/nlvr2/predictions_test1.csv \
         --labels X_NLVR/annotations/test1.json | tee $OUT/nlvr2/eval_test1.json"
 
+# Ten detections an image: chance R@1 is 10%. The store keeps each box, so the tiny config trains
+# with the 6 box values appended to each region (add_spatial_features).
+FLICKR=$OUT/flickr30k
+stage "Flickr30K grounding (test)" \
+    "python -c 'import json,sys; r=json.load(open(sys.argv[1]))[\"overall\"]; print(\"R@1 %.2f R@5 %.2f upper bound %.2f (chance 10)\" % (r[\"R@1\"], r[\"R@5\"], r[\"upper_bound\"]))' $FLICKR/eval_test.json" \
+    "$FLICKR/" -- \
+    bash -c "python -m visualbert.features import --format butd_tsv --src X_FLICKR/flickr30k_butd.tsv \
+        --output_dir $FLICKR/features && \
+        env LOG_DIR=$FLICKR/run DATA_DIR=X_FLICKR FEATURES=$FLICKR/features MODEL=$TINY sh flickr30k-finetune.sh \
+        --batch_size 16 --learning_rate 2e-3 --num_train_epochs 4 --eval_split none --save_steps 100 ${COMMON[*]} && \
+        python Flickr30K/run_predict.py --input_dir X_FLICKR --features $FLICKR/features --split test \
+        --model_name_or_path $FLICKR/run --output $FLICKR/predictions_test.json --device cpu --num_workers 0 && \
+        python -m visualbert.evaluate flickr30k --predictions $FLICKR/predictions_test.json \
+        --annotation_dir X_FLICKR/Flickr30kEntities --split test --draw $FLICKR/drawn --draw_count 4 \
+        | tee $FLICKR/eval_test.json"
+
 stage "plots" "echo '-'" "$OUT/*/metrics.png" -- \
-    python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2
+    python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2 $FLICKR/run
 
 echo
 echo "=== summary ==="

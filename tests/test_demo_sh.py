@@ -46,6 +46,10 @@ def test_demo_reaches_the_bars(demo_run):
     matching = [r["eval_matching_accuracy"] for r in pretrain if "eval_matching_accuracy" in r]
     assert max(matching) >= 0.90, matching  # ... and image-caption matching, from scratch
     assert "=== summary ===" in proc.stdout and "NLVR2 evaluation (test1)" in proc.stdout.split("=== summary ===")[1]
+    grounding = json.loads((out / "flickr30k" / "eval_test.json").read_text())["overall"]
+    assert grounding["R@1"] >= 60.0, grounding  # chance is 10 (ten detections an image)
+    assert "Flickr30K grounding (test)" in proc.stdout.split("=== summary ===")[1]
+    assert (out / "flickr30k" / "drawn").is_dir() and len(os.listdir(out / "flickr30k" / "drawn")) == 4
     check_vqa_learns_in_its_first_epoch(out / "vqa" / "metrics.jsonl")
 
 
@@ -71,3 +75,4 @@ def test_demo_outputs_are_complete(demo_run):
         assert (out / run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the data roots keep their READMEs
     assert (clone / "X_COCO" / "README.md").exists() and (clone / "X_NLVR" / "README.md").exists()
+    assert (clone / "X_FLICKR" / "README.md").exists()

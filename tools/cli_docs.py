@@ -20,6 +20,8 @@ COMMANDS = [
     ("python VQA2/run_predict.py", ("path", "VQA2/run_predict.py", [])),
     ("python NLVR2/run_nlvr2.py", ("path", "NLVR2/run_nlvr2.py", [])),
     ("python NLVR2/run_predict.py", ("path", "NLVR2/run_predict.py", [])),
+    ("python Flickr30K/run_flickr30k.py", ("path", "Flickr30K/run_flickr30k.py", [])),
+    ("python Flickr30K/run_predict.py", ("path", "Flickr30K/run_predict.py", [])),
     ("python -m visualbert.convert", ("module", "visualbert.convert", [])),
     ("python -m visualbert.extract", ("module", "visualbert.extract", [])),
     ("python -m visualbert.features pack", ("module", "visualbert.features", ["pack"])),
@@ -27,6 +29,7 @@ COMMANDS = [
     ("python -m visualbert.features import", ("module", "visualbert.features", ["import"])),
     ("python -m visualbert.evaluate vqa", ("module", "visualbert.evaluate", ["vqa"])),
     ("python -m visualbert.evaluate nlvr2", ("module", "visualbert.evaluate", ["nlvr2"])),
+    ("python -m visualbert.evaluate flickr30k", ("module", "visualbert.evaluate", ["flickr30k"])),
     ("python -m visualbert.plot", ("module", "visualbert.plot", [])),
     ("python -m visualbert.demo", ("module", "visualbert.demo", [])),
 ]

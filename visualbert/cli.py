@@ -231,3 +231,48 @@ def parse_predict_args(task, description, argv=None):
         args.output = (os.path.join("VQA2", "result.json") if task == "vqa2"
                        else os.path.join("NLVR2", f"predictions_{args.split}.csv"))
     return args
+
+
+def _flickr30k_data_args(parser):
+    g = parser.add_argument_group("data")
+    g.add_argument("--input_dir", default=None,
+                   help="data root (X_FLICKR/); the annotations are then in <input_dir>/Flickr30kEntities")
+    g.add_argument("--annotation_dir", default=None,
+                   help="the Flickr30K Entities release: Sentences/, Annotations/, train.txt / val.txt / test.txt "
+                        "(default: <input_dir>/Flickr30kEntities)")
+    g.add_argument("--image_key", default="{image_id}",
+                   help="template from an image id (the name in Sentences/) to its key in --features (default: {image_id})")
+    g.add_argument("--max_seq_length", type=int_range(4), default=128,
+                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
+    add_feature_args(g)
+    return g
+
+
+def parse_flickr30k_args(description, argv=None):
+    """Flickr30K/run_flickr30k.py's command line; defaults are the original fine-tuning config's."""
+    p = _parser(description)
+    g = _flickr30k_data_args(p)
+    g.add_argument("--train_split", default="train", help="image list to train on: train, val, test or a file")
+    g.add_argument("--eval_split", default="val", help="image list scored each epoch ('none' to skip)")
+    g.add_argument("--batch_size", type=positive_int, default=32, help="captions per device, training and evaluation")
+    add_model_args(p, default_model="visualbert-vqa-coco-pre")
+    add_training_args(p, learning_rate=2e-5, num_train_epochs=5, save_steps=5000)
+    args = check_training_args(p, p.parse_args(argv))
+    args.train_batch_size = args.batch_size
+    args.eval_split = None if args.eval_split == "none" else args.eval_split
+    return args
+
+
+def parse_flickr30k_predict_args(description, argv=None):
+    """Flickr30K/run_predict.py's command line."""
+    p = _parser(description)
+    g = _flickr30k_data_args(p)
+    add_predict_args(g, "test", "ranked boxes per phrase, JSON (default: predictions_<split>.json in the model's "
+                                "run directory)")
+    add_model_args(p, default_model="logs/flickr30k")
+    args = p.parse_args(argv)
+    if not args.output:
+        model = os.path.normpath(args.model_name_or_path)
+        run = os.path.dirname(model) if os.path.basename(model) in ("best", "model") else model
+        args.output = os.path.join(run if os.path.isdir(run) else ".", f"predictions_{os.path.basename(args.split)}.json")
+    return args

@@ -3,7 +3,12 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.transformers import PretrainedConfig
 
-__all__ = ["VisualBertConfig", "RELEASED_MODELS", "ACTIVATIONS", "released_name"]
+__all__ = ["VisualBertConfig", "RELEASED_MODELS", "ACTIVATIONS", "SPATIAL_DIM", "released_name"]
+
+# With ``add_spatial_features`` each region's features end with its box geometry, as the original
+# Flickr30K configs did (visual_embedding_dim 2054 = 2048 + 6): x1, y1, x2, y2, w, h normalised by
+# the image size, as the feature stores keep them.
+SPATIAL_DIM = 6
 
 # The nine checkpoints uclanlp released, with the head class each one was trained as and what
 # differs from a BERT-base VisualBertConfig.
@@ -55,7 +60,8 @@ class VisualBertConfig(PretrainedConfig):
                  num_attention_heads=12, intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
                  attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
                  initializer_range=0.02, layer_norm_eps=1e-12, bypass_transformer=False,
-                 special_visual_initialize=True, pad_token_id=1, bos_token_id=0, eos_token_id=2, **kwargs):
+                 special_visual_initialize=True, add_spatial_features=False, pad_token_id=1, bos_token_id=0,
+                 eos_token_id=2, **kwargs):
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
@@ -68,3 +74,5 @@ class VisualBertConfig(PretrainedConfig):
         self.max_position_embeddings, self.type_vocab_size = max_position_embeddings, type_vocab_size
         self.initializer_range, self.layer_norm_eps = initializer_range, layer_norm_eps
         self.bypass_transformer, self.special_visual_initialize = bypass_transformer, special_visual_initialize
+        # visual_embedding_dim then counts the SPATIAL_DIM box values appended to each region's features
+        self.add_spatial_features = bool(add_spatial_features)

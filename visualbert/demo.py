@@ -9,6 +9,8 @@
     DIR/X_COCO/annotations/answers_vqa.txt                                    the real 3,129-answer vocabulary
     DIR/X_NLVR/data/detectron_fix_144/{train,dev,test1}/feature_1024dim/<split>-<set>-<pair>-img{0,1}.png.npy  float32 [N, 1024]
     DIR/X_NLVR/annotations/{train,dev,test1}.json                             NLVR2 JSON lines
+    DIR/X_FLICKR/Flickr30kEntities/{Sentences,Annotations,train.txt,...}       Flickr30K Entities release
+    DIR/X_FLICKR/flickr30k_butd.tsv                                           bottom-up-attention TSV, boxes kept
 
 so ``load_dataset(name, splits, input_dir=DIR/X_COCO)`` (or ``DIR/X_NLVR``) and
 ``open_features(type, DIR/X_COCO)`` work on it exactly as on the real data. COCO images have 3 to 5
@@ -28,6 +30,7 @@ contains a <x>." / "neither image contains a <x>." and are true exactly when the
 with x planted fits (2 / >= 1 / 0); labels are balanced. All text uses words of the shipped
 bert-base-uncased vocabulary (every concept is one wordpiece) and all answers are entries of the
 real answer vocabulary. Held-out splits come from the same generator with other random draws.
+The Flickr30K Entities part is described in :mod:`visualbert.demo_flickr30k`.
 Same ``--seed``, same bytes.
 """
 import argparse
@@ -40,6 +43,7 @@ import time
 import numpy as np
 
 from . import VOCAB_FILE, VQA_ANSWERS_FILE
+from .demo_flickr30k import write_flickr30k
 
 __all__ = ["OBJECTS", "COLORS", "SIZES", "write_demo", "main"]
 
@@ -184,16 +188,18 @@ def _nlvr2_sentence(rng, left, right):
 
 # What the demo owns inside X_COCO/ and X_NLVR/, and the file that says it wrote them.
 DEMO_PARTS = ("data", "annotations")
+# What the demo writes under each data root (X_FLICKR: the Flickr30K Entities release and a BUTD TSV).
+ROOT_PARTS = {"X_COCO": DEMO_PARTS, "X_NLVR": DEMO_PARTS, "X_FLICKR": ("Flickr30kEntities", "flickr30k_butd.tsv")}
 DEMO_MARKER = ".visualbert-demo"
 
 
 def _refuse_real_data(out_dir):
     """Never replace data the demo did not write (e.g. X_COCO/data symlinked to the real features)."""
-    for name in ("X_COCO", "X_NLVR"):
+    for name, parts in ROOT_PARTS.items():
         root = os.path.join(out_dir, name)
         if os.path.exists(os.path.join(root, DEMO_MARKER)):
             continue
-        for part in DEMO_PARTS:
+        for part in parts:
             if os.path.lexists(os.path.join(root, part)):
                 raise ValueError(f"{os.path.join(root, part)} exists and was not written by the demo; "
                                  "refusing to replace it (pass another --out_dir)")
@@ -275,18 +281,23 @@ def write_demo(out_dir, seed=0, progress=True):
             f.write("\n".join(lines) + "\n")
         counts[f"nlvr2_{split}"] = len(lines)
     bar.close()
-    for name in ("X_COCO", "X_NLVR"):
+    flickr = write_flickr30k(os.path.join(tmp, "X_FLICKR"), seed=seed)
+    counts["flickr30k_images"] = flickr["images"]
+    for name, parts in ROOT_PARTS.items():
         # only the demo's own parts are replaced: a README or other files beside them stay
         final = os.path.join(out_dir, name)
         os.makedirs(final, exist_ok=True)
-        for part in DEMO_PARTS:
-            if os.path.lexists(os.path.join(final, part)):
-                shutil.rmtree(os.path.join(final, part))
+        for part in parts:
+            old = os.path.join(final, part)
+            if os.path.isdir(old) and not os.path.islink(old):
+                shutil.rmtree(old)
+            elif os.path.lexists(old):
+                os.remove(old)
             os.rename(os.path.join(tmp, name, part), os.path.join(final, part))
         with open(os.path.join(final, DEMO_MARKER), "w") as f:
             f.write(f"written by python -m visualbert.demo --seed {seed}\n")
     shutil.rmtree(tmp)
-    size = sum(os.path.getsize(os.path.join(d, f)) for name in ("X_COCO", "X_NLVR")
+    size = sum(os.path.getsize(os.path.join(d, f)) for name in ROOT_PARTS
                for d, _, files in os.walk(os.path.join(out_dir, name)) for f in files)
     return {"out_dir": out_dir, "seed": seed, "bytes": size, "seconds": round(time.time() - start, 2), "counts": counts}
 
@@ -320,7 +331,7 @@ def main(argv=None):
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO and X_NLVR")
+    print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO, X_NLVR and X_FLICKR")
     print("  " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
     return 0
 

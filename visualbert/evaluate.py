@@ -1,17 +1,21 @@
-"""Score prediction files the way the official VQA and NLVR2 scorers do.
+"""Score prediction files the way the official VQA and NLVR2 scorers (and the original VisualBERT's
+Flickr30K code) do.
 
     python -m visualbert.evaluate vqa --result RESULT.json --annotations ANN.json [--questions Q.json]
     python -m visualbert.evaluate nlvr2 --predictions P.csv --labels SPLIT.json
+    python -m visualbert.evaluate flickr30k --predictions P.json --annotation_dir Flickr30kEntities/ [--split test]
 
 Scores are printed to stdout as JSON. The scoring itself lives in ``visualbert.metrics`` so that
 training code computes the very same numbers without going through files.
 """
 import argparse
 import json
+import os
 import pickle
 import sys
 
 from visualbert import metrics
+from visualbert.annotations import read_flickr30k, read_flickr30k_image_list
 
 
 def evaluate_vqa(result, annotations, questions=None):
@@ -52,12 +56,85 @@ def evaluate_nlvr2(predictions, labels):
     return metrics.nlvr2_scores(predicted, gold)
 
 
+def evaluate_flickr30k(predictions, annotation_dir, split=None, draw=None, draw_count=8, image_dir=None):
+    """R@1 / R@5 / R@10 and the upper bound of a ranked-box file, overall and per entity type.
+
+    The phrases scored are the boxed phrases of ``split`` (an image list name under
+    ``annotation_dir`` or a file), or of the images the file covers; each needs its ranked boxes.
+    ``draw``: a folder for pictures of the first ``draw_count`` phrases (see ``draw_grounding``).
+    """
+    predicted = metrics.load_grounding_predictions(predictions)
+    if split:
+        list_path = split if os.path.isfile(split) else os.path.join(annotation_dir, f"{split}.txt")
+        image_ids = read_flickr30k_image_list(list_path)
+    else:
+        image_ids = sorted({key[0] for key in predicted})
+    examples, summary = read_flickr30k(annotation_dir, image_ids)
+    truth = {(ex["image_id"], ex["caption_index"], p["phrase_index"]): (ex, p)
+             for ex in examples for p in ex["phrases"]}
+    if set(predicted) != set(truth):
+        raise ValueError(f"{predictions} does not match {annotation_dir}: " + metrics.describe_id_mismatch(
+            truth, predicted, "phrases (image, caption, phrase)", "predictions", "annotations"))
+    scores = metrics.grounding_recall(
+        (p["types"], metrics.grounding_hits(p["boxes"], predicted[key])) for key, (_, p) in truth.items())
+    scores["left_out_phrases"] = dict(summary["left_out"])
+    if draw:
+        scores["drawn"] = draw_grounding(draw, list(truth.items())[:draw_count], predicted, image_dir)
+    return scores
+
+
+def draw_grounding(out_dir, phrases, predicted, image_dir=None):
+    """One PNG per phrase: the image (or a grey canvas of its size without ``image_dir``) with the
+    entity's ground-truth boxes in green, the top-ranked box in red, and the caption below with the
+    phrase in red. Returns the paths written."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=15)  # a scalable font (Pillow >= 10.1)
+    except TypeError:
+        font = ImageFont.load_default()
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for (image_id, caption, phrase_index), (ex, phrase) in phrases:
+        size = (int(ex["width"]), int(ex["height"]))
+        photo = None
+        for ext in (".jpg", ".jpeg", ".png"):
+            path = os.path.join(image_dir, image_id + ext) if image_dir else None
+            if path and os.path.isfile(path):
+                photo = Image.open(path).convert("RGB").resize(size)
+                break
+        canvas = Image.new("RGB", (size[0], size[1] + 40), "white")
+        canvas.paste(photo or Image.new("RGB", size, (200, 200, 200)), (0, 0))
+        pen = ImageDraw.Draw(canvas)
+        for box in phrase["boxes"]:
+            pen.rectangle(box, outline=(0, 160, 0), width=3)
+        top = predicted[(image_id, caption, phrase_index)]
+        if len(top):
+            pen.rectangle([float(v) for v in top[0]], outline=(220, 0, 0), width=2)
+        # the whole caption in black, then the phrase over it in red; a "|" measures trailing spaces too
+        pen.text((4, size[1] + 12), ex["sentence"], fill="black", font=font)
+        before = ex["sentence"][:phrase["start"]]
+        x = 4 + pen.textlength(before + "|", font=font) - pen.textlength("|", font=font)
+        pen.text((x, size[1] + 12), phrase["text"], fill=(220, 0, 0), font=font)
+        path = os.path.join(out_dir, f"{image_id}_{caption}_{phrase_index}.png")
+        canvas.save(path)
+        written.append(path)
+    return written
+
+
+def _count(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m visualbert.evaluate",
-        description="Score VQA or NLVR2 predictions with the official metrics; prints JSON.",
+        description="Score VQA, NLVR2 or Flickr30K Entities predictions with the official metrics; prints JSON.",
     )
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,nlvr2}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,nlvr2,flickr30k}")
 
     vqa = tasks.add_parser(
         "vqa", help="VQA accuracy as GT-Vision-Lab vqaEval.py computes it",
@@ -83,6 +160,27 @@ def build_parser():
                        help="CSV lines identifier,True|False")
     nlvr2.add_argument("--labels", required=True, metavar="SPLIT.json",
                        help="the NLVR2 split file: JSON lines with identifier and label")
+
+    flickr = tasks.add_parser(
+        "flickr30k", help="Flickr30K Entities phrase grounding: R@1 / R@5 / R@10 and the upper bound",
+        description="Phrase grounding as the original VisualBERT scored it: per phrase, a box counts when its IoU "
+                    "with one of the entity's ground-truth boxes is >= 0.5; R@K is the share of phrases with such a "
+                    "box among their K best, the upper bound the share with one among all their boxes. Overall "
+                    "and per entity type, in percent (2 decimals). Phrases whose entity has no box are left out, "
+                    "as in training.")
+    flickr.add_argument("--predictions", required=True, metavar="P.json",
+                        help="Flickr30K/run_predict.py's ranked boxes")
+    flickr.add_argument("--annotation_dir", required=True, metavar="DIR",
+                        help="the Flickr30K Entities release: Sentences/, Annotations/, the image lists")
+    flickr.add_argument("--split", default=None,
+                        help="score the phrases of this image list (train / val / test or a file); default: the "
+                             "images the predictions cover")
+    flickr.add_argument("--draw", default=None, metavar="DIR",
+                        help="also draw phrases into DIR: ground-truth boxes green, the top box red, the phrase "
+                             "red in the caption below")
+    flickr.add_argument("--draw_count", type=_count, default=8, help="how many phrases --draw draws (default 8)")
+    flickr.add_argument("--image_dir", default=None,
+                        help="the Flickr30K images (<image_id>.jpg) for --draw; without it, a grey canvas")
     return parser
 
 
@@ -91,8 +189,11 @@ def main(argv=None):
     try:
         if args.task == "vqa":
             scores = evaluate_vqa(args.result, args.annotations, args.questions)
-        else:
+        elif args.task == "nlvr2":
             scores = evaluate_nlvr2(args.predictions, args.labels)
+        else:
+            scores = evaluate_flickr30k(args.predictions, args.annotation_dir, args.split, args.draw, args.draw_count,
+                                        args.image_dir)
     # Bad input files are the user's to fix, so they get one line, not a traceback.
     except (OSError, ValueError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -101,6 +101,47 @@ def _check_head(cls, name_or_path, config, new_head, num_labels):
                      f"needs {_HEAD_DESCRIPTIONS[want]} ({want}); {hint}")
 
 
+def uses_spatial_features(name_or_path, features):
+    """Whether the model appends each region's box geometry to its features (``add_spatial_features``).
+
+    A checkpoint says so in its config (the released ones do not), or by a ``visual_embedding_dim`` of
+    the features' dimension plus the box values (a BERT converted for them). A config file trained from
+    scratch says so when it sets the field; otherwise it is on whenever ``features`` keep box
+    geometry, because where a region is helps every task and the store has it for free.
+    """
+    from .configuration import SPATIAL_DIM
+
+    has_boxes = getattr(features, "has_boxes", False)
+    path = resolve_model_path(name_or_path)
+    if path.endswith(".json"):
+        fields = read_json(path) if os.path.isfile(path) else {}
+        spatial = bool(fields.get("add_spatial_features", has_boxes)) if isinstance(fields, dict) else False
+    else:
+        config = _checkpoint_config(name_or_path, path)
+        # a projection sized for the features plus the box values can only mean spatial features (a
+        # BERT converted with --visual_embedding_dim 2054 for the 2048-d detector features, as the paper)
+        sized_for_boxes = has_boxes and config.visual_embedding_dim == features.dim + SPATIAL_DIM
+        spatial = bool(getattr(config, "add_spatial_features", False)) or sized_for_boxes
+    if spatial and not has_boxes:
+        raise SystemExit(f"error: {name_or_path} takes each region's box geometry with its features "
+                         f"(add_spatial_features), but {features.where()} keeps none; use a store written by "
+                         "python -m visualbert.extract, or `features import` of features with boxes")
+    return spatial
+
+
+def load_task_model(cls, name_or_path, features, new_head=True, cpu_kernels=True, **overrides):
+    """``load_model`` for features from a store: with spatial features (see ``uses_spatial_features``)
+    the model's input is the features' dimension plus the SPATIAL_DIM box values. Returns (model, spatial)."""
+    from .configuration import SPATIAL_DIM
+
+    spatial = uses_spatial_features(name_or_path, features)
+    if spatial:
+        overrides["add_spatial_features"] = True
+    model = load_model(cls, name_or_path, visual_embedding_dim=features.dim + (SPATIAL_DIM if spatial else 0),
+                       new_head=new_head, cpu_kernels=cpu_kernels, **overrides)
+    return model, spatial
+
+
 def load_model(cls, name_or_path, visual_embedding_dim=None, new_head=True, cpu_kernels=True, **overrides):
     """Load ``cls`` from a released name, a directory or a config file (fresh weights).
 

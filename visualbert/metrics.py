@@ -2,7 +2,9 @@
 
 VQA accuracy follows GT-Vision-Lab/VQA ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` as of
 commit a013f00 (2021-03-11, "Fixed processing answers bug"), the current official code and the
-one the EvalAI leaderboard scores with; NLVR2 follows lil-lab/nlvr ``nlvr2/eval/metrics.py``.
+one the EvalAI leaderboard scores with; NLVR2 follows lil-lab/nlvr ``nlvr2/eval/metrics.py``;
+Flickr30K Entities phrase grounding follows the original VisualBERT code (R@K over phrases, a box
+counting when its IoU with one of the entity's boxes is >= 0.5).
 Where the official code has a quirk that changes scores, it is mirrored on purpose and said so
 next to the code, because a metric that is "more correct" than the leaderboard's is not
 comparable with it.
@@ -15,6 +17,8 @@ command line over both. Nothing here imports Paddle.
 import json
 import os
 import re
+
+import numpy as np
 
 from visualbert.annotations import integer_id, read_nlvr2, read_vqa_imdb
 
@@ -283,6 +287,70 @@ def nlvr2_scores(predictions: dict, labels: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Flickr30K Entities: phrase grounding
+# --------------------------------------------------------------------------------------------
+
+GROUNDING_IOU = 0.5  # a box grounds a phrase when its IoU with one of the entity's boxes is at least this
+GROUNDING_KS = (1, 5, 10)
+
+
+def box_iou(a, b):
+    """IoU of every box of ``a`` [N, 4] with every box of ``b`` [M, 4] (x1, y1, x2, y2) -> [N, M].
+
+    Areas are (x2 - x1) * (y2 - y1), as the original code's ``calculate_iou``. The value does not
+    change when both sets are scaled by the same factor per axis, so boxes normalised by the image
+    size give the IoU of their pixel boxes.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    left = np.maximum(a[:, None, 0], b[None, :, 0])
+    top = np.maximum(a[:, None, 1], b[None, :, 1])
+    right = np.minimum(a[:, None, 2], b[None, :, 2])
+    bottom = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def grounding_hits(ground_truth_boxes, boxes):
+    """bool [M]: which of ``boxes`` [M, 4] ground a phrase whose entity has ``ground_truth_boxes`` [G, 4]."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=bool)
+    return (box_iou(ground_truth_boxes, boxes) >= GROUNDING_IOU).any(axis=0)
+
+
+def grounding_recall(phrases, ks=GROUNDING_KS):
+    """R@K and the upper bound of ranked boxes, overall and per entity type.
+
+    ``phrases``: (types, ranked_hits) per phrase, ``ranked_hits`` a bool sequence over the phrase's
+    boxes in the model's order (True = grounds it). R@K is the share of phrases with a True among
+    their first K; the upper bound the share with a True anywhere (what the detections allow). A
+    phrase of several types counts once overall and once under each type. Percentages, two decimals.
+    """
+    totals = {}
+    for types, hits in phrases:
+        hits = np.asarray(hits, dtype=bool)
+        row = [bool(hits[:k].any()) for k in ks] + [bool(hits.any())]
+        for group in ["overall"] + [f"type:{t}" for t in dict.fromkeys(types)]:
+            count, sums = totals.setdefault(group, [0, np.zeros(len(row))])
+            totals[group][0] = count + 1
+            sums += row
+    if "overall" not in totals:
+        raise ValueError("no phrases to score")
+
+    def summary(count, sums):
+        out = {f"R@{k}": round(100 * float(v) / count, 2) for k, v in zip(ks, sums)}
+        out["upper_bound"] = round(100 * float(sums[-1]) / count, 2)
+        out["phrases"] = count
+        return out
+
+    return {"overall": summary(*totals["overall"]),
+            "per_type": {g[len("type:"):]: summary(*totals[g]) for g in sorted(totals) if g != "overall"}}
+
+
+# --------------------------------------------------------------------------------------------
 # File loaders
 # --------------------------------------------------------------------------------------------
 
@@ -420,3 +488,28 @@ def load_nlvr2_predictions(path) -> dict:
                 raise ValueError(f"{where}: identifier {identifier} is predicted twice")
             predictions[identifier] = _parse_bool(fields[1], where)
     return predictions
+
+
+def load_grounding_predictions(path) -> dict:
+    """``{(image_id, caption_index, phrase_index): float [M, 4] boxes best first}`` from Flickr30K/run_predict.py's file."""
+    records = _read_json(path, "a JSON list of ranked boxes per phrase (Flickr30K/run_predict.py)")
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of phrases, found {type(records).__name__}")
+    out = {}
+    for i, record in enumerate(records):
+        where = f"{path}: item {i}"
+        if not isinstance(record, dict) or not all(k in record for k in ("image_id", "caption_index", "phrase_index", "boxes")):
+            raise ValueError(f"{where}: expected an object with image_id, caption_index, phrase_index and boxes")
+        key = (str(record["image_id"]), integer_id(record["caption_index"], where, "caption_index"),
+               integer_id(record["phrase_index"], where, "phrase_index"))
+        try:
+            boxes = np.asarray(record["boxes"], dtype=np.float64)
+        except (TypeError, ValueError):
+            boxes = None
+        if boxes is None or (boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4)) or not np.isfinite(boxes).all():
+            raise ValueError(f"{where}: boxes must be a list of [x1, y1, x2, y2] numbers")
+        boxes = boxes.reshape(-1, 4)
+        if key in out:
+            raise ValueError(f"{where}: image {key[0]} caption {key[1]} phrase {key[2]} appears twice")
+        out[key] = boxes
+    return out

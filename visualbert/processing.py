@@ -25,6 +25,10 @@ batch is without a loss term); chosen tokens become ``[MASK]`` 80%, a random voc
 tokenised once, when a dataset is built. Features are read in ``__getitem__`` so DataLoader
 workers do the I/O.
 
+``spatial=True`` (every dataset; the model config's ``add_spatial_features``) appends each region's box
+geometry from the feature store (normalised x1, y1, x2, y2, w, h) to its features, as the original
+Flickr30K code did, so ``visual_embeds`` is [V, D + 6] and the model sees where each region is.
+
 ``visual_dtype="float16"`` (every dataset) hands a packed fp16 store's rows through unconverted:
 half the bytes cross from DataLoader workers to the trainer, which then casts ``visual_embeds`` to
 float32 on the device. That is what lets 2 workers feed 100 x 2048 regions fast enough
@@ -167,8 +171,13 @@ class _VisualTextDataset(paddle.io.Dataset):
 
     text_labels = False
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, seed=0, visual_dtype="float32"):
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, seed=0, visual_dtype="float32", spatial=False):
         super().__init__()
+        self.spatial = bool(spatial)
+        if self.spatial and not features.has_boxes:
+            raise ValueError(f"{features.where()}: the model takes each region's box geometry (add_spatial_features), "
+                             "but these features keep none; use a store written by visualbert.extract or "
+                             "`features import` of boxed features")
         self.visual_dtype = np.dtype(visual_dtype)
         if self.visual_dtype not in (np.dtype("float32"), np.dtype("float16")):
             raise ValueError(f"visual_dtype must be float32 or float16, got {visual_dtype}")
@@ -197,13 +206,19 @@ class _VisualTextDataset(paddle.io.Dataset):
 
     def _visual(self, example):
         try:
-            parts = [self.features.get(k, dtype=self.visual_dtype) for k in example_image_keys(example)]
+            parts = [self._regions(k) for k in example_image_keys(example)]
         except (OSError, ValueError) as e:  # the store's message names the file; add who needs it
             raise ExampleError(f"{e} (needed by {describe_example(example)})") from None
         embeds = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         types = np.concatenate([np.full(p.shape[0], t, dtype=np.int64) for t, p in enumerate(parts)])
         return {"visual_embeds": embeds, "visual_token_type_ids": types,
                 "visual_attention_mask": np.ones(embeds.shape[0], dtype=np.int64)}
+
+    def _regions(self, key):
+        rows = self.features.get(key, dtype=self.visual_dtype)
+        if self.spatial:
+            rows = np.concatenate([rows, self.features.boxes(key).astype(rows.dtype)], axis=1)
+        return rows
 
     def _single(self, ids, tail=()):
         """``[CLS] ids tail [SEP]`` truncated to max_seq_length, types 0."""
@@ -223,8 +238,9 @@ class _VisualTextDataset(paddle.io.Dataset):
 class VQADataset(_VisualTextDataset):
     """VQA2 fine-tuning/prediction. ``labels``: float32 [len(answer_vocab)] soft scores (absent on test)."""
 
-    def __init__(self, examples, tokenizer, features, answer_vocab=None, max_seq_length=128, visual_dtype="float32"):
-        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype)
+    def __init__(self, examples, tokenizer, features, answer_vocab=None, max_seq_length=128, visual_dtype="float32",
+                 spatial=False):
+        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype, spatial=spatial)
         self.answer_vocab = list(answer_vocab) if answer_vocab is not None else load_answer_vocab()
         index = {a: i for i, a in enumerate(self.answer_vocab)}
         self.question = [_question_text(self.text, ex["question_str"]) for ex in self.examples]
@@ -253,8 +269,8 @@ def _question_text(text_ids, question):
 class NLVR2Dataset(_VisualTextDataset):
     """NLVR2 fine-tuning/prediction. ``labels``: int64 scalar, True = 1 (absent when unlabelled)."""
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, visual_dtype="float32"):
-        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, visual_dtype="float32", spatial=False):
+        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype, spatial=spatial)
         self.sentence = [self.text(ex["sentence"]) for ex in self.examples]
 
     def __getitem__(self, i):
@@ -272,8 +288,9 @@ class NLVR2PretrainDataset(NLVR2Dataset):
 
     text_labels = True
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32"):
-        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32",
+                 spatial=False):
+        super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype, spatial=spatial)
         missing = [ex["identifier"] for ex in self.examples if ex.get("label") is None]
         if missing:
             raise ValueError(f"NLVR2PretrainDataset: example {missing[0]} has no label ({len(missing)} unlabelled)")
@@ -294,8 +311,9 @@ class VQAPretrainDataset(_VisualTextDataset):
 
     text_labels = True
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32"):
-        super().__init__(examples, tokenizer, features, max_seq_length, seed, visual_dtype)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32",
+                 spatial=False):
+        super().__init__(examples, tokenizer, features, max_seq_length, seed, visual_dtype, spatial)
         self.mask_prob = float(mask_prob)
         qmark = self.text("?")
         self.text_ids = []
@@ -325,8 +343,9 @@ class CaptionPretrainDataset(_VisualTextDataset):
 
     text_labels = True
 
-    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32"):
-        super().__init__(examples, tokenizer, features, max_seq_length, seed, visual_dtype)
+    def __init__(self, examples, tokenizer, features, max_seq_length=128, mask_prob=0.15, seed=0, visual_dtype="float32",
+                 spatial=False):
+        super().__init__(examples, tokenizer, features, max_seq_length, seed, visual_dtype, spatial)
         self.mask_prob = float(mask_prob)
         self.caption = [self.text(ex["caption"]) for ex in self.examples]
         by_image = collections.defaultdict(list)

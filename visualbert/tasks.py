@@ -91,14 +91,15 @@ def load_for_finetuning(task, args):
             train_examples = load_dataset(task, args.train_split, input_dir=args.input_dir,
                                           annotation_dir=args.annotation_dir, exclude_split=args.eval_split)
         vocab = training_answer_vocab(args, train_examples) if task == "vqa2" else None
+        num_labels = len(vocab) if task == "vqa2" else 2
+        model, spatial = loading.load_task_model(HEAD[task], args.model_name_or_path, features,
+                                                 cpu_kernels=args.cpu_kernels, num_labels=num_labels)
         train_ds = build(task, args.train_split, args, tokenizer, features, exclude_split=args.eval_split,
-                         examples=train_examples, answer_vocab=vocab)
+                         examples=train_examples, answer_vocab=vocab, spatial=spatial)
         eval_ds = None
         if args.eval_split:
-            eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab)
-        num_labels = len(train_ds.answer_vocab) if task == "vqa2" else 2
-        model = loading.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
-                                   cpu_kernels=args.cpu_kernels, num_labels=num_labels)
+            eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab,
+                            spatial=spatial)
     return train_ds, eval_ds, model
 
 
@@ -116,9 +117,10 @@ def load_for_prediction(task, args):
             raise ValueError("--annotations needs --questions")
         if task == "vqa2":
             vocab = prediction_answer_vocab(args)
-        dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab)
-        model = loading.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
-                                   new_head=False, cpu_kernels=args.cpu_kernels)
+        model, spatial = loading.load_task_model(HEAD[task], args.model_name_or_path, features, new_head=False,
+                                                 cpu_kernels=args.cpu_kernels)
+        dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab,
+                        spatial=spatial)
         if task == "vqa2" and model.config.num_labels != len(vocab):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
                              f"vocabulary has {len(vocab)}; pass the run's {ANSWER_VOCAB_FILE} as --answer_vocab")
@@ -211,8 +213,9 @@ def check_features_exist(dataset, features, name, split):
                                         f"(needed by {name} {split} {id_field} {ex[id_field]})")
 
 
-def build(name, split, args, tokenizer, features, exclude_split=None, examples=None, answer_vocab=None):
-    """The examples of ``split`` (or the given ``examples``) as model-ready dataset, features checked up front."""
+def build(name, split, args, tokenizer, features, exclude_split=None, examples=None, answer_vocab=None, spatial=False):
+    """The examples of ``split`` (or the given ``examples``) as model-ready dataset, features checked up front;
+    ``spatial``: append each region's box geometry (the model's ``add_spatial_features``)."""
     if examples is None:
         examples = load_dataset(name, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
                                 exclude_split=exclude_split)
@@ -221,9 +224,9 @@ def build(name, split, args, tokenizer, features, exclude_split=None, examples=N
         if answer_vocab is None:
             answer_vocab = load_answer_vocab(getattr(args, "answer_vocab", None))
         return VQADataset(examples, tokenizer, features, answer_vocab=answer_vocab,
-                          max_seq_length=args.max_seq_length, visual_dtype=args.feature_dtype)
+                          max_seq_length=args.max_seq_length, visual_dtype=args.feature_dtype, spatial=spatial)
     return NLVR2Dataset(examples, tokenizer, features, max_seq_length=args.max_seq_length,
-                        visual_dtype=args.feature_dtype)
+                        visual_dtype=args.feature_dtype, spatial=spatial)
 
 
 # ---------------------------------------------------------------------------- pretraining
@@ -235,10 +238,10 @@ def pretrain(args):
     with loading.user_errors():
         tokenizer = loading.tokenizer_from_args(args)
         features = open_task_features(args)
-        train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
-        eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
-        model = loading.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim,
-                                   cpu_kernels=args.cpu_kernels)
+        model, spatial = loading.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
+                                                 cpu_kernels=args.cpu_kernels)
+        train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split, spatial=spatial)
+        eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features, spatial=spatial) if args.eval_split else None
 
     loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
     if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on
@@ -254,12 +257,12 @@ def pretrain(args):
                         best_metric="mlm_accuracy" if evaluate else None, forward_kwargs={"predict_masked_only": True})
 
 
-def pretrain_dataset(args, split, tokenizer, features, exclude=None):
+def pretrain_dataset(args, split, tokenizer, features, exclude=None, spatial=False):
     examples = load_dataset(args.dataset, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
                             exclude_split=exclude)
     check_features_exist(examples, features, args.dataset, split)
     common = dict(max_seq_length=args.max_seq_length, mask_prob=args.mask_prob, seed=args.seed,
-                  visual_dtype=args.feature_dtype)
+                  visual_dtype=args.feature_dtype, spatial=spatial)
     if args.dataset == "coco_captions":
         return CaptionPretrainDataset(examples, tokenizer, features, **common)
     if args.dataset == "vqa2":

@@ -40,7 +40,8 @@ def main(argv=None):
                                    "--features. Corrupt images are named one per line and nothing is published.")
     m.add_argument("--format", required=True, choices=["butd_tsv", "h5", "npz_dir"],
                    help="butd_tsv: bottom-up-attention TSV (base64 boxes/features; LXMERT's variant too); h5: HDF5, one "
-                        "dataset per image or one array + image ids; npz_dir: a folder of .npy/.npz per image")
+                        "dataset per image, one array + image ids, or the original Flickr30K {split}.hdf5 + "
+                        "{split}_imgid2idx.pkl (boxes kept); npz_dir: a folder of .npy/.npz per image")
     m.add_argument("--src", required=True, nargs="+", help="the TSV / HDF5 file(s) or the folder(s)")
     m.add_argument("--output_dir", required=True, help="the packed store to write (resumable, published when complete)")
     m.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="on-disk dtype (default float16)")

@@ -13,6 +13,11 @@
   such as boxes, are then left out), or one array for all
   images: ``features`` / ``image_features`` [num_images, N, D] with ``image_ids`` / ``ids`` /
   ``keys`` [num_images] and optionally ``num_boxes`` [num_images] (rows past it are padding).
+  The original VisualBERT's Flickr30K files (bottom-up-attention-vqa / ban-vqa's layout) are read
+  too: ``{split}.hdf5`` with ``image_features`` [all boxes, D], ``spatial_features`` [all boxes, 6]
+  (normalised x1, y1, x2, y2, w, h: stored as the geometry), ``image_bb`` and ``pos_boxes``
+  [num_images, 2] (each image's first and past-last row), named by ``{split}_imgid2idx.pkl`` beside
+  it ({image id: row of pos_boxes}; a pickle, read through the restricted unpickler).
 - ``npz_dir``: a directory (read recursively) of one ``.npy`` [N, D] or ``.npz`` per image; an
   ``.npz`` keeps its features as ``features``, ``x`` or ``feat`` and, optionally, pixel boxes as
   ``boxes`` / ``bbox`` [N, 4] with ``image_w`` / ``image_h`` (then geometry is stored). The key is
@@ -31,7 +36,7 @@ import zipfile
 
 import numpy as np
 
-from ..safeload import load_npy
+from ..safeload import RestrictedUnpickler, load_npy
 from .pack import PackWriter
 
 __all__ = ["FORMATS", "import_features"]
@@ -138,6 +143,9 @@ def _h5(paths):
             yield None, path, _fail(f"{path}: not a readable HDF5 file ({e})")
             continue
         with f:
+            if "pos_boxes" in f:
+                yield from _h5_pos_boxes(f, path)
+                continue
             array = next((f[n] for n in H5_FEATURES if n in f and isinstance(f[n], h5py.Dataset) and f[n].ndim == 3), None)
             if array is not None:
                 yield from _h5_one_array(f, path, array)
@@ -156,6 +164,57 @@ def _h5(paths):
                 else:
                     key = name
                 yield key, f"{path}:{name}", _h5_dataset(f, name, f"{path}:{name}")
+
+
+def _imgid2idx(path):
+    """``{split}_imgid2idx.pkl`` beside ``{split}.hdf5``: {image id: index}, through the restricted unpickler."""
+    stem = path[: -len(".hdf5")] if path.endswith(".hdf5") else os.path.splitext(path)[0]
+    pkl = stem + "_imgid2idx.pkl"
+    if not os.path.isfile(pkl):
+        raise Corrupt(f"{path}: pos_boxes layout, but {pkl} (image id -> index) is missing")
+    try:
+        with open(pkl, "rb") as f:
+            table = RestrictedUnpickler(f, source=pkl).load()
+    except Exception as e:  # a refused global, a truncated or foreign file: all mean the table cannot be used
+        raise Corrupt(f"{pkl}: not a readable image id table ({type(e).__name__}: {e})") from None
+    if not isinstance(table, dict):
+        raise Corrupt(f"{pkl}: expected a dict of image id -> index, found {type(table).__name__}")
+    return table
+
+
+def _h5_pos_boxes(f, path):
+    """The original Flickr30K layout: all boxes in one array, pos_boxes[index] = (first, past-last row)."""
+    try:
+        table = _imgid2idx(path)
+    except Corrupt as e:
+        yield None, path, _fail(str(e))
+        return
+    missing = [n for n in ("image_features", "pos_boxes") if n not in f]
+    if missing:
+        yield None, path, _fail(f"{path}: pos_boxes layout without {', '.join(missing)}")
+        return
+    features, bounds = f["image_features"], f["pos_boxes"][()]
+    spatial = f["spatial_features"] if "spatial_features" in f else None
+    for image_id, index in sorted(table.items(), key=lambda item: str(item[0])):
+        key = str(image_id)
+        where = f"{path}:pos_boxes[{index}] (image id {key})"
+
+        def load(index=index, where=where):
+            try:
+                start, end = (int(v) for v in bounds[int(index)])
+            except (IndexError, TypeError, ValueError):
+                raise Corrupt(f"{where}: no such row in pos_boxes ({len(bounds)} images)") from None
+            if not 0 <= start < end <= features.shape[0]:
+                raise Corrupt(f"{where}: rows {start}..{end} are outside the {features.shape[0]} boxes")
+            rows = _checked(features[start:end], where)
+            if spatial is None:
+                return rows, None
+            geometry = np.asarray(spatial[start:end], dtype=np.float32)
+            if geometry.shape != (end - start, 6) or not np.isfinite(geometry).all():
+                raise Corrupt(f"{where}: spatial_features must be finite [N, 6] (x1, y1, x2, y2, w, h normalised)")
+            return rows, geometry
+
+        yield key, where, load
 
 
 def _h5_dataset(f, name, where):

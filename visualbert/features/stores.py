@@ -1,6 +1,7 @@
 """Reading region features: the packed store, a store plus per-image files of one type, a directory of files."""
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -105,7 +106,8 @@ class DirectoryFeatures:
 
     Keys are looked up as the datasets name them; a key ending in an image extension
     (``dev-850-0-img0.png``) also finds the key without it, which is how ``visualbert.extract``
-    names the file ``dev-850-0-img0.png``.
+    names the file ``dev-850-0-img0.png``, and a COCO key (``COCO_train2014_000000000009``) also
+    finds the bare image id (``9``), as ``features import`` of the COCO bottom-up-attention TSVs keys it.
     """
 
     image_feature_type = "--features"
@@ -127,6 +129,9 @@ class DirectoryFeatures:
             stem, ext = os.path.splitext(key)
             if ext.lower() in IMAGE_EXTENSIONS and stem in self.store:
                 return stem
+            coco = _COCO_KEY.fullmatch(key)
+            if coco and str(int(coco.group(1))) in self.store:
+                return str(int(coco.group(1)))
         return key
 
     def where(self):
@@ -147,7 +152,23 @@ class DirectoryFeatures:
     def get(self, key, dtype=np.float32):
         return self.store.get(self._key(key), self.max_regions, dtype)
 
+    @property
+    def has_boxes(self):
+        """Whether the store keeps each region's box geometry (extract, ``features import`` with boxes)."""
+        return "boxes" in self.store.meta.get("extras", {})
 
+    def boxes(self, key):
+        """float32 [N, 6] geometry of ``key``'s regions (normalised x1, y1, x2, y2, w, h), capped as ``get``."""
+        rows = self.store.extra("boxes", self._key(key))[: self.max_regions]
+        if not np.isfinite(rows).all():
+            raise ValueError(f"{os.path.join(self.directory, 'boxes.bin')}: the box geometry of image '{key}' "
+                             "contains NaN or Inf (extract or import the store again)")
+        return rows
+
+
+# A COCO key (COCO_train2014_000000000009) also finds the bare image id (9): the key the
+# bottom-up-attention TSVs of COCO give their images once imported.
+_COCO_KEY = re.compile(r"COCO_[a-z]+\d{4}_(\d{12})")
 # What visualbert.extract reads, and what DirectoryFeatures strips from dataset keys.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -236,6 +257,12 @@ class FeatureStore:
                 return p.rows(key)
         shape, _ = npy_shape(self.path(key))
         return int(shape[0])
+
+    # The original per-image .npy layouts hold features only.
+    has_boxes = False
+
+    def boxes(self, key):
+        raise KeyError(f"{self.where()}: {self.image_feature_type} features keep no box geometry")
 
     def get(self, key, dtype=np.float32):
         """float32 [N, D] rows of ``key``; ``dtype=None`` returns a packed store's on-disk dtype as is."""
