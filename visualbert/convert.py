@@ -30,7 +30,7 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 from . import modeling
 from .loading import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
-from .safeload import UnsafePickleError
+from .safeload import UnsafePickleError, load_safetensors
 from .torch_checkpoint import load_torch_file
 
 HEADS = {
@@ -56,12 +56,7 @@ _BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
 def read_weights(path):
     """A safetensors or PyTorch weights file -> {name: numpy array}, unwrapping training wrappers."""
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        try:
-            state = load_file(path)
-        except Exception as e:  # the safetensors error types differ across versions
-            raise ValueError(f"{path}: unreadable safetensors file ({e})") from None
+        state = load_safetensors(path)
     else:
         try:
             state = load_torch_file(path)
