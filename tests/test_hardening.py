@@ -1,5 +1,6 @@
 """Faults that used to do harm quietly: pickles by another door, tensors past their storage, packed
 stores whose index lies, outputs that are inputs, and writers that race or run out of disk."""
+import argparse
 import json
 import os
 import pickle
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from conftest import run_script
 from test_bad_input import KEYS, one_line, plant_payload, write_npy_features
-from visualbert import features as F, loading
+from visualbert import environment, features as F, loading
 from visualbert.modeling import VisualBertConfig, VisualBertForVisualReasoning
 from visualbert.torch_checkpoint import load_torch_file
 
@@ -201,3 +203,194 @@ def test_index_that_is_not_json_is_named(packed):
     with pytest.raises(ValueError) as e:
         F.PackedStore(packed)
     assert one_line(e).startswith(f"{path}: not valid JSON")
+
+
+# ---------------------------------------------------------------------------- outputs that are inputs
+
+
+def output_refusal(**flags):
+    with pytest.raises(SystemExit) as e:
+        environment.check_output_paths(argparse.Namespace(**flags))
+    message = one_line(e)
+    assert message.startswith("error: ")
+    return message
+
+
+def test_prediction_output_that_is_its_questions_file_is_refused(tmp_path):
+    questions = tmp_path / "questions.json"
+    questions.write_text('{"questions": []}')
+    message = output_refusal(output=str(questions), questions=str(questions), model_name_or_path="x")
+    assert message == (f"error: --output {questions} is the --questions input; writing it would destroy it; "
+                       "pick another --output")
+    assert questions.read_text() == '{"questions": []}'
+    # through a symlink, and for the --eval_ prefixed flags, too
+    os.symlink(questions, tmp_path / "link.json")
+    assert "is the --eval_questions input" in output_refusal(output=str(tmp_path / "link.json"),
+                                                             eval_questions=str(questions))
+
+
+def test_root_and_home_are_refused_as_output_dir(tmp_path, monkeypatch):
+    assert output_refusal(output_dir="/", overwrite_output_dir=False) == (
+        "error: --output_dir / is the root directory; pick a directory of its own")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert output_refusal(output_dir=str(tmp_path) + "/", overwrite_output_dir=True) == (
+        f"error: --output_dir {tmp_path}/ is your home directory; pick a directory of its own")
+
+
+@pytest.mark.parametrize("model", ["run/model", "run", "run/checkpoint-3/../model"])
+def test_overwrite_output_dir_that_holds_the_starting_model_is_refused(tmp_path, model):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "model_state.pdparams").write_bytes(b"weights")
+    (run / "checkpoint-3").mkdir()
+    message = output_refusal(output_dir=str(run), overwrite_output_dir=True, model_name_or_path=str(tmp_path / model))
+    assert message.startswith(f"error: --output_dir {run}: its ") and "would be replaced, but --model_name_or_path" in message
+    assert (run / "model" / "model_state.pdparams").read_bytes() == b"weights"
+    # without --overwrite_output_dir nothing is deleted, and a model elsewhere is fine
+    environment.check_output_paths(argparse.Namespace(output_dir=str(run), overwrite_output_dir=False,
+                                                      model_name_or_path=str(tmp_path / model)))
+    (tmp_path / "elsewhere").mkdir()
+    environment.check_output_paths(argparse.Namespace(output_dir=str(run), overwrite_output_dir=True,
+                                                      model_name_or_path=str(tmp_path / "elsewhere")))
+
+
+def test_run_predict_refuses_to_write_over_its_questions(demo_dir, tiny_config, tmp_path):
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps({"questions": [{"image_id": 1, "question": "what?", "question_id": 1}]}))
+    proc = run_script(["VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"), "--model_name_or_path",
+                       tiny_config(num_labels=3129), "--questions", str(questions), "--output", str(questions),
+                       "--device", "cpu"], check=False, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: --output {questions} is the --questions input; writing "
+                                                    "it would destroy it; pick another --output")
+    assert json.loads(questions.read_text())["questions"][0]["question"] == "what?"
+
+
+# ---------------------------------------------------------------------------- silent wrong results
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_imported_boxes_with_nan_or_inf_are_refused_naming_the_image(tmp_path, bad):
+    from visualbert.features.importers import import_features
+
+    src = tmp_path / "src"
+    src.mkdir()
+    boxes = np.array([[0, 0, 50, 100], [10, bad, 20, 20]], np.float32)
+    np.savez(src / "good.npz", x=np.ones((2, 4), np.float32), bbox=np.ones((2, 4), np.float32), image_w=100, image_h=200)
+    np.savez(src / "bad.npz", x=np.ones((2, 4), np.float32), bbox=boxes, image_w=100, image_h=200)
+    out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s"), progress=False, log=lambda _: None)
+    assert out is None and corrupt == [f"{src / 'bad.npz'}: boxes hold NaN or infinite values"]
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("text", [None, 42, "  "])
+def test_question_text_that_is_not_text_is_refused_naming_file_and_question(tmp_path, text):
+    from visualbert.datasets import read_vqa_json
+
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps({"questions": [{"image_id": 1, "question": "what?", "question_id": 10},
+                                              {"image_id": 1, "question": text, "question_id": 11}]}))
+    with pytest.raises(ValueError) as e:
+        read_vqa_json(str(path), None, "COCO_val2014_{image_id:012d}")
+    assert one_line(e) == f'{path}: question 1 (question_id 11): "question" must be the question text, got {text!r}'
+
+
+def _images(root, count=2):
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(count):
+        Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def test_extract_boxes_entirely_outside_the_image_are_refused_naming_it(tmp_path):
+    from visualbert import extract as E
+
+    images = _images(tmp_path / "images")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"0": [[0, 0, 8, 8]], "1": [[2, 2, 10, 10], [48, 0, 60, 10]]}))
+    with pytest.raises(ValueError) as e:
+        E.extract(str(images), str(tmp_path / "feats"), backbone="patches", boxes=str(boxes), image_size=32,
+                  num_workers=0, progress=False)
+    assert one_line(e) == (f"{images / '1.png'}: box 1 [48.0, 0.0, 60.0, 10.0] of {boxes} lies entirely outside the "
+                           "48 x 32 image (boxes are in the original image's pixels)")
+    assert not (tmp_path / "feats").exists()
+
+
+def _full_disk_after(monkeypatch, free_bytes):
+    """posix_fallocate as on a disk with ``free_bytes`` left: what the kernel says when blocks run out."""
+    import errno
+
+    left = [free_bytes]
+
+    def fallocate(fd, offset, length):
+        if length > left[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        left[0] -= length
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+
+
+def test_pack_onto_a_full_disk_fails_in_one_line_and_publishes_nothing(tmp_path, monkeypatch, capsys):
+    from visualbert.features.__main__ import main as features_main
+
+    write_npy_features(tmp_path, KEYS, dim=64, rows=10)
+    out = tmp_path / "store"
+    _full_disk_after(monkeypatch, 2000)  # room for the first image's 1280 bytes, not for the second's
+    assert features_main(["pack", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", str(tmp_path),
+                          "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: [Errno 28] writing {out}.partial failed (No space left on device); nothing was "
+                       "published; free space and rerun the same command to resume")
+    assert not out.exists()
+    monkeypatch.undo()  # space freed: the same command resumes and publishes
+    assert features_main(["pack", "--image_feature_type", "coco_detectron_fix_100", "--input_dir", str(tmp_path),
+                          "--out", str(out)]) == 0
+    assert sorted(F.PackedStore(out).keys()) == sorted(KEYS)
+
+
+def test_extract_onto_a_full_disk_ends_with_the_error_line(tmp_path, monkeypatch, capsys):
+    from visualbert import extract as E
+
+    images = _images(tmp_path / "images", count=6)
+    out = tmp_path / "feats"
+    _full_disk_after(monkeypatch, 3 * 16 * 192 * 2)  # three images of 16 patches x 192 float16 values
+    assert E.main(["--image_dir", str(images), "--output_dir", str(out), "--backbone", "patches", "--image_size", "32",
+                   "--batch_size", "1", "--num_workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"error: [Errno 28] writing {out}.partial failed (No space left on device); "
+                                    "nothing was published; free space and rerun the same command to resume")
+    assert not out.exists()
+
+
+def test_a_second_writer_into_the_same_output_is_refused_naming_the_first(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    out = tmp_path / "store"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from visualbert.features import PackWriter\n"
+        f"w = PackWriter({str(out)!r}, {{'a': 1}})\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        for params in ({"a": 1}, {"a": 2}):  # the same run again, or another one: neither may touch it
+            with pytest.raises(FileExistsError) as e:
+                F.PackWriter(str(out), params)
+            assert one_line(e) == (f"{out}: in use: another run (pid {holder.pid}) is writing it; wait for it to end "
+                                   "or pick another output")
+        assert os.path.isdir(f"{out}.partial")
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    writer = F.PackWriter(str(out), {"a": 1})  # the lock died with its holder
+    writer.add("k", np.ones((2, 4), np.float32))
+    writer.finish()
+    assert F.PackedStore(out).keys() == ["k"]

@@ -19,6 +19,7 @@ from . import engine, environment, loading
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
+from .lifetime import interrupts_in_one_line
 from .metrics import nlvr2_scores, vqa_accuracy
 from .modeling import VisualBertForPreTraining, VisualBertForQuestionAnswering, VisualBertForVisualReasoning
 from .processing import (CaptionPretrainDataset, NLVR2Dataset, NLVR2PretrainDataset, VQADataset,
@@ -54,6 +55,12 @@ def finetune(task, args):
 
 def predict(task, args):
     """What the run_predict.py scripts do: write --output for --split, and print the scores when it has labels."""
+    written = []
+    with interrupts_in_one_line(after=lambda: None if written else f"{args.output} was not written"):
+        _predict(task, args, written)
+
+
+def _predict(task, args, written):
     dataset, model = load_for_prediction(task, args)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
         if task == "vqa2":
@@ -64,12 +71,14 @@ def predict(task, args):
         return
     if task == "vqa2":
         write_vqa_result(args.output, predictions)
+        written.append(args.output)
         print(f"wrote {len(predictions)} answers to {args.output}")
         truth = vqa_ground_truth(dataset)
         if truth:
             print(json.dumps({"split": args.split, "vqa_accuracy": vqa_accuracy(predictions, truth)["overall"]}))
     else:
         write_nlvr2_csv(args.output, predictions)
+        written.append(args.output)
         print(f"wrote {len(predictions)} predictions to {args.output}")
         labels = nlvr2_labels(dataset)
         if labels:
