@@ -177,3 +177,42 @@ def test_ctrl_c_of_prediction_is_one_line_and_status_130(monkeypatch, capsys):
         tasks.predict("vqa2", Args())
     assert e.value.code == 130
     assert capsys.readouterr().err.strip() == "stopped: interrupted (SIGINT); result.json was not written"
+
+
+def test_a_worker_stopped_with_sigterm_prints_no_paddle_traceback():
+    """The data loader's workers are forked from a process that ran Paddle operators, and inherit its
+    SIGTERM handler, which prints a C++ traceback; stopping them at the end of a run must not."""
+    code = ("import os, signal, time, paddle\n"
+            "paddle.to_tensor([1.0]) * 2\n"
+            "from visualbert.lifetime import init_worker\n"
+            "init_worker(os.getppid())\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(5)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=toy_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGTERM
+    assert "C++ Traceback" not in proc.stderr and "FatalError" not in proc.stderr, proc.stderr[-2000:]
+
+
+def _interrupt(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)  # the signal arrives first
+
+
+@pytest.mark.parametrize("command", ["features pack", "convert"])
+def test_ctrl_c_of_the_other_commands_is_one_line_and_status_130(command, monkeypatch, capsys, tmp_path):
+    if command == "convert":
+        from visualbert import convert
+
+        monkeypatch.setattr(convert, "convert", _interrupt)
+        main, argv = convert.main, ["--src", str(tmp_path), "--dst", str(tmp_path / "out")]
+    else:
+        from visualbert.features import __main__ as features_cli
+
+        monkeypatch.setattr(features_cli, "pack_features", _interrupt)
+        main, argv = features_cli.main, ["pack", "--image_feature_type", "coco_detectron_fix_100", "--input_dir",
+                                         str(tmp_path)]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip() == "stopped: interrupted (SIGINT)"

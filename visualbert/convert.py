@@ -29,6 +29,7 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from . import modeling
 from .environment import check_not_input, is_inside
+from .lifetime import interrupts_in_one_line
 from .loading import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError, load_safetensors
@@ -344,8 +345,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     paddlenlp_logger.set_level("WARNING")  # its INFO lines name the temporary dir, not DST
     try:
-        model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
-                        args.seed)
+        with interrupts_in_one_line():
+            model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
+                            args.seed)
     except (ValueError, OSError, UnsafePickleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

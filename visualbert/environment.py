@@ -96,7 +96,8 @@ def check_not_input(flag, output, inputs, replaced=None):
     ``replaced``: for an output directory, the names (fnmatch patterns) of the entries the command
     deletes or replaces in it; no input may lie in one of them, nor be the directory itself (a run
     directory as --model_name_or_path is read from its model/). The one place outputs are checked
-    against inputs: the scripts' --output_dir and --output, convert's --dst, extract's and pack's output.
+    against inputs: the scripts' --output_dir and --output, and convert's --dst. (Feature store writers
+    need no such check: their output must not exist, and they write beside it until it is complete.)
     """
     real = os.path.realpath(output)
     for what, protected in (("the root directory", os.path.sep), ("your home directory", os.path.expanduser("~"))):
