@@ -254,6 +254,7 @@ def test_overwrite_output_dir_that_holds_the_starting_model_is_refused(tmp_path,
                                                       model_name_or_path=str(tmp_path / "elsewhere")))
 
 
+@pytest.mark.slow
 def test_run_predict_refuses_to_write_over_its_questions(demo_dir, tiny_config, tmp_path):
     questions = tmp_path / "q.json"
     questions.write_text(json.dumps({"questions": [{"image_id": 1, "question": "what?", "question_id": 1}]}))

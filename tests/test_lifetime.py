@@ -216,3 +216,32 @@ def test_ctrl_c_of_the_other_commands_is_one_line_and_status_130(command, monkey
         main(argv)
     assert e.value.code == 130
     assert capsys.readouterr().err.strip() == "stopped: interrupted (SIGINT)"
+
+
+@pytest.mark.slow
+def test_a_second_extract_into_an_output_being_written_says_it_is_in_use(tmp_path, capsys):
+    from visualbert import extract as E
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((32, 32, 3), i, np.uint8)).save(images / f"{i:02d}.png")
+    out = tmp_path / "feats"
+    argv = ["--image_dir", str(images), "--output_dir", str(out), "--backbone", "patches", "--image_size", "32",
+            "--batch_size", "1", "--num_workers", "0"]
+    first = subprocess.Popen([sys.executable, "-c", EXTRACT] + argv, cwd=ROOT, env=toy_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        progress = tmp_path / "feats.partial" / "progress.jsonl"
+        deadline = time.time() + 60
+        while not (progress.exists() and progress.stat().st_size > 0):
+            assert first.poll() is None and time.time() < deadline, "the first extract never started writing"
+            time.sleep(0.05)
+        capsys.readouterr()
+        assert E.main(argv) == 1
+        assert capsys.readouterr().err.strip() == (f"error: {out}: in use: another run (pid {first.pid}) is writing "
+                                                   "it; wait for it to end or pick another output")
+        assert first.poll() is None  # the first run goes on undisturbed
+    finally:
+        first.kill()
+        first.wait()
