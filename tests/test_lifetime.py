@@ -1,6 +1,8 @@
 """No process of a command outlives it: SIGKILL of a training run takes its loader workers with it and
 frees its --output_dir for --resume; Ctrl-C ends extract and prediction in one line with status 130;
 a finished run stops its workers without Paddle's noise."""
+import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -199,9 +201,14 @@ def _interrupt(*args, **kwargs):
     time.sleep(5)  # the signal arrives first
 
 
-@pytest.mark.parametrize("command", ["features pack", "convert"])
+@pytest.mark.parametrize("command", ["features pack", "convert", "fine-tuning", "pretraining"])
 def test_ctrl_c_of_the_other_commands_is_one_line_and_status_130(command, monkeypatch, capsys, tmp_path):
-    if command == "convert":
+    """Ctrl-C while a command loads its data, model or files (the training loop has its own line)."""
+    if command in ("fine-tuning", "pretraining"):
+        monkeypatch.setattr(tasks.environment, "setup_device", _interrupt)
+        main = tasks.pretrain if command == "pretraining" else functools.partial(tasks.finetune, "vqa2")
+        argv = argparse.Namespace()
+    elif command == "convert":
         from visualbert import convert
 
         monkeypatch.setattr(convert, "convert", _interrupt)

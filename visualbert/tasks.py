@@ -42,6 +42,11 @@ logger = logging.getLogger("visualbert.tasks")
 
 def finetune(task, args):
     """What run_vqa2.py / run_nlvr2.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
+    with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
+        return _finetune(task, args)
+
+
+def _finetune(task, args):
     environment.setup_device(args)
     train_ds, eval_ds, model = load_for_finetuning(task, args)
     evaluate = None
@@ -240,6 +245,11 @@ def build(name, split, args, tokenizer, features, exclude_split=None, examples=N
 
 def pretrain(args):
     """What run_pretrain.py does: masked LM (and image-text matching where the corpus has it) on --dataset."""
+    with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
+        return _pretrain(args)
+
+
+def _pretrain(args):
     environment.setup_device(args)
     with loading.user_errors():
         tokenizer = loading.tokenizer_from_args(args)
