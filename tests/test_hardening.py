@@ -96,7 +96,8 @@ def _rebuild(*args):
     """What the pickles written here name as torch's tensor rebuild function."""
 
 
-_rebuild.__module__, _rebuild.__qualname__, _rebuild.__name__ = "torch._utils", "_rebuild_tensor_v2", "_rebuild_tensor_v2"
+_rebuild.__module__ = "torch._utils"
+_rebuild.__qualname__ = _rebuild.__name__ = "_rebuild_tensor_v2"
 
 
 def _zip_checkpoint(path, numel, size, stride, offset=0):
@@ -244,7 +245,8 @@ def test_overwrite_output_dir_that_holds_the_starting_model_is_refused(tmp_path,
     (run / "model" / "model_state.pdparams").write_bytes(b"weights")
     (run / "checkpoint-3").mkdir()
     message = output_refusal(output_dir=str(run), overwrite_output_dir=True, model_name_or_path=str(tmp_path / model))
-    assert message.startswith(f"error: --output_dir {run}: its ") and "would be replaced, but --model_name_or_path" in message
+    assert message.startswith(f"error: --output_dir {run}: its ")
+    assert "would be replaced, but --model_name_or_path" in message
     assert (run / "model" / "model_state.pdparams").read_bytes() == b"weights"
     # without --overwrite_output_dir nothing is deleted, and a model elsewhere is fine
     environment.check_output_paths(argparse.Namespace(output_dir=str(run), overwrite_output_dir=False,
@@ -277,7 +279,8 @@ def test_imported_boxes_with_nan_or_inf_are_refused_naming_the_image(tmp_path, b
     src = tmp_path / "src"
     src.mkdir()
     boxes = np.array([[0, 0, 50, 100], [10, bad, 20, 20]], np.float32)
-    np.savez(src / "good.npz", x=np.ones((2, 4), np.float32), bbox=np.ones((2, 4), np.float32), image_w=100, image_h=200)
+    np.savez(src / "good.npz", x=np.ones((2, 4), np.float32), bbox=np.ones((2, 4), np.float32), image_w=100,
+             image_h=200)
     np.savez(src / "bad.npz", x=np.ones((2, 4), np.float32), bbox=boxes, image_w=100, image_h=200)
     out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s"), progress=False, log=lambda _: None)
     assert out is None and corrupt == [f"{src / 'bad.npz'}: boxes hold NaN or infinite values"]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_script
-from visualbert import engine, tasks
+from conftest import ROOT
+from visualbert import tasks
 from visualbert.safeload import load_paddle
 
 TESTS = os.path.join(ROOT, "tests")
@@ -159,7 +159,8 @@ def test_ctrl_c_of_extract_with_decoding_workers_is_one_line_and_leaves_no_worke
         os.killpg(proc.pid, signal.SIGKILL)
     stderr = log.read_text()
     assert proc.returncode == 130, stderr[-3000:]
-    assert stderr.splitlines()[-1] == f"stopped: interrupted (SIGINT); {out}.partial is kept: rerun the same command to resume"
+    assert stderr.splitlines()[-1] == (f"stopped: interrupted (SIGINT); {out}.partial is kept: rerun the same "
+                                       "command to resume")
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
     assert left == []
     assert not out.exists()

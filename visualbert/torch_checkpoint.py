@@ -75,7 +75,7 @@ class _TensorRef:
         what = (f"tensor '{name}' (offset {self.offset}, shape {list(self.size)}, strides {list(self.stride)}) "
                 f"does not fit its storage of {storage_len} elements")
         numbers = (self.offset, *self.size, *self.stride)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers) or len(self.size) != len(self.stride):
+        if not all(type(v) is int for v in numbers) or len(self.size) != len(self.stride):  # bool is not a size
             raise ValueError(what)
         if self.offset < 0 or any(v < 0 for v in self.size) or any(v < 0 for v in self.stride):
             raise ValueError(what)

@@ -127,7 +127,7 @@ def _checked_index(index, path, num_rows):
                          f"{len(rows)} row counts)")
     checked = {}
     for key, offset, n in zip(keys, offsets, rows):
-        numbers = isinstance(offset, int) and isinstance(n, int) and not isinstance(offset, bool) and not isinstance(n, bool)
+        numbers = type(offset) is int and type(n) is int  # not bool, not float
         if not isinstance(key, str) or not numbers or offset < 0 or n < 0 or offset + n > num_rows:
             raise ValueError(f"{path}: entry {key!r} (offset {offset!r}, {n!r} rows) lies outside the store's "
                              f"{num_rows} rows; the store is corrupt, write it again")
