@@ -354,8 +354,23 @@ def test_existing_destination_is_kept_unless_overwrite(tmp_path, capsys):
     (dst / "keep.txt").write_text("mine")
     assert cv.main(["--src", os.path.join(HF, "nlvr2"), "--dst", str(dst)]) == 1
     assert "already exists" in capsys.readouterr().err and (dst / "keep.txt").exists()
+    (dst / "model.safetensors").write_text("an older conversion, which would shadow the new weights")
     assert cv.main(["--src", os.path.join(HF, "nlvr2"), "--dst", str(dst), "--overwrite"]) == 0
-    assert sorted(os.listdir(dst)) == ["config.json", "model_state.pdparams"]
+    # only the checkpoint files are replaced: the user's own file stays
+    assert sorted(os.listdir(dst)) == ["config.json", "keep.txt", "model_state.pdparams"]
+    assert (dst / "keep.txt").read_text() == "mine"
+
+
+def test_overwrite_refuses_a_destination_holding_the_source(tmp_path, capsys):
+    dst = tmp_path / "out"
+    shutil.copytree(os.path.join(HF, "nlvr2"), dst / "hf")
+    for src, dst_arg in ((dst / "hf", dst), (dst / "hf", dst / "hf")):
+        before = sorted(os.listdir(dst / "hf"))
+        assert cv.main(["--src", str(src), "--dst", str(dst_arg), "--overwrite"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: --src {src} lies inside --dst {dst_arg}: writing there would replace the checkpoint "
+                       "being converted; pick another --dst")
+        assert sorted(os.listdir(dst / "hf")) == before
 
 
 def test_help_describes_the_sources(capsys):

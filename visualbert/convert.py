@@ -28,10 +28,12 @@ if __name__ == "__main__":  # the command line: before modeling imports paddle, 
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from . import modeling
+from .environment import check_not_input, is_inside
+from .lifetime import interrupts_in_one_line
 from .loading import read_json
 from .configuration import released_name
 from .modeling import RELEASED_MODELS, VisualBertConfig
-from .safeload import UnsafePickleError
+from .safeload import UnsafePickleError, load_safetensors
 from .torch_checkpoint import load_torch_file
 
 HEADS = {name: head.model for name, head in modeling.HEADS.items()}
@@ -50,12 +52,7 @@ _BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
 def read_weights(path):
     """A safetensors or PyTorch weights file -> {name: numpy array}, unwrapping training wrappers."""
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        try:
-            state = load_file(path)
-        except Exception as e:  # the safetensors error types differ across versions
-            raise ValueError(f"{path}: unreadable safetensors file ({e})") from None
+        state = load_safetensors(path)
     else:
         try:
             state = load_torch_file(path)
@@ -261,11 +258,28 @@ def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0)
     return model
 
 
+# What a Paddle checkpoint dir is made of: convert writes some of these, and with --overwrite removes
+# the others from DST, since PaddleNLP would read them in preference to (or mixed with) the new weights.
+# Nothing else in DST is touched.
+CHECKPOINT_FILES = ("config.json", "model_config.json", "model_state.pdparams", "model.safetensors",
+                    "model_state.pdparams.index.json", "model.safetensors.index.json", "generation_config.json")
+
+
 def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwrite=False, seed=0):
-    """Convert ``src`` and write the Paddle checkpoint dir ``dst``; returns the model."""
+    """Convert ``src`` and write the Paddle checkpoint dir ``dst``; returns the model.
+
+    ``overwrite`` replaces the checkpoint files of a non-empty ``dst`` (``CHECKPOINT_FILES``) and
+    keeps everything else in it.
+    """
     src, dst = os.fspath(src), os.fspath(dst)
-    if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)) and not overwrite:
-        raise FileExistsError(f"{dst}: already exists and is not empty (pass --overwrite to replace it)")
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise FileExistsError(f"{dst}: a file is in the way; --dst is a directory")
+    if os.path.exists(dst) and os.listdir(dst) and not overwrite:
+        raise FileExistsError(f"{dst}: already exists and is not empty (pass --overwrite to replace its checkpoint files)")
+    if os.path.exists(src) and is_inside(src, dst):
+        raise ValueError(f"--src {src} lies inside --dst {dst}: writing there would replace the checkpoint being "
+                         "converted; pick another --dst")
+    check_not_input("--dst", dst, [("--src", src)])
     if os.path.isfile(src):
         model = convert_original(src, config, head)
     elif os.path.isdir(src):
@@ -285,15 +299,25 @@ def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwri
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(dst))}.tmp-", dir=parent)
     try:
         model.save_pretrained(tmp)
-        if os.path.isdir(dst):
-            shutil.rmtree(dst)
-        elif os.path.exists(dst):
-            os.remove(dst)
-        os.rename(tmp, dst)
-    except BaseException:
+        if os.path.isdir(dst) and os.listdir(dst):
+            _replace_checkpoint_files(tmp, dst)
+        else:
+            if os.path.isdir(dst):
+                os.rmdir(dst)  # empty
+            os.rename(tmp, dst)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return model
+
+
+def _replace_checkpoint_files(new, dst):
+    """Move the checkpoint files of ``new`` into ``dst``; drop ``dst``'s other checkpoint files, keep the rest."""
+    written = set(os.listdir(new))
+    for name in CHECKPOINT_FILES:
+        if name not in written and os.path.isfile(os.path.join(dst, name)):
+            os.remove(os.path.join(dst, name))
+    for name in sorted(written):
+        os.replace(os.path.join(new, name), os.path.join(dst, name))
 
 
 def main(argv=None):
@@ -310,12 +334,14 @@ def main(argv=None):
                                          "or a config.json path")
     parser.add_argument("--visual_embedding_dim", type=int, help="BERT sources: region feature size")
     parser.add_argument("--seed", type=int, default=0, help="BERT sources: seed for the freshly initialised weights")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the checkpoint files of a non-empty DST (its other files are kept)")
     args = parser.parse_args(argv)
     paddlenlp_logger.set_level("WARNING")  # its INFO lines name the temporary dir, not DST
     try:
-        model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
-                        args.seed)
+        with interrupts_in_one_line():
+            model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
+                            args.seed)
     except (ValueError, OSError, UnsafePickleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -211,6 +211,9 @@ def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}",
             raise ValueError(f"{where}: question_id and image_id must be integers, as in the official format")
         if qid in seen:
             raise ValueError(f"{where}: question_id {qid} appears twice")
+        if not isinstance(q["question"], str) or not q["question"].strip():
+            # str() would train on "None" or on digits without a word of complaint
+            raise ValueError(f'{where}: "question" must be the question text, got {q["question"]!r}')
         seen.add(qid)
         try:
             key = image_key.format(image_id=image_id)
@@ -230,7 +233,7 @@ def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}",
             "image_id": image_id,
             "question_id": qid,
             "feature_path": key,
-            "question_str": str(q["question"]),
+            "question_str": q["question"],
             "question_tokens": [],
             "answers": None if ann is None else [a["answer"] for a in ann["answers"]],
             "answer_type": None if ann is None else ann.get("answer_type"),

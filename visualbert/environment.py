@@ -1,6 +1,7 @@
 """Where a run executes and writes: the device and process group, seeds, which rank prints, and the
 output paths, checked before any work and owned by rank 0 for the whole training run."""
 import contextlib
+import fnmatch
 import json
 import os
 import random
@@ -46,8 +47,9 @@ def setup_device(args):
 
 
 def check_output_paths(args):
-    """Refuse an output that cannot be written (a file in the way, a read-only directory) before any
-    work, not after hours of it: training's --output_dir, prediction's --output. Creates nothing."""
+    """Refuse an output that cannot be written (a file in the way, a read-only directory) or must not be
+    (an input of the run, the root or home directory) before any work, not after hours of it:
+    training's --output_dir, prediction's --output. Creates nothing."""
     for flag, path, wanted in (("--output_dir", getattr(args, "output_dir", None), "directory"),
                                ("--output", getattr(args, "output", None), "file")):
         if not path:
@@ -56,6 +58,11 @@ def check_output_paths(args):
             raise SystemExit(f"error: {flag} {path} is a file; expected a directory")
         if wanted == "file" and os.path.isdir(path):
             raise SystemExit(f"error: {flag} {path} is a directory; expected a file path")
+        try:
+            check_not_input(flag, path, input_paths(args),
+                            replaced=rundir.RUN_OUTPUTS if getattr(args, "overwrite_output_dir", False) else None)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
         existing = os.path.abspath(path if wanted == "directory" else os.path.dirname(os.path.abspath(path)))
         while not os.path.exists(existing):  # what will be created lives in the nearest existing parent
             existing = os.path.dirname(existing)
@@ -66,6 +73,56 @@ def check_output_paths(args):
                 pass
         except OSError as e:
             raise SystemExit(f"error: {flag} {path}: cannot write to {existing} ({e.strerror or e})") from None
+
+
+# the flags (any --<set>_ prefix included) whose paths a command reads
+_INPUT_FLAGS = ("model_name_or_path", "questions", "annotations", "answer_vocab", "features", "input_dir",
+                "annotation_dir", "bert_model_name", "image_map", "resume", "config", "src", "image_dir", "boxes")
+
+
+def input_paths(args):
+    """[(flag, path)] of every input path the parsed ``args`` name that exists on disk."""
+    found = []
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, str) and name.endswith(_INPUT_FLAGS) and os.path.exists(value):
+            found.append(("--" + name, value))
+    return found
+
+
+def check_not_input(flag, output, inputs, replaced=None):
+    """Raise ValueError (one line) when writing ``output`` would destroy something the command did not write.
+
+    ``output`` must not be the root or the home directory, nor one of ``inputs`` ([(flag, path)]).
+    ``replaced``: for an output directory, the names (fnmatch patterns) of the entries the command
+    deletes or replaces in it; no input may lie in one of them, nor be the directory itself (a run
+    directory as --model_name_or_path is read from its model/). The one place outputs are checked
+    against inputs: the scripts' --output_dir and --output, and convert's --dst. (Feature store writers
+    need no such check: their output must not exist, and they write beside it until it is complete.)
+    """
+    real = os.path.realpath(output)
+    for what, protected in (("the root directory", os.path.sep), ("your home directory", os.path.expanduser("~"))):
+        if real == os.path.realpath(protected):
+            raise ValueError(f"{flag} {output} is {what}; pick a directory of its own")
+    for in_flag, path in inputs:
+        source = os.path.realpath(path)
+        if not os.path.isdir(real):
+            if source == real:
+                raise ValueError(f"{flag} {output} is the {in_flag} input; writing it would destroy it; "
+                                 f"pick another {flag}")
+            continue
+        if replaced is None or not is_inside(source, real):
+            continue
+        entry = os.path.relpath(source, real).split(os.sep)[0]
+        if entry == os.curdir or any(fnmatch.fnmatch(entry, pattern) for pattern in replaced):
+            what = "its outputs" if entry == os.curdir else f"its {entry}"
+            raise ValueError(f"{flag} {output}: {what} would be replaced, but {in_flag} {path} is read from there; "
+                             f"copy the input elsewhere first or pick another {flag}")
+
+
+def is_inside(path, directory):
+    """Whether the real ``path`` is ``directory`` or lies below it."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def set_seed(seed):

@@ -40,6 +40,7 @@ import numpy as np
 
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore
+from .lifetime import init_worker, interrupts_in_one_line
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "extract", "main"]
 
@@ -123,7 +124,9 @@ def _decoded(paths, size, num_workers, ahead):
             yield decode_image(p, size)
         return
     # spawn, not fork: the parent runs Paddle's threads, which a forked child must not inherit.
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    # Leaving the block (done, an error, Ctrl-C) terminates the workers; see lifetime for the rest.
+    with multiprocessing.get_context("spawn").Pool(num_workers, initializer=init_worker,
+                                                   initargs=(os.getpid(),)) as pool:
         it = iter(paths)
         pending = collections.deque(pool.apply_async(decode_image, (p, size)) for p in itertools.islice(it, ahead))
         while pending:
@@ -216,6 +219,17 @@ def grid_geometry(n):
     return np.stack([j / n, i / n, (j + 1) / n, (i + 1) / n, np.full(n * n, 1 / n), np.full(n * n, 1 / n)], 1).astype(np.float32)
 
 
+def _check_boxes_inside(image_boxes, width, height, image_path, boxes_file):
+    """Refuse a box with no pixel inside its image: ROI-Align would make it a region of zeros (or of
+    the border's pixels), which trains and predicts as if it were real."""
+    x1, y1, x2, y2 = image_boxes.T
+    outside = (x1 >= width) | (y1 >= height) | (x2 <= 0) | (y2 <= 0)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"{image_path}: box {i} {image_boxes[i].tolist()} of {boxes_file} lies entirely outside the "
+                         f"{width} x {height} image (boxes are in the original image's pixels)")
+
+
 def box_geometry(boxes, width, height):
     """Normalised x1, y1, x2, y2, w, h of pixel boxes, clipped to the image."""
     norm = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
@@ -295,6 +309,8 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                     per_image = list(feats)
                     geometry = [grid_geometry(grid)] * len(batch)
                 else:
+                    for key, path, _, (w, h) in batch:
+                        _check_boxes_inside(box_table[key], w, h, path, boxes)
                     scaled = [box_table[key] * np.array([image_size / w, image_size / h] * 2, dtype=np.float32)
                               for key, _, _, (w, h) in batch]
                     feats = net.boxes(fmap, scaled).astype("float32").numpy()
@@ -306,23 +322,26 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
 
         batch = []
         ahead = max(2 * batch_size, 4 * num_workers)
-        for (key, path), (pixels, size, why) in zip(todo, _decoded([p for _, p in todo], image_size, num_workers, ahead)):
-            if why is not None:
-                if not skip_bad_images:
-                    bar.close()
-                    raise ValueError(f"{path}: cannot read image ({why}); nothing was published; rerun with "
-                                     "--skip_bad_images to leave it out")
-                log(f"skipped: {path}: cannot read image ({why})")
-                skipped.append((path, why))
-                bar.update(1)
-                continue
-            batch.append((key, path, pixels, size))
-            if len(batch) == batch_size:
+        decoded = _decoded([p for _, p in todo], image_size, num_workers, ahead)
+        try:
+            for (key, path), (pixels, size, why) in zip(todo, decoded):
+                if why is not None:
+                    if not skip_bad_images:
+                        raise ValueError(f"{path}: cannot read image ({why}); nothing was published; rerun with "
+                                         "--skip_bad_images to leave it out")
+                    log(f"skipped: {path}: cannot read image ({why})")
+                    skipped.append((path, why))
+                    bar.update(1)
+                    continue
+                batch.append((key, path, pixels, size))
+                if len(batch) == batch_size:
+                    run(batch)
+                    batch = []
+            if batch:
                 run(batch)
-                batch = []
-        if batch:
-            run(batch)
-        bar.close()
+        finally:
+            decoded.close()  # stops the decoding workers now, not when the generator is collected
+            bar.close()  # before any error line, so the bar does not print itself after it
         if skipped:
             with open(os.path.join(writer.partial, SKIPPED_FILE), "w", encoding="utf-8") as f:
                 f.writelines(f"{path}\t{why}\n" for path, why in skipped)
@@ -331,6 +350,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
 
 
 def build_parser():
+
     p = argparse.ArgumentParser(prog="python -m visualbert.extract", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image_dir", required=True, help="folder of .jpg/.jpeg/.png images, read recursively")
@@ -365,11 +385,18 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    partial = os.path.abspath(args.output_dir) + ".partial"
+
+    def resumable():
+        return f"{partial} is kept: rerun the same command to resume" if os.path.isdir(partial) else None
+
     try:
-        out, skipped = extract(args.image_dir, args.output_dir, backbone=args.backbone, weights=args.weights,
-                               grid=args.grid, boxes=args.boxes, image_size=args.image_size, patch_size=args.patch_size,
-                               batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                               use_amp=args.use_amp, skip_bad_images=args.skip_bad_images, dtype=args.dtype)
+        with interrupts_in_one_line(after=resumable):
+            out, skipped = extract(args.image_dir, args.output_dir, backbone=args.backbone, weights=args.weights,
+                                   grid=args.grid, boxes=args.boxes, image_size=args.image_size,
+                                   patch_size=args.patch_size, batch_size=args.batch_size,
+                                   num_workers=args.num_workers, device=args.device, use_amp=args.use_amp,
+                                   skip_bad_images=args.skip_bad_images, dtype=args.dtype)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

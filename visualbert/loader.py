@@ -8,7 +8,11 @@ import math
 import numpy as np
 import paddle
 
+from .lifetime import WorkerInit
 from .processing import ExampleError
+
+# seconds the workers get to finish their batch and exit once the loader is done with them
+WORKER_EXIT_SECONDS = 5
 
 
 class EpochBatchSampler(paddle.io.Sampler):
@@ -63,9 +67,9 @@ def make_loader(dataset, batch_sampler, collate_fn, num_workers):
     if num_workers == 0:
         batches = (_to_tensors(collate_fn([dataset[i] for i in indices])) for indices in batch_sampler)
     else:
-        batches = paddle.io.DataLoader(_ReportFailures(dataset), batch_sampler=batch_sampler,
-                                       collate_fn=_CollateOrReport(collate_fn), num_workers=num_workers,
-                                       persistent_workers=False)
+        batches = iter(paddle.io.DataLoader(_ReportFailures(dataset), batch_sampler=batch_sampler,
+                                            collate_fn=_CollateOrReport(collate_fn), num_workers=num_workers,
+                                            persistent_workers=False, worker_init_fn=WorkerInit()))
     try:
         for batch in batches:
             if isinstance(batch, dict) and _FAILED in batch:
@@ -73,6 +77,25 @@ def make_loader(dataset, batch_sampler, collate_fn, num_workers):
             yield batch
     except ExampleError as e:
         raise SystemExit(f"error: {e}") from None
+    finally:
+        if num_workers:
+            _stop_workers(batches)
+
+
+def _stop_workers(batches):
+    """End the workers of Paddle's loader iterator ``batches`` now, however the loop ended.
+
+    Left to Paddle, workers of a loop that stops early (``--max_steps`` mid-epoch, an error, Ctrl-C)
+    live on until the iterator is garbage-collected or the interpreter exits, and are then killed
+    while its watcher thread still runs: it prints ``DataLoader N workers exit unexpectedly``.
+    """
+    shutdown = getattr(batches, "_try_shutdown_all", None)
+    if shutdown is not None:
+        shutdown(WORKER_EXIT_SECONDS)
+    for worker in getattr(batches, "_workers", []):
+        if worker.is_alive():  # stuck past the grace period
+            worker.kill()
+            worker.join()
 
 
 _FAILED = "example_error"  # the one key of a batch that stands for an example that failed

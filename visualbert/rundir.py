@@ -9,8 +9,11 @@ training settings, unless it says otherwise), or clears the old outputs first wi
 directory, predictions written next to the run) are neither counted nor deleted.
 
 While a run is alive it holds an exclusive lock on ``<output_dir>/.lock``; the kernel drops the lock
-when the process ends, however it ends, so a crashed run never leaves a stale lock behind.
+when the process ends, however it ends, so a crashed run never leaves a stale lock behind. It is a
+POSIX record lock, which belongs to the process: its forked loader workers do not hold it too (a
+``flock`` would be shared with them through the inherited descriptor, and kept alive by them).
 """
+import errno
 import fcntl
 import fnmatch
 import json
@@ -54,10 +57,11 @@ def clear_run_outputs(output_dir):
 
 
 class OutputDirLock:
-    """An exclusive ``flock`` on ``<output_dir>/.lock`` that names its holder's pid.
+    """An exclusive POSIX record lock (``lockf``) on ``<output_dir>/.lock`` that names its holder's pid.
 
     The file is left in place when released: deleting it would let a process that opened the old
-    file and one that creates a new one both believe they hold the lock.
+    file and one that creates a new one both believe they hold the lock. A POSIX lock is dropped when
+    its process closes any descriptor of the file, so nothing else in the process opens it.
     """
 
     def __init__(self, output_dir):
@@ -65,10 +69,13 @@ class OutputDirLock:
         self.fd = None
 
     def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise RunDirError(f"{os.path.dirname(self.path)} is in use by another training run (pid {holder}); "
@@ -80,7 +87,7 @@ class OutputDirLock:
 
     def release(self):
         if self.fd is not None:
-            os.close(self.fd)  # closing the only descriptor drops the flock
+            os.close(self.fd)  # closing the descriptor drops the lock
             self.fd = None
 
 

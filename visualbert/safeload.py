@@ -105,25 +105,46 @@ def load_paddle(path, rng_state=False):
     return _unwrap_named_arrays(obj)
 
 
-def load_pretrained_weights(directory, use_safetensors=True):
-    """The weights ``from_pretrained`` would read from a local model directory, read safely.
+# Weight indexes of sharded checkpoints: PaddleNLP loads the shards they name itself (with plain pickle
+# for .pdparams shards, whatever the index's suffix says), so no state dict handed to it can stand in.
+_SHARD_INDEXES = (".pdparams.index.json", ".safetensors.index.json", ".bin.index.json")
 
-    Returns the state dict of ``model_state.pdparams`` (to hand to ``from_pretrained(state_dict=)``),
-    or None when PaddleNLP will read safetensors (not a pickle) or the directory is not local. Other
-    pickled weight files (shards) are checked here first, so PaddleNLP only ever reads vetted ones.
+
+def load_pretrained_weights(directory, use_safetensors=True):
+    """The weights ``from_pretrained`` would read from a local model directory, read here, safely.
+
+    Returns the state dict of ``model.safetensors`` (unless ``use_safetensors`` is False; read without
+    any pickle) or else of ``model_state.pdparams`` (through the restricted unpickler), to hand to
+    ``from_pretrained(state_dict=)`` so that PaddleNLP reads no weight file itself; None when
+    ``directory`` is not a local directory. A sharded checkpoint is refused with one line, since
+    PaddleNLP would read its shards itself; so is a directory with neither file (PaddleNLP would go
+    looking for variants of them).
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         return None
-    names = os.listdir(directory)
-    if use_safetensors and any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
-        return None
-    if "model_state.pdparams" in names and not any(n.endswith(".pdparams.index.json") for n in names):
+    names = set(os.listdir(directory))
+    indexes = sorted(n for n in names if n.endswith(_SHARD_INDEXES))
+    if indexes:
+        raise ValueError(f"{os.path.join(directory, indexes[0])}: sharded checkpoints are not read (their shards would "
+                         "be loaded unchecked); save the model as one model_state.pdparams or model.safetensors")
+    if use_safetensors and "model.safetensors" in names:
+        return load_safetensors(os.path.join(directory, "model.safetensors"))
+    if "model_state.pdparams" in names:
         return load_paddle(os.path.join(directory, "model_state.pdparams"))
-    for name in sorted(names):
-        if name.endswith(".pdparams"):
-            load_paddle(os.path.join(directory, name))
-    return None
+    raise FileNotFoundError(f"{directory}: no model_state.pdparams"
+                            + (" or model.safetensors" if use_safetensors else "") + " to load")
+
+
+def load_safetensors(path):
+    """A ``.safetensors`` file -> {name: numpy array}; the format holds no pickle, only a JSON header and bytes."""
+    from safetensors.numpy import load_file
+
+    path = os.fspath(path)
+    try:
+        return load_file(path)
+    except Exception as e:  # the safetensors error types differ across versions
+        raise ValueError(f"{path}: unreadable safetensors file ({e})") from None
 
 
 def _unwrap_named_arrays(obj):

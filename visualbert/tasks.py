@@ -19,6 +19,7 @@ from . import engine, environment, loading
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
+from .lifetime import interrupts_in_one_line
 from .metrics import nlvr2_scores, vqa_accuracy
 from .modeling import VisualBertForPreTraining, VisualBertForQuestionAnswering, VisualBertForVisualReasoning
 from .processing import (CaptionPretrainDataset, NLVR2Dataset, NLVR2PretrainDataset, VQADataset,
@@ -41,6 +42,11 @@ logger = logging.getLogger("visualbert.tasks")
 
 def finetune(task, args):
     """What run_vqa2.py / run_nlvr2.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
+    with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
+        return _finetune(task, args)
+
+
+def _finetune(task, args):
     environment.setup_device(args)
     train_ds, eval_ds, model = load_for_finetuning(task, args)
     evaluate = None
@@ -54,6 +60,12 @@ def finetune(task, args):
 
 def predict(task, args):
     """What the run_predict.py scripts do: write --output for --split, and print the scores when it has labels."""
+    written = []
+    with interrupts_in_one_line(after=lambda: None if written else f"{args.output} was not written"):
+        _predict(task, args, written)
+
+
+def _predict(task, args, written):
     dataset, model = load_for_prediction(task, args)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
         if task == "vqa2":
@@ -64,12 +76,14 @@ def predict(task, args):
         return
     if task == "vqa2":
         write_vqa_result(args.output, predictions)
+        written.append(args.output)
         print(f"wrote {len(predictions)} answers to {args.output}")
         truth = vqa_ground_truth(dataset)
         if truth:
             print(json.dumps({"split": args.split, "vqa_accuracy": vqa_accuracy(predictions, truth)["overall"]}))
     else:
         write_nlvr2_csv(args.output, predictions)
+        written.append(args.output)
         print(f"wrote {len(predictions)} predictions to {args.output}")
         labels = nlvr2_labels(dataset)
         if labels:
@@ -234,6 +248,11 @@ def build(name, split, args, tokenizer, features, exclude_split=None, examples=N
 
 def pretrain(args):
     """What run_pretrain.py does: masked LM (and image-text matching where the corpus has it) on --dataset."""
+    with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
+        return _pretrain(args)
+
+
+def _pretrain(args):
     environment.setup_device(args)
     with loading.user_errors():
         tokenizer = loading.tokenizer_from_args(args)

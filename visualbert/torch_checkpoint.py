@@ -43,7 +43,11 @@ class _Storage:
 
     def resolve(self):
         if self.base is not None:
-            return self.base.resolve()[self.offset:]
+            base = self.base.resolve()
+            if not isinstance(self.offset, int) or not 0 <= self.offset <= len(base):
+                raise ValueError(f"storage view {self.key} starts at element {self.offset!r}, outside its storage "
+                                 f"{self.base.key} of {len(base)} elements")
+            return base[self.offset:]
         if self.array is None:
             raise ValueError(f"storage {self.key} has no data in the file")
         return self.array
@@ -53,8 +57,12 @@ class _TensorRef:
     def __init__(self, storage, offset, size, stride):
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
-    def materialize(self):
+    def materialize(self, name):
+        """The tensor as a numpy array, once its extent is known to lie inside its storage: as_strided
+        reads wherever offset, shape and strides point, so a crafted file could otherwise copy the
+        process's memory past the buffer into the converted checkpoint."""
         flat = self.storage.resolve()
+        self._check_extent(name, len(flat))
         if not self.size:
             return flat[self.offset].copy().reshape(())
         itemsize = flat.dtype.itemsize
@@ -62,6 +70,22 @@ class _TensorRef:
             flat[self.offset:], shape=self.size, strides=[s * itemsize for s in self.stride]
         )
         return np.ascontiguousarray(view)
+
+    def _check_extent(self, name, storage_len):
+        what = (f"tensor '{name}' (offset {self.offset}, shape {list(self.size)}, strides {list(self.stride)}) "
+                f"does not fit its storage of {storage_len} elements")
+        numbers = (self.offset, *self.size, *self.stride)
+        if not all(type(v) is int for v in numbers) or len(self.size) != len(self.stride):  # bool is not a size
+            raise ValueError(what)
+        if self.offset < 0 or any(v < 0 for v in self.size) or any(v < 0 for v in self.stride):
+            raise ValueError(what)
+        if 0 in self.size:
+            if self.offset > storage_len:
+                raise ValueError(what)
+            return
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        if last >= storage_len:
+            raise ValueError(what)
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
@@ -90,14 +114,19 @@ def _to_numpy(raw, storage_type, little_endian=True):
     return np.frombuffer(raw, dtype=dtype).astype(np.dtype(storage_type.dtype), copy=False)
 
 
-def _materialize(obj):
+def _materialize(obj, name=""):
+    """``obj`` with numpy arrays in place of tensor references; ``name`` is where it sits (``a.b.0``)."""
     if isinstance(obj, _TensorRef):
-        return obj.materialize()
+        return obj.materialize(name or "<top level>")
     if isinstance(obj, dict):
-        return type(obj)((k, _materialize(v)) for k, v in obj.items())
+        return type(obj)((k, _materialize(v, _join(name, k))) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialize(v) for v in obj)
+        return type(obj)(_materialize(v, _join(name, i)) for i, v in enumerate(obj))
     return obj
+
+
+def _join(name, key):
+    return f"{name}.{key}" if name else str(key)
 
 
 class _Unpickler(RestrictedUnpickler):
@@ -144,7 +173,7 @@ def _load_zip(path):
 
         with archive.open(pickles[0]) as f:
             obj = _Unpickler(io.BytesIO(f.read()), path, persistent_load).load()
-    return _materialize(obj)
+    return _materialized(obj, path)
 
 
 def _load_legacy(path):
@@ -188,7 +217,14 @@ def _load_legacy(path):
             if len(raw) != numel * storage.type.itemsize:
                 raise ValueError(f"{path}: truncated (storage {key} is short)")
             storage.array = _to_numpy(raw, storage.type, little)
-    return _materialize(obj)
+    return _materialized(obj, path)
+
+
+def _materialized(obj, path):
+    try:
+        return _materialize(obj)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def load_torch_file(path):

@@ -4,6 +4,7 @@ import json
 import sys
 
 from ..datasets import example_image_keys, load_dataset
+from ..lifetime import interrupts_in_one_line
 from . import FEATURE_TYPES, PackedStore, inspect_features, pack_features
 from .importers import import_features
 
@@ -17,6 +18,12 @@ def _expected_keys(dataset, splits, input_dir, annotation_dir):
 
 
 def main(argv=None):
+    # a store being written stays as <output>.partial, which the same command resumes
+    with interrupts_in_one_line():
+        return _run(argv)
+
+
+def _run(argv):
     parser = argparse.ArgumentParser(prog="python -m visualbert.features",
                                      description="Region-feature stores: pack per-image .npy files into one memory-mapped store, import a "
                                                  "public feature release, or inspect a store.")

@@ -55,8 +55,10 @@ class Corrupt(Exception):
 def _geometry(boxes, width, height, where):
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise Corrupt(f"{where}: boxes have shape {tuple(boxes.shape)}, expected [N, 4]")
-    if not (width > 0 and height > 0):
-        raise Corrupt(f"{where}: image size {width} x {height} is not positive")
+    if not (np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0):
+        raise Corrupt(f"{where}: image size {width} x {height} is not a positive number")
+    if not np.isfinite(boxes).all():
+        raise Corrupt(f"{where}: boxes hold NaN or infinite values")
     norm = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
     return np.concatenate([norm, norm[:, 2:] - norm[:, :2]], 1).astype(np.float32)
 

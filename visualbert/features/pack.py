@@ -1,4 +1,6 @@
 """Writing packed stores (resumable, published atomically) and inspecting a type's per-image files."""
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -42,6 +44,11 @@ class PackWriter:
     continues a partial store (``done`` holds the keys already written; the caller skips them);
     other params start it over. ``finish`` writes index and metadata and renames the directory to
     ``out``, so nothing at ``out`` ever looks complete before it is.
+
+    One writer at a time: the partial directory is locked for the writer's life (the kernel drops the
+    lock however the process ends), so a second run into the same output is refused. Every append
+    reserves its blocks first (``posix_fallocate``), so a full disk fails the write that meets it,
+    never a later read of a file with holes; such a failure publishes nothing.
     """
 
     def __init__(self, out, params, dtype="float16", extras=None):
@@ -56,20 +63,29 @@ class PackWriter:
         params = dict(params, dtype=self.dtype.name, version=PACK_VERSION)
         if self.extras:
             params["extras"] = self.extras
-        state = _resume_state(self.partial, params)
         os.makedirs(self.partial, exist_ok=True)
+        self._lock = _lock_partial(self.partial, self.out)
+        try:
+            with _WriteFailure(self.partial):
+                self._open(params)
+        except BaseException:
+            os.close(self._lock)
+            raise
+
+    def _open(self, params):
+        state = _resume_state(self.partial, params)
         with open(os.path.join(self.partial, "params.json"), "w") as f:
             json.dump(params, f)
         self.keys, self.offsets, self.rows, self.sources = state["keys"], state["offsets"], state["rows"], state["sources"]
         self.dim, self.total = state["dim"], state["total"]
         self.done = set(self.keys)
-        self._bin = open(os.path.join(self.partial, "features.bin"), "ab")
+        self._bin = _open_for_append(os.path.join(self.partial, "features.bin"))
         self._bin.truncate(self.total * (self.dim or 0) * self.dtype.itemsize)
         self._extra_bins = {}
         for name, d in self.extras.items():
-            self._extra_bins[name] = open(os.path.join(self.partial, name + ".bin"), "ab")
+            self._extra_bins[name] = _open_for_append(os.path.join(self.partial, name + ".bin"))
             self._extra_bins[name].truncate(self.total * d * 4)
-        self._progress = open(os.path.join(self.partial, "progress.jsonl"), "a")
+        self._progress = _open_for_append(os.path.join(self.partial, "progress.jsonl"))
 
     def __enter__(self):
         return self
@@ -80,7 +96,13 @@ class PackWriter:
     def close(self):
         for f in [self._bin, self._progress] + list(self._extra_bins.values()):
             if not f.closed:
-                f.close()
+                try:
+                    f.close()
+                except OSError:  # a write that failed already said so; the partial store is resumable
+                    pass
+        if self._lock is not None:
+            os.close(self._lock)  # drops the lock
+            self._lock = None
 
     def add(self, key, rows, where=None, stamp=None, **extras):
         """Append the [N, D] ``rows`` of ``key`` (and its [N, dim] side arrays named in ``extras``);
@@ -97,16 +119,15 @@ class PackWriter:
         for name, arr in extras.items():
             if tuple(arr.shape) != (n, self.extras[name]):
                 raise ValueError(f"{where or key}: {name} has shape {tuple(arr.shape)}, expected ({n}, {self.extras[name]})")
-            self._extra_bins[name].write(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
-            self._extra_bins[name].flush()
         with np.errstate(over="ignore"):  # checked on the next line, with the file named
             packed = np.ascontiguousarray(rows, dtype=self.dtype)
         check_finite(packed, f"{where or key} as {self.dtype.name}", key)  # fp16 turns values beyond 65504 into Inf
-        self._bin.write(packed.tobytes())
-        self._bin.flush()
-        # The progress line goes after the rows, so a kill between the two only loses this image.
-        self._progress.write(json.dumps([key, self.total, n, self.dim, stamp]) + "\n")
-        self._progress.flush()
+        with _WriteFailure(self.partial):
+            for name, arr in extras.items():
+                _append(self._extra_bins[name], np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+            _append(self._bin, packed.tobytes())
+            # The progress line goes after the rows, so a kill between the two only loses this image.
+            _append(self._progress, (json.dumps([key, self.total, n, self.dim, stamp]) + "\n").encode())
         self.keys.append(key)
         self.offsets.append(self.total)
         self.rows.append(n)
@@ -118,9 +139,15 @@ class PackWriter:
         """Write index and metadata (``meta`` adds fields to meta.json), publish at ``out``; returns ``out``."""
         if not self.keys:
             raise ValueError(f"{self.out}: no images were written; nothing to publish")
+        with _WriteFailure(self.partial):
+            self._publish(meta)
+        return self.out
+
+    def _publish(self, meta):
         for f in [self._bin] + list(self._extra_bins.values()):
             os.fsync(f.fileno())
-        self.close()
+        for f in [self._bin, self._progress] + list(self._extra_bins.values()):
+            f.close()
         with open(os.path.join(self.partial, "index.json"), "w") as f:
             json.dump({"keys": self.keys, "offsets": self.offsets, "rows": self.rows, "sources": self.sources}, f)
             f.flush()
@@ -133,10 +160,80 @@ class PackWriter:
             json.dump(full, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        os.remove(os.path.join(self.partial, "progress.jsonl"))
-        os.remove(os.path.join(self.partial, "params.json"))
+        for name in ("progress.jsonl", "params.json", _WRITER_PID):
+            os.remove(os.path.join(self.partial, name))
         os.rename(self.partial, self.out)
-        return self.out
+
+
+_WRITER_PID = "writer.pid"  # in the partial directory: who holds its lock
+
+
+def _lock_partial(partial, out):
+    """Lock the partial directory of ``out`` for this process (a descriptor to close), or refuse in one line."""
+    fd = os.open(partial, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
+        try:
+            with open(os.path.join(partial, _WRITER_PID)) as f:
+                holder = f.read().strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise FileExistsError(f"{out}: in use: another run (pid {holder}) is writing it; wait for it to end or pick "
+                              "another output") from None
+    if os.path.exists(out):  # published by the run that held the lock until now
+        os.close(fd)
+        raise FileExistsError(f"{out}: already exists; remove it to write it again")
+    with open(os.path.join(partial, _WRITER_PID), "w") as f:
+        f.write(f"{os.getpid()}\n")
+    return fd
+
+
+def _open_for_append(path):
+    """A binary file to append to with ``_append``: not O_APPEND, whose writes go past reserved blocks."""
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644), "r+b")
+
+
+def _append(f, data):
+    """Write ``data`` at the end of ``f`` on blocks reserved first, so a full disk fails here; on a
+    failure the file is cut back to where it ended (a resumed run reads it up to its last progress line)."""
+    f.flush()
+    end = os.fstat(f.fileno()).st_size
+    try:
+        if hasattr(os, "posix_fallocate") and data:
+            try:
+                os.posix_fallocate(f.fileno(), end, len(data))
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: the write decides
+                    raise
+        f.seek(end)
+        f.write(data)
+        f.flush()
+    except OSError:
+        try:
+            os.ftruncate(f.fileno(), end)
+        except OSError:
+            pass
+        raise
+
+
+class _WriteFailure:
+    """A failed write (full disk, gone read-only) as one line naming ``path``; nothing is published."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise OSError(error.errno, f"writing {self.path} failed ({error.strerror}); nothing was published; "
+                                       "free space and rerun the same command to resume") from None
+        return False
 
 
 def _resume_state(partial, params):
@@ -150,7 +247,7 @@ def _resume_state(partial, params):
         old = None
     if old != params:
         # A partial pack with other settings cannot be continued; start over.
-        shutil.rmtree(partial)
+        _clear(partial)
         return empty
     state = dict(empty, keys=[], offsets=[], rows=[], sources=[])
     itemsize = np.dtype(params["dtype"]).itemsize
@@ -161,7 +258,7 @@ def _resume_state(partial, params):
         with open(os.path.join(partial, "progress.jsonl")) as f:
             lines = f.read().split("\n")
     except OSError:
-        shutil.rmtree(partial)
+        _clear(partial)
         return empty
     for line in lines:
         try:
@@ -182,6 +279,17 @@ def _resume_state(partial, params):
         f.writelines(json.dumps([k, o, n, state["dim"], st]) + "\n"
                      for k, o, n, st in zip(state["keys"], state["offsets"], state["rows"], state["sources"]))
     return state
+
+
+def _clear(partial):
+    """Empty the partial directory, keeping the directory itself (its lock) and the writer's pid."""
+    for entry in os.scandir(partial):
+        if entry.name == _WRITER_PID:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.remove(entry.path)
 
 
 def inspect_features(image_feature_type, input_dir, split=None, expected_keys=None, progress=True):

@@ -22,31 +22,38 @@ class PackedStore:
     def __init__(self, directory):
         self.directory = os.fspath(directory)
         meta_path = os.path.join(self.directory, "meta.json")
-        try:
-            with open(meta_path) as f:
-                meta = json.load(f)
-            with open(os.path.join(self.directory, "index.json")) as f:
-                index = json.load(f)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{self.directory}: not a complete packed feature store (missing {os.path.basename(e.filename)})") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{self.directory}: corrupt packed store metadata ({e})") from None
-        if meta.get("format") != PACK_FORMAT:
-            raise ValueError(f"{meta_path}: not a packed feature store (format field is {meta.get('format')!r})")
+        meta = _read_store_json(self.directory, "meta.json")
+        index = _read_store_json(self.directory, "index.json")
+        if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{meta_path}: not a packed feature store (format field is {found!r})")
         self.meta = meta
-        self.dim = int(meta["dim"])
-        self.dtype = np.dtype(meta["dtype"])
-        self.num_rows = int(meta["num_rows"])
-        self.index = {k: (int(o), int(n)) for k, o, n in zip(index["keys"], index["offsets"], index["rows"])}
+        try:
+            self.dim = int(meta["dim"])
+            self.dtype = np.dtype(meta["dtype"])
+            self.num_rows = int(meta["num_rows"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{meta_path}: bad or missing field ({type(e).__name__}: {e})") from None
+        self.index = _checked_index(index, os.path.join(self.directory, "index.json"), self.num_rows)
         self.sources = dict(zip(index["keys"], index["sources"])) if "sources" in index else None
         if self.sources is None:
             print(f"note: {self.directory} was packed without source-file records, so per-image files changed "
                   "since are not detected; pack again to have them checked", file=sys.stderr, flush=True)
-        expected = self.num_rows * self.dim * self.dtype.itemsize
-        size = os.path.getsize(os.path.join(self.directory, "features.bin"))
-        if size != expected:
-            raise ValueError(f"{self.directory}/features.bin: {size} bytes, index promises {expected}")
+        self._check_size("features.bin", self.dim * self.dtype.itemsize)
+        for name, info in meta.get("extras", {}).items():
+            self._check_size(name + ".bin", int(info["dim"]) * np.dtype(info["dtype"]).itemsize)
         self._mmap = None
+
+    def _check_size(self, name, row_bytes):
+        """The row file ``name`` holds exactly the rows meta.json promises (not fewer: rows past its end
+        would be read as whatever a memory map gives; not more: a writer that went wrong)."""
+        path = os.path.join(self.directory, name)
+        try:
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.directory}: not a complete packed feature store (missing {name})") from None
+        if size != self.num_rows * row_bytes:
+            raise ValueError(f"{path}: {size} bytes, index promises {self.num_rows * row_bytes}")
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -98,6 +105,37 @@ class PackedStore:
         rows = np.memmap(os.path.join(self.directory, name + ".bin"), dtype=info["dtype"], mode="r",
                          shape=(self.num_rows, int(info["dim"])))
         return np.array(rows[offset:offset + n])
+
+
+def _read_store_json(directory, name):
+    path = os.path.join(directory, name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{directory}: not a complete packed feature store (missing {name})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); the packed store is corrupt, write it again") from None
+
+
+def _checked_index(index, path, num_rows):
+    """{key: (offset, rows)} of a store's index, each entry inside the ``num_rows`` rows of the store."""
+    if not isinstance(index, dict) or not all(isinstance(index.get(f), list) for f in ("keys", "offsets", "rows")):
+        raise ValueError(f"{path}: expected an object with lists 'keys', 'offsets' and 'rows'")
+    keys, offsets, rows = index["keys"], index["offsets"], index["rows"]
+    if not len(keys) == len(offsets) == len(rows) or ("sources" in index and len(index["sources"]) != len(keys)):
+        raise ValueError(f"{path}: its lists differ in length ({len(keys)} keys, {len(offsets)} offsets, "
+                         f"{len(rows)} row counts)")
+    checked = {}
+    for key, offset, n in zip(keys, offsets, rows):
+        numbers = type(offset) is int and type(n) is int  # not bool, not float
+        if not isinstance(key, str) or not numbers or offset < 0 or n < 0 or offset + n > num_rows:
+            raise ValueError(f"{path}: entry {key!r} (offset {offset!r}, {n!r} rows) lies outside the store's "
+                             f"{num_rows} rows; the store is corrupt, write it again")
+        if key in checked:
+            raise ValueError(f"{path}: key {key!r} appears twice")
+        checked[key] = (offset, n)
+    return checked
 
 
 class DirectoryFeatures:
