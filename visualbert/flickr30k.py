@@ -23,6 +23,7 @@ from .grounding import GroundingDataset
 from .metrics import grounding_recall
 from .modeling import VisualBertForRegionToPhraseAlignment
 from .progress import Progress
+from .lifetime import interrupts_in_one_line
 from .tasks import _atomic_write
 
 __all__ = ["finetune", "predict", "annotation_root", "load_split", "ranked_boxes", "grounding_evaluate",
@@ -149,6 +150,11 @@ def write_predictions(path, dataset, rows):
 
 def finetune(args):
     """What Flickr30K/run_flickr30k.py does: fine-tune the region-to-phrase head, scoring --eval_split as it goes."""
+    with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
+        return _finetune(args)
+
+
+def _finetune(args):
     environment.setup_device(args)
     with loading.user_errors():
         tokenizer = loading.tokenizer_from_args(args)
@@ -166,6 +172,12 @@ def finetune(args):
 
 def predict(args):
     """What Flickr30K/run_predict.py does: write --output for --split and print its R@K."""
+    written = []
+    with interrupts_in_one_line(after=lambda: None if written else f"{args.output} was not written"):
+        _predict(args, written)
+
+
+def _predict(args, written):
     environment.setup_device(args)
     with loading.user_errors():
         tokenizer = loading.tokenizer_from_args(args)
@@ -178,5 +190,6 @@ def predict(args):
     if not environment.is_main():
         return
     count = write_predictions(args.output, dataset, rows)
+    written.append(args.output)
     print(f"wrote the ranked boxes of {count} phrases to {args.output}")
     print(json.dumps({"split": args.split, **recall_of(dataset, rows)["overall"]}))
