@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from . import engine, environment, loading
+from . import engine, environment, loading, provenance
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
@@ -99,7 +99,7 @@ def load_for_finetuning(task, args):
         num_labels = len(train_ds.answer_vocab) if task == "vqa2" else 2
         model = loading.load_model(HEAD[task], args.model_name_or_path, visual_embedding_dim=features.dim,
                                    cpu_kernels=args.cpu_kernels, num_labels=num_labels)
-    return train_ds, eval_ds, model
+    return train_ds, eval_ds, record_provenance(model, args)
 
 
 def load_for_prediction(task, args):
@@ -126,7 +126,20 @@ def load_for_prediction(task, args):
 
 
 def open_task_features(args):
-    """The features a script reads (--features, else --image_feature_type under --input_dir), said in one line."""
+    """The features a script reads (--features, else --image_feature_type under --input_dir), said in one
+    line; their provenance goes to ``args.feature_provenance`` (so into run_config.json, see record_provenance)."""
+    features = _open_task_features(args)
+    args.feature_provenance = provenance.of_store(features)
+    return features
+
+
+def record_provenance(model, args):
+    """Every model a run saves (best/, model/, checkpoints) says in its config how its features were made."""
+    setattr(model.config, provenance.PROVENANCE_KEY, args.feature_provenance)
+    return model
+
+
+def _open_task_features(args):
     if getattr(args, "features", None):
         features = open_feature_dir(args.features, max_regions=args.max_regions)
         environment.log0(f"features: packed store {args.features}")
@@ -237,8 +250,9 @@ def pretrain(args):
         features = open_task_features(args)
         train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
         eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
-        model = loading.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim,
-                                   cpu_kernels=args.cpu_kernels)
+        model = record_provenance(loading.load_model(VisualBertForPreTraining, args.model_name_or_path,
+                                                     visual_embedding_dim=features.dim, cpu_kernels=args.cpu_kernels),
+                                  args)
 
     loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
     if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on
