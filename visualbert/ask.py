@@ -76,9 +76,6 @@ def _config_path(model_dir):
 def ask(args):
     """The answers as a JSON-able dict (what --json prints)."""
     from . import pipelines
-    from .environment import paddlenlp_logger
-
-    paddlenlp_logger.set_level("WARNING")
     if args.features and not args.key:
         raise ValueError("--features needs --key (the image's key in the store)")
     if args.key and not args.features:

@@ -164,6 +164,18 @@ def _run_settings(model_dir):
                               max_seq_length=int(saved.get("max_seq_length", 128)))
 
 
+def _quietly(fn, *args, **kwargs):
+    """``fn`` without PaddleNLP's INFO lines about the files it loads (the level is restored after)."""
+    from paddlenlp.utils.log import logger
+
+    level = logger.logger.level
+    logger.set_level("WARNING")
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        logger.logger.setLevel(level)
+
+
 class _Pipeline:
     head = None
 
@@ -174,7 +186,7 @@ class _Pipeline:
 
         paddle.set_device(device)
         self.model_dir = loading.resolve_model_path(os.fspath(model))
-        self.model = loading.load_model(self.head, self.model_dir, new_head=False)
+        self.model = _quietly(loading.load_model, self.head, self.model_dir, new_head=False)
         self.model.eval()
         settings = _run_settings(self.model_dir)
         self.tokenizer = loading.tokenizer_from_args(settings)
