@@ -125,13 +125,14 @@ def test_load_200_requests_from_8_clients_all_answered_right(server, shapes_vqa)
     assert wall < 120, wall
 
 
-@pytest.mark.skipif(find_browser() is None, reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_page_in_a_headless_browser_shows_asks_answer(server, shapes_vqa, tmp_path):
+    found = find_browser()
+    assert found, "the page test needs Debian's chromium and chromedriver: apt-get install -y chromium chromium-driver"
     image = shapes_vqa["images"] / "shape_50006.png"
     question = "what shape is in the picture?"
     asked = json.loads(run_script(["-m", "visualbert.ask", "--model", str(shapes_vqa["model"]), "--image", str(image),
                                    "--question", question, "--json"]).stdout)["results"][0]["answers"]
-    browser = Browser(*find_browser(), log_path=tmp_path / "chromedriver.log")
+    browser = Browser(*found, log_path=tmp_path / "chromedriver.log")
     try:
         browser.open(server + "/")
         browser.type(browser.find("#image"), str(image))
