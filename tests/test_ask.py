@@ -107,8 +107,9 @@ def test_model_on_imported_features_says_so_in_one_line_and_takes_store_features
     assert len(lines) == 1 and "cannot make this model's features from a raw image" in lines[0]
     assert "--features STORE --key KEY" in lines[0] and not provenance.reproducible(record)
     ok = run_script(["-m", "visualbert.ask", "--model", str(model), "--features", store, "--key", "img7",
-                     "--question", "what is it?", "--json"])
+                     "--question", "what is it?", "--json", "--explain", str(tmp_path / "bars.png")])
     assert len(json.loads(ok.stdout)["results"][0]["answers"]) == 5
+    assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one bar per region: no picture
     missing = run_script(["-m", "visualbert.ask", "--model", str(model), "--features", store, "--key", "nope",
                           "--question", "what?"], check=False)
     assert missing.returncode == 1 and "no features for key 'nope'" in missing.stderr

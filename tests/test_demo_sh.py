@@ -46,6 +46,10 @@ def test_demo_reaches_the_bars(demo_run):
     matching = [r["eval_matching_accuracy"] for r in pretrain if "eval_matching_accuracy" in r]
     assert max(matching) >= 0.90, matching  # ... and image-caption matching, from scratch
     assert "=== summary ===" in proc.stdout and "NLVR2 evaluation (test1)" in proc.stdout.split("=== summary ===")[1]
+    # the last stage asks the trained VQA model one question and draws where it looked
+    answers = (out / "ask" / "answers.txt").read_text().splitlines()
+    assert answers[0] == "Q: what is in the picture?" and len(answers) == 5, answers
+    assert (out / "ask" / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check_vqa_learns_in_its_first_epoch(out / "vqa" / "metrics.jsonl")
 
 

@@ -39,7 +39,8 @@ def build_parser():
                    help="the backbone weights the features were made with, when they are no longer where extract "
                         "read them")
     p.add_argument("--explain", default=None, metavar="OUT.png",
-                   help="VQA: draw where the answer looked (one picture; with several questions, the first)")
+                   help="VQA: draw where the answer looked (one picture; with several questions, the first); with "
+                        "--features and no --image, one bar per region")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="where the model runs (default cpu)")
     return p
@@ -116,9 +117,9 @@ def ask(args):
         from .pipelines import load_image
 
         first = answered[0]
-        if first["image"] is None and args.image is None:
-            raise ValueError("--explain with --features needs --image too (the picture to draw on)")
-        image = first["image"] if first["image"] is not None else load_image(args.image)
+        image = first["image"]
+        if image is None and args.image is not None:  # store features, drawn on the image they came from
+            image = load_image(args.image)
         result["explain"] = draw_attention(args.explain, image, first["geometry"], first["attention"],
                                            args.question[0], first["answers"])
     return result
