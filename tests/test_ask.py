@@ -9,6 +9,8 @@ from conftest import run_script
 
 from visualbert import pipeline
 
+pytestmark = pytest.mark.slow  # a model trained in subprocesses, the ask command run as a user runs it
+
 
 @pytest.fixture(scope="module")
 def vqa(shapes_vqa):
@@ -29,6 +31,18 @@ def test_answers_from_raw_images_equal_run_predict_on_the_whole_val_split(shapes
     answers = vqa(inputs, top_k=1)
     assert len(answers) == len(questions) == 320
     assert [a[0]["answer"] for a in answers] == [predicted[q["question_id"]] for q in questions]
+
+
+def test_features_of_a_raw_image_are_the_training_stores_rows_exactly(shapes_vqa, vqa):
+    """Same extractor, same settings, same fp16 rounding: not close, equal."""
+    from visualbert.pipelines import load_image, read_store_features
+
+    keys = ["shape_00001", "shape_00100", "shape_50033"]
+    made = vqa.featurizer([load_image(str(shapes_vqa["images"] / f"{k}.png")) for k in keys])
+    for key, (rows, geometry) in zip(keys, made):
+        stored, stored_geometry = read_store_features(str(shapes_vqa["feats"]), key)
+        assert rows.dtype == np.float32 and np.array_equal(rows, stored), key
+        np.testing.assert_array_equal(geometry, stored_geometry)
 
 
 def test_pipeline_takes_paths_pil_and_numpy_alike_and_returns_transformers_shape(shapes_vqa, vqa):

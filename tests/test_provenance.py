@@ -8,6 +8,7 @@ import pytest
 from visualbert import provenance
 
 
+@pytest.mark.slow  # trains a model in subprocesses
 def test_a_trained_run_and_its_saved_models_record_the_stores_provenance(shapes_vqa):
     store_meta = json.loads((shapes_vqa["feats"] / "meta.json").read_text())
     made = store_meta["provenance"]
@@ -55,10 +56,38 @@ def test_imported_and_detectron_features_record_they_cannot_be_remade(tmp_path, 
     assert "Detectron" in detectron["why"]
 
 
-@pytest.mark.parametrize("weights", ["file"])
-def test_weights_file_is_recorded_by_sha256(tmp_path, weights):
+def test_weights_file_is_recorded_by_sha256(tmp_path):
     path = tmp_path / "w.pdparams"
     path.write_bytes(b"not really weights")
     record = provenance.extracted("resnet50", str(path), 448, 14, None, None, "float16")
     assert record["weights"] == "sha256:" + provenance.file_sha256(str(path))
     assert record["weights_file"] == str(path) and record["reproducible"] is True
+
+
+def test_moved_or_changed_backbone_weights_are_named_in_one_line(tmp_path):
+    from visualbert.pipelines import FeaturesUnavailable, ImageFeaturizer
+
+    path = tmp_path / "w.pdparams"
+    path.write_bytes(b"weights as they were")
+    record = provenance.extracted("resnet50", str(path), 448, 14, None, None, "float16")
+    path.write_bytes(b"weights changed since")
+    with pytest.raises(FeaturesUnavailable, match="not the backbone weights the model's features were made with"):
+        ImageFeaturizer(record)
+    path.unlink()
+    with pytest.raises(FeaturesUnavailable, match="which are not there; pass that .pdparams file as --weights"):
+        ImageFeaturizer(record)
+
+
+def test_a_model_on_given_boxes_needs_the_new_images_boxes(tmp_path):
+    from PIL import Image
+
+    from visualbert.pipelines import FeaturesUnavailable, ImageFeaturizer
+
+    record = provenance.extracted("patches", "none", 16, None, 2, str(tmp_path / "boxes.json"), "float16")
+    featurize = ImageFeaturizer(record)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    with pytest.raises(FeaturesUnavailable, match="give the new image's boxes with --boxes"):
+        featurize([image])
+    ((rows, geometry),) = featurize([image], boxes=[[[0, 0, 10, 10], [5, 5, 30, 20]]])
+    assert rows.shape == (2, 12) and geometry.shape == (2, 6)
+    np.testing.assert_allclose(geometry[1, :4], [5 / 30, 5 / 20, 1.0, 1.0])

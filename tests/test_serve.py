@@ -20,6 +20,8 @@ from webdriver import Browser, find_browser
 from visualbert import pipeline
 from visualbert.serve import encode_multipart
 
+pytestmark = pytest.mark.slow  # a server and a browser in subprocesses, over a model trained in subprocesses
+
 
 @pytest.fixture(scope="module")
 def server(shapes_vqa):
