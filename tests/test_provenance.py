@@ -19,8 +19,9 @@ def test_a_trained_run_and_its_saved_models_record_the_stores_provenance(shapes_
     assert run_config["feature_provenance"] == made
     saved = [shapes_vqa["run"] / "best", shapes_vqa["run"] / "model"] + sorted(shapes_vqa["run"].glob("checkpoint-*"))
     assert len(saved) >= 3
-    for model_dir in saved:
-        assert provenance.of_model(model_dir) == made, model_dir
+    for model_dir in saved:  # in the model's own config: the directory alone says how to make its inputs
+        assert json.loads((model_dir / "config.json").read_text())["feature_provenance"] == made, model_dir
+        assert provenance.of_model(model_dir) == made
 
 
 def test_extract_with_weights_file_and_boxes_records_hash_and_that_it_needs_boxes(tmp_path):
