@@ -206,6 +206,9 @@ class _Pipeline:
         """Raise FeaturesUnavailable now (before any image arrives) when raw images cannot be used."""
         return self.featurizer
 
+    def _features_of(self, sources, boxes):
+        return _features_of(self, sources, boxes)
+
     def _forward(self, dataset, output_attentions=False):
         import paddle
 
@@ -262,8 +265,9 @@ class VisualQuestionAnswering(_Pipeline):
         return results[0]["answers"] if single else [r["answers"] for r in results]
 
     def answer(self, pairs, top_k=5, boxes=None, explain=False):
-        """[{"answers", "regions", "geometry", "image"}] for [(image or (rows, geometry), question)]; with
-        ``explain`` also the attention weight of each region (``"attention"``)."""
+        """[{"answers", "geometry", "image"}] for [(image or (rows, geometry), question)] (``image``: the PIL
+        image the features were made from, None for given rows); with ``explain`` also each region's share
+        of the attention (``"attention"``)."""
         from .processing import VQADataset
 
         top_k = int(top_k)
@@ -286,9 +290,6 @@ class VisualQuestionAnswering(_Pipeline):
                 item["attention"] = attention[i]
             out.append(item)
         return out
-
-    def _features_of(self, sources, boxes):
-        return _features_of(self, sources, boxes)
 
 
 class VisualReasoning(_Pipeline):
@@ -315,9 +316,6 @@ class VisualReasoning(_Pipeline):
         logits, _ = self._forward(dataset)
         p_true = float(_softmax(logits)[0, 1])
         return {"answer": p_true >= 0.5, "score": p_true if p_true >= 0.5 else 1.0 - p_true}
-
-    def _features_of(self, sources, boxes):
-        return _features_of(self, sources, boxes)
 
 
 def _features_of(pipe, sources, boxes):
