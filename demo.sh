@@ -3,6 +3,7 @@
 #   demo data -> COCO-caption pretraining -> VQA2 fine-tuning -> VQA2 prediction (result.json)
 #   -> official VQA evaluation -> NLVR2 fine-tuning -> NLVR2 prediction (CSV) -> NLVR2 evaluation
 #   -> Flickr30K Entities grounding (import, fine-tune, ranked boxes, R@K, pictures)
+#   -> one question to the VQA model (python -m visualbert.ask, with its --explain picture)
 # through the same scripts and flags a real run uses, with a tiny model. Re-running starts over.
 # Outputs: X_COCO/, X_NLVR/ and X_FLICKR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
 set -euo pipefail
@@ -99,6 +100,20 @@ stage "Flickr30K grounding (test)" \
 
 stage "plots" "echo '-'" "$OUT/*/metrics.png" -- \
     python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2 $FLICKR/run
+
+# Using the trained model (README "Use a trained model"). The demo's features are made up in the
+# Detectron layout, without pictures, so the question goes with one minival image's stored rows
+# (--features/--key); for a model trained on `extract` features, --image photo.jpg does the same.
+ask_the_model() {
+    python -m visualbert.features pack --image_feature_type coco_detectron_fix_100 --input_dir X_COCO \
+        --split val2014 --out $OUT/ask/feats
+    local key
+    key=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['keys'][0])" $OUT/ask/feats/index.json)
+    python -m visualbert.ask --model $OUT/vqa/best --features $OUT/ask/feats --key "$key" \
+        --question "what is in the picture?" --top_k 3 --explain $OUT/ask/explain.png | tee $OUT/ask/answers.txt
+}
+
+stage "Ask the VQA model" "sed -n 2p $OUT/ask/answers.txt" "$OUT/ask/explain.png" -- ask_the_model
 
 echo
 echo "=== summary ==="

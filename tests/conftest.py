@@ -59,3 +59,20 @@ def run_script(args, env=None, check=True, timeout=900):
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def shapes_vqa(tmp_path_factory):
+    """A small VQA model trained on the own-images demo's shapes (features by ``extract --backbone
+    patches``, which a new image can be run through again): {"dir", "images", "feats", "run", "model"}."""
+    from visualbert.own_demo import commands, write_shapes
+
+    out = tmp_path_factory.mktemp("shapes")
+    write_shapes(str(out), seed=0)
+    extract, train = commands(str(out), os.path.join(ROOT, "configs", "visualbert-tiny-demo.json"))[:2]
+    run_script(extract)
+    train = list(train)
+    train[train.index("--num_train_epochs") + 1] = "4"
+    run_script(train)
+    return {"dir": out, "images": out / "images", "feats": out / "feats", "run": out / "run",
+            "model": out / "run" / "best"}

@@ -50,6 +50,10 @@ def test_demo_reaches_the_bars(demo_run):
     assert grounding["R@1"] >= 60.0, grounding  # chance is 10 (ten detections an image)
     assert "Flickr30K grounding (test)" in proc.stdout.split("=== summary ===")[1]
     assert (out / "flickr30k" / "drawn").is_dir() and len(os.listdir(out / "flickr30k" / "drawn")) == 4
+    # the last stage asks the trained VQA model one question and draws where it looked
+    answers = (out / "ask" / "answers.txt").read_text().splitlines()
+    assert answers[0] == "Q: what is in the picture?" and len(answers) == 5, answers
+    assert (out / "ask" / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check_vqa_learns_in_its_first_epoch(out / "vqa" / "metrics.jsonl")
 
 

@@ -31,6 +31,8 @@ COMMANDS = [
     ("python -m visualbert.evaluate nlvr2", ("module", "visualbert.evaluate", ["nlvr2"])),
     ("python -m visualbert.evaluate flickr30k", ("module", "visualbert.evaluate", ["flickr30k"])),
     ("python -m visualbert.plot", ("module", "visualbert.plot", [])),
+    ("python -m visualbert.ask", ("module", "visualbert.ask", [])),
+    ("python -m visualbert.serve", ("module", "visualbert.serve", [])),
     ("python -m visualbert.demo", ("module", "visualbert.demo", [])),
 ]
 

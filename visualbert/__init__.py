@@ -6,3 +6,14 @@ __version__ = "0.1.0"
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 VOCAB_FILE = os.path.join(DATA_DIR, "bert-base-uncased-vocab.txt")
 VQA_ANSWERS_FILE = os.path.join(DATA_DIR, "answers_vqa.txt")
+
+
+def pipeline(task, model, device="cpu", weights=None):
+    """A trained model as a callable, in transformers' pipeline shape (see :mod:`visualbert.pipelines`)::
+
+        vqa = pipeline("visual-question-answering", "runs/mine/best")
+        vqa(image="photo.jpg", question="what is the man holding?", top_k=5)
+    """
+    from .pipelines import pipeline as make
+
+    return make(task, model, device=device, weights=weights)

@@ -38,11 +38,13 @@ import sys
 
 import numpy as np
 
+from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore
 from .lifetime import init_worker, interrupts_in_one_line
 
-__all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "extract", "main"]
+__all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
+           "main"]
 
 BACKBONES = ("resnet152", "resnet101", "resnet50", "patches")
 RESNET_STRIDE = 32
@@ -109,12 +111,18 @@ def decode_image(path, size):
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            width, height = im.size
-            pixels = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+            pixels, (width, height) = resize_image(im, size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return None, None, f"{type(e).__name__}: {e}"
     return pixels, (width, height), None
+
+
+def resize_image(im, size):
+    """(uint8 [size, size, 3], (width, height)) of a PIL image: what the backbone sees of it."""
+    from PIL import Image
+
+    im = im.convert("RGB")
+    return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8), im.size
 
 
 def _decoded(paths, size, num_workers, ahead):
@@ -236,6 +244,26 @@ def box_geometry(boxes, width, height):
     return np.concatenate([norm, norm[:, 2:] - norm[:, :2]], 1).astype(np.float32)
 
 
+def image_features(net, pixels, sizes, grid=None, boxes=None, use_amp=False):
+    """Features of a batch of resized images (uint8 [B, S, S, 3]; ``sizes`` their original (width,
+    height)): ([float32 [n_i, D]], [geometry [n_i, 6]]), regions = ``grid`` cells or the pixel ``boxes``
+    of each image. ``extract`` and everything that re-makes features for a new image call this."""
+    import paddle
+
+    image_size = pixels.shape[1]
+    x = paddle.to_tensor(pixels.astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
+    x = (x - paddle.to_tensor(IMAGENET_MEAN.reshape(1, 3, 1, 1))) / paddle.to_tensor(IMAGENET_STD.reshape(1, 3, 1, 1))
+    with paddle.no_grad(), paddle.amp.auto_cast(enable=use_amp):
+        fmap = net.feature_map(x).astype("float32")  # pooling and ROI-Align in float32 under AMP too
+        if boxes is None:
+            feats = net.grid(fmap, grid).astype("float32").numpy()
+            return list(feats), [grid_geometry(grid)] * len(pixels)
+        scaled = [b * np.array([image_size / w, image_size / h] * 2, dtype=np.float32) for b, (w, h) in zip(boxes, sizes)]
+        feats = net.boxes(fmap, scaled).astype("float32").numpy()
+    per_image = np.split(feats, np.cumsum([len(s) for s in scaled])[:-1])
+    return per_image, [box_geometry(b, w, h) for b, (w, h) in zip(boxes, sizes)]
+
+
 def _file_digest(path):
     h = hashlib.sha1()
     with open(path, "rb") as f:
@@ -288,8 +316,6 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
         params["boxes_sha1"] = _file_digest(boxes)
     if settings["weights"] not in ("none", "imagenet"):
         params["weights_sha1"] = _file_digest(settings["weights"])
-    mean = paddle.to_tensor(IMAGENET_MEAN.reshape(1, 3, 1, 1))
-    std = paddle.to_tensor(IMAGENET_STD.reshape(1, 3, 1, 1))
     skipped = []
 
     with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": 6}) as writer:
@@ -300,22 +326,12 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                    disable=not progress, dynamic_ncols=True)
 
         def run(batch):
-            pixels = np.stack([b[2] for b in batch]).astype(np.float32) / 255.0
-            x = (paddle.to_tensor(pixels.transpose(0, 3, 1, 2)) - mean) / std
-            with paddle.no_grad(), paddle.amp.auto_cast(enable=use_amp):
-                fmap = net.feature_map(x).astype("float32")  # pooling and ROI-Align in float32 under AMP too
-                if box_table is None:
-                    feats = net.grid(fmap, grid).astype("float32").numpy()
-                    per_image = list(feats)
-                    geometry = [grid_geometry(grid)] * len(batch)
-                else:
-                    for key, path, _, (w, h) in batch:
-                        _check_boxes_inside(box_table[key], w, h, path, boxes)
-                    scaled = [box_table[key] * np.array([image_size / w, image_size / h] * 2, dtype=np.float32)
-                              for key, _, _, (w, h) in batch]
-                    feats = net.boxes(fmap, scaled).astype("float32").numpy()
-                    per_image = np.split(feats, np.cumsum([len(s) for s in scaled])[:-1])
-                    geometry = [box_geometry(box_table[key], w, h) for key, _, _, (w, h) in batch]
+            if box_table is not None:
+                for key, path, _, (w, h) in batch:
+                    _check_boxes_inside(box_table[key], w, h, path, boxes)
+            per_image, geometry = image_features(
+                net, np.stack([b[2] for b in batch]), [b[3] for b in batch], grid=grid,
+                boxes=None if box_table is None else [box_table[key] for key, _, _, _ in batch], use_amp=use_amp)
             for (key, path, _, _), rows, geom in zip(batch, per_image, geometry):
                 writer.add(key, rows, where=path, boxes=geom)
             bar.update(len(batch))
@@ -345,7 +361,8 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
         if skipped:
             with open(os.path.join(writer.partial, SKIPPED_FILE), "w", encoding="utf-8") as f:
                 f.writelines(f"{path}\t{why}\n" for path, why in skipped)
-        out = writer.finish({"extracted": settings, "skipped_images": len(skipped)})
+        record = provenance.extracted(backbone, settings["weights"], image_size, grid, settings["patch_size"], boxes, dtype)
+        out = writer.finish({"extracted": settings, "provenance": record, "skipped_images": len(skipped)})
     return out, skipped
 
 

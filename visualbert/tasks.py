@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from . import engine, environment, loading
+from . import engine, environment, loading, provenance
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
@@ -114,7 +114,7 @@ def load_for_finetuning(task, args):
         if args.eval_split:
             eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab,
                             spatial=spatial)
-    return train_ds, eval_ds, model
+    return train_ds, eval_ds, record_provenance(model, args)
 
 
 def load_for_prediction(task, args):
@@ -142,7 +142,20 @@ def load_for_prediction(task, args):
 
 
 def open_task_features(args):
-    """The features a script reads (--features, else --image_feature_type under --input_dir), said in one line."""
+    """The features a script reads (--features, else --image_feature_type under --input_dir), said in one
+    line; their provenance goes to ``args.feature_provenance`` (so into run_config.json, see record_provenance)."""
+    features = _open_task_features(args)
+    args.feature_provenance = provenance.of_store(features)
+    return features
+
+
+def record_provenance(model, args):
+    """Every model a run saves (best/, model/, checkpoints) says in its config how its features were made."""
+    setattr(model.config, provenance.PROVENANCE_KEY, args.feature_provenance)
+    return model
+
+
+def _open_task_features(args):
     if getattr(args, "features", None):
         features = open_feature_dir(args.features, max_regions=args.max_regions)
         environment.log0(f"features: packed store {args.features}")
@@ -259,6 +272,7 @@ def _pretrain(args):
         features = open_task_features(args)
         model, spatial = loading.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
                                                  cpu_kernels=args.cpu_kernels)
+        model = record_provenance(model, args)
         train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split, spatial=spatial)
         eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features, spatial=spatial) if args.eval_split else None
 

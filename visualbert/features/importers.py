@@ -36,6 +36,7 @@ import zipfile
 
 import numpy as np
 
+from .. import provenance
 from ..safeload import RestrictedUnpickler, load_npy
 from .pack import PackWriter
 
@@ -358,5 +359,6 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
                 log(f"corrupt: {e}")
         if corrupt:
             return None, corrupt
-        out = writer.finish({"imported": {"format": fmt, "sources": sources}})
+        out = writer.finish({"imported": {"format": fmt, "sources": sources},
+                             "provenance": provenance.imported(fmt, sources, dtype)})
     return out, []

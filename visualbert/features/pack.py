@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 
+from .. import provenance
 from .layouts import check_finite, npy_shape, read_feature_file, source_stamp
 from .stores import PACK_FORMAT, PACK_VERSION, FeatureStore, default_pack_dir, open_features
 
@@ -32,7 +33,8 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
             if key not in writer.done:
                 stamp = source_stamp(path)  # before reading: a change during the read then shows as stale
                 writer.add(key, reader(path, key), where=path, stamp=stamp)
-        return writer.finish({"image_feature_type": image_feature_type, "split": split})
+        return writer.finish({"image_feature_type": image_feature_type, "split": split,
+                              "provenance": dict(provenance.detectron(image_feature_type), dtype=writer.dtype.name)})
 
 
 class PackWriter:
