@@ -18,13 +18,12 @@ import paddle
 
 from . import engine, environment, loading
 from .annotations import read_flickr30k, read_flickr30k_image_list
-from .features import open_feature_dir
 from .grounding import GroundingDataset
 from .metrics import grounding_recall
 from .modeling import VisualBertForRegionToPhraseAlignment
 from .progress import Progress
 from .lifetime import interrupts_in_one_line
-from .tasks import _atomic_write
+from .tasks import _atomic_write, open_task_features, record_provenance
 
 __all__ = ["finetune", "predict", "annotation_root", "load_split", "ranked_boxes", "grounding_evaluate",
            "write_predictions"]
@@ -80,7 +79,7 @@ def _open_features(args):
     if not args.features:
         raise ValueError("--features (a store with each region's box: python -m visualbert.features import, or "
                          "python -m visualbert.extract --boxes) is needed for Flickr30K")
-    return open_feature_dir(args.features, max_regions=args.max_regions)
+    return open_task_features(args)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -161,6 +160,7 @@ def _finetune(args):
         features = _open_features(args)
         model, spatial = loading.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
                                                  features, cpu_kernels=args.cpu_kernels)
+        model = record_provenance(model, args)
         train_ds = _dataset(args, args.train_split, tokenizer, features, spatial)
         eval_ds = _dataset(args, args.eval_split, tokenizer, features, spatial) if args.eval_split else None
     evaluate = None
