@@ -29,6 +29,7 @@ import json
 import logging
 import os
 
+from .atomic import write_file
 from .annotations import read_nlvr2 as read_nlvr2_lines
 from .annotations import read_vqa_imdb
 from .features import coco_image_key, nlvr2_image_keys
@@ -174,11 +175,8 @@ def build_answer_vocab(examples, top_k=None):
 
 
 def write_answer_vocab(path, answers):
-    """One answer per line, as :func:`load_answer_vocab` reads it; written to a temp file and renamed."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(a + "\n" for a in answers)
-    os.replace(tmp, path)
+    """One answer per line, as :func:`load_answer_vocab` reads it (complete or not at all)."""
+    write_file(path, lambda f: f.writelines(a + "\n" for a in answers))
 
 
 def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}", split="custom"):

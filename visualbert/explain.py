@@ -8,11 +8,11 @@ their image (``ask --features`` alone) as one bar per region. The title holds th
 top answers.
 """
 import io
-import os
-import tempfile
 import textwrap
 
 import numpy as np
+
+from .atomic import write_file
 
 __all__ = ["draw_attention", "render_png"]
 
@@ -80,17 +80,4 @@ def render_png(image, geometry, weights, question, answers):
 def draw_attention(path, image, geometry, weights, question, answers):
     """Write the picture to ``path`` (PNG) atomically; returns ``path``."""
     data = render_png(image, geometry, weights, question, answers)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)  # mkstemp makes the file private; a picture gets the mode any new file gets
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_file(path, lambda f: f.write(data), binary=True)

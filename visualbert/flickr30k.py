@@ -22,8 +22,9 @@ from .grounding import GroundingDataset
 from .metrics import grounding_recall
 from .modeling import VisualBertForRegionToPhraseAlignment
 from .progress import Progress
+from .atomic import write_file
 from .lifetime import interrupts_in_one_line
-from .tasks import _atomic_write, open_task_features, record_provenance
+from .tasks import open_task_features, record_provenance
 
 __all__ = ["finetune", "predict", "annotation_root", "load_split", "ranked_boxes", "grounding_evaluate",
            "write_predictions"]
@@ -140,7 +141,7 @@ def write_predictions(path, dataset, rows):
                             "phrase": phrase["text"], "types": phrase["types"],
                             "boxes": [[round(float(v), 2) for v in boxes[j]] for j in order],
                             "scores": [round(float(s), 4) for s in scores]})
-    _atomic_write(path, lambda f: json.dump(records, f))
+    write_file(path, lambda f: json.dump(records, f))
     return len(records)
 
 

@@ -9,13 +9,13 @@ import csv
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from . import engine, environment, loading, provenance
+from .atomic import write_file
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
@@ -383,7 +383,7 @@ def vqa_evaluate(model, dataset, batch_size, num_workers=0):
 def write_vqa_result(path, predictions):
     """EvalAI's result file: [{"question_id": int, "answer": str}], one per question."""
     rows = [{"question_id": int(q), "answer": a} for q, a in sorted(predictions.items())]
-    _atomic_write(path, lambda f: json.dump(rows, f))
+    write_file(path, lambda f: json.dump(rows, f))
 
 
 # ---------------------------------------------------------------------------- NLVR2
@@ -418,21 +418,4 @@ def write_nlvr2_csv(path, predictions):
         for ident, value in predictions.items():
             w.writerow([ident, "True" if value else "False"])
 
-    _atomic_write(path, write)
-
-
-def _atomic_write(path, write):
-    """Write to a temp file beside ``path`` and rename: a failure never leaves a partial file, and
-    one of the disk's (full, gone read-only) ends the run with one line."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException as e:
-        os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise SystemExit(f"error: writing {path} failed ({e.strerror or e}); nothing was written") from None
-        raise
+    write_file(path, write)
