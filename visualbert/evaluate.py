@@ -1,7 +1,8 @@
-"""Score prediction files the way the official VQA and NLVR2 scorers do.
+"""Score prediction files the way the official VQA, NLVR2 and VCR scorers do.
 
     python -m visualbert.evaluate vqa --result RESULT.json --annotations ANN.json [--questions Q.json]
     python -m visualbert.evaluate nlvr2 --predictions P.csv --labels SPLIT.json
+    python -m visualbert.evaluate vcr --predictions P.csv --labels val.jsonl
 
 Scores are printed to stdout as JSON. The scoring itself lives in ``visualbert.metrics`` so that
 training code computes the very same numbers without going through files.
@@ -52,12 +53,22 @@ def evaluate_nlvr2(predictions, labels):
     return metrics.nlvr2_scores(predicted, gold)
 
 
+def evaluate_vcr(predictions, labels):
+    """Q->A, QA->R and Q->AR accuracy of a VCR leaderboard CSV against a labelled split's jsonl."""
+    gold = metrics.load_vcr_labels(labels)
+    predicted = metrics.load_vcr_predictions(predictions)
+    if set(predicted) != set(gold):
+        raise ValueError(f"{predictions} does not match {labels}: " + metrics.describe_id_mismatch(
+            gold, predicted, "annot_ids", "predictions", "labels"))
+    return metrics.vcr_scores(predicted, gold)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m visualbert.evaluate",
-        description="Score VQA or NLVR2 predictions with the official metrics; prints JSON.",
+        description="Score VQA, NLVR2 or VCR predictions with the official metrics; prints JSON.",
     )
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,nlvr2}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,nlvr2,vcr}")
 
     vqa = tasks.add_parser(
         "vqa", help="VQA accuracy as GT-Vision-Lab vqaEval.py computes it",
@@ -83,6 +94,17 @@ def build_parser():
                        help="CSV lines identifier,True|False")
     nlvr2.add_argument("--labels", required=True, metavar="SPLIT.json",
                        help="the NLVR2 split file: JSON lines with identifier and label")
+
+    vcr = tasks.add_parser(
+        "vcr", help="VCR Q->A, QA->R and Q->AR accuracy from the leaderboard CSV",
+        description="VCR accuracy: Q->A (the highest-scored answer is right), QA->R (the highest-scored "
+                    "rationale given the right answer is right) and Q->AR (both). Every labelled question "
+                    "needs exactly one row.")
+    vcr.add_argument("--predictions", required=True, metavar="P.csv",
+                     help="the leaderboard CSV: annot_id, answer_0..3, rationale_conditioned_on_a{i}_{j} "
+                          "(VCR/run_predict.py writes it)")
+    vcr.add_argument("--labels", required=True, metavar="SPLIT.jsonl",
+                     help="the labelled VCR split (val.jsonl or train.jsonl)")
     return parser
 
 
@@ -91,8 +113,10 @@ def main(argv=None):
     try:
         if args.task == "vqa":
             scores = evaluate_vqa(args.result, args.annotations, args.questions)
-        else:
+        elif args.task == "nlvr2":
             scores = evaluate_nlvr2(args.predictions, args.labels)
+        else:
+            scores = evaluate_vcr(args.predictions, args.labels)
     # Bad input files are the user's to fix, so they get one line, not a traceback.
     except (OSError, ValueError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,7 +19,7 @@ from . import engine, environment, loading
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
-from .metrics import nlvr2_scores, vqa_accuracy
+from .metrics import nlvr2_scores, vcr_csv_rows, vqa_accuracy
 from .modeling import VisualBertForPreTraining, VisualBertForQuestionAnswering, VisualBertForVisualReasoning
 from .processing import (CaptionPretrainDataset, NLVR2Dataset, NLVR2PretrainDataset, VQADataset,
                          VQAPretrainDataset)
@@ -381,6 +381,15 @@ def write_nlvr2_csv(path, predictions):
         w = csv.writer(f, lineterminator="\n")
         for ident, value in predictions.items():
             w.writerow([ident, "True" if value else "False"])
+
+    _atomic_write(path, write)
+
+
+def write_vcr_csv(path, predictions):
+    """The VCR leaderboard CSV (``metrics.VCR_CSV_COLUMNS``) of {annot_id: {"answer", "rationale"}}."""
+
+    def write(f):
+        csv.writer(f, lineterminator="\n").writerows(vcr_csv_rows(predictions))
 
     _atomic_write(path, write)
 
