@@ -27,6 +27,7 @@ COMMANDS = [
     ("python -m visualbert.features import", ("module", "visualbert.features", ["import"])),
     ("python -m visualbert.evaluate vqa", ("module", "visualbert.evaluate", ["vqa"])),
     ("python -m visualbert.evaluate nlvr2", ("module", "visualbert.evaluate", ["nlvr2"])),
+    ("python -m visualbert.evaluate vcr", ("module", "visualbert.evaluate", ["vcr"])),
     ("python -m visualbert.plot", ("module", "visualbert.plot", [])),
     ("python -m visualbert.demo", ("module", "visualbert.demo", [])),
 ]
