@@ -5,7 +5,9 @@
 SRC may be
   * a HuggingFace VisualBERT dir (config.json + model.safetensors or pytorch_model.bin);
   * an original uclanlp ``.th`` file (keys ``bert.bert.*``, ``bert.cls.*``, ``bert.classifier.*``);
-    ``--config`` names one of the nine released configs or a config.json;
+    ``--config`` names one of the nine released configs or a config.json. The VCR checkpoints also
+    hold their image encoder (``detector.*``): it is kept, and the model becomes the VCR head that
+    carries it (``visualbert.vcr_detector``), its size read from the weights;
   * a HuggingFace BERT dir (bert-base-uncased style): a fresh VisualBERT whose text side holds the
     BERT weights, the paper's initialisation.
 Parameter names are HuggingFace's, so the conversion is a copy with every Linear weight
@@ -32,6 +34,7 @@ from .loading import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError
 from .torch_checkpoint import load_torch_file
+from .vcr_detector import VisualBertForVCR, VisualBertForVCRPreTraining
 
 HEADS = {
     "base": modeling.VisualBertModel,
@@ -40,7 +43,14 @@ HEADS = {
     "nlvr2": modeling.VisualBertForVisualReasoning,
     "multiple_choice": modeling.VisualBertForMultipleChoice,
     "region_alignment": modeling.VisualBertForRegionToPhraseAlignment,
+    "vcr": VisualBertForVCR,
+    "vcr_pretraining": VisualBertForVCRPreTraining,
 }
+# A checkpoint with detector weights is the VCR variant of its head.
+_WITH_DETECTOR = {"multiple_choice": "vcr", "pretraining": "vcr_pretraining", "vcr": "vcr",
+                  "vcr_pretraining": "vcr_pretraining"}
+# torchvision BatchNorm buffers -> Paddle's names; num_batches_tracked has no Paddle counterpart.
+_BATCHNORM_BUFFERS = {"running_mean": "_mean", "running_var": "_variance", "num_batches_tracked": None}
 _HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
 _DECODER, _DECODER_BIAS = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"
 _MLM_BIAS = "cls.predictions.bias"
@@ -117,10 +127,34 @@ def _released_or_json(config):
                      "nor a config.json file")
 
 
+def _detector_key(key):
+    """The original's detector name -> ours (the same but for BatchNorm buffers); None to drop."""
+    head, _, last = key.rpartition(".")
+    if last in _BATCHNORM_BUFFERS:
+        return None if _BATCHNORM_BUFFERS[last] is None else f"{head}.{_BATCHNORM_BUFFERS[last]}"
+    return key
+
+
+def detector_settings_of(state):
+    """The ``vcr_detector`` config entry that fits a state dict's ``detector.*`` weights."""
+    def blocks(prefix):
+        found = {k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix) and k.endswith(".conv1.weight")}
+        return len(found)
+
+    try:
+        embed = state["detector.object_embed.weight"]
+        return {"width": int(state["detector.backbone.0.weight"].shape[0]),
+                "blocks": [blocks(f"detector.backbone.{i}.") for i in (4, 5, 6)] + [blocks("detector.after_roi_align.0.")],
+                "num_classes": int(embed.shape[0]), "class_embed_dim": int(embed.shape[1]),
+                "mask_channels": int(state["detector.mask_upsample.weight"].shape[0])}
+    except KeyError as e:
+        raise ValueError(f"the detector weights lack {e.args[0]} (expected the original VCR image encoder)") from None
+
+
 def _original_key(key):
-    """uclanlp name -> transformers name; None for the detector, which VisualBERT does not use."""
+    """uclanlp name -> transformers name (the detector's stays as the original names it)."""
     if key.startswith("detector."):
-        return None
+        return _detector_key(key)
     for old, new in (("bert.bert.", "visual_bert."), ("bert.cls.", "cls."), ("bert.classifier.", "cls.")):
         if key.startswith(old):
             key = new + key[len(old):]
@@ -232,6 +266,17 @@ def convert_original(src, config, head=None):
         new = _original_key(key)
         if new is not None:
             state[new] = value
+    detector = {k: v for k, v in state.items() if k.startswith("detector.")}
+    # The VCR image encoder is recognised by its class embedding; other detector weights (none of
+    # the released non-VCR checkpoints has any) mean nothing to VisualBERT and are left out.
+    if "detector.object_embed.weight" in detector and head in _WITH_DETECTOR:
+        head = _WITH_DETECTOR[head]
+        raw = {**raw, "vcr_detector": {**(raw.get("vcr_detector") or {}), **detector_settings_of(detector)}}
+    elif head.startswith("vcr"):
+        raise ValueError(f"{src}: --head {head} needs the VCR image encoder's weights (detector.*), "
+                         "and the file has none")
+    else:
+        state = {k: v for k, v in state.items() if k not in detector}  # a head without an image encoder
     return load_into(HEADS[head](_config_from_dict(raw, f"--config {config}")), state, src, head)
 
 
