@@ -20,6 +20,8 @@ COMMANDS = [
     ("python VQA2/run_predict.py", ("path", "VQA2/run_predict.py", [])),
     ("python NLVR2/run_nlvr2.py", ("path", "NLVR2/run_nlvr2.py", [])),
     ("python NLVR2/run_predict.py", ("path", "NLVR2/run_predict.py", [])),
+    ("python VCR/run_vcr.py", ("path", "VCR/run_vcr.py", [])),
+    ("python VCR/run_predict.py", ("path", "VCR/run_predict.py", [])),
     ("python -m visualbert.convert", ("module", "visualbert.convert", [])),
     ("python -m visualbert.extract", ("module", "visualbert.extract", [])),
     ("python -m visualbert.features pack", ("module", "visualbert.features", ["pack"])),

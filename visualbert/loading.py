@@ -36,7 +36,12 @@ _HEAD_DESCRIPTIONS = {
     "VisualBertForVisualReasoning": "an NLVR2 head",
     "VisualBertForMultipleChoice": "a multiple-choice head",
     "VisualBertForRegionToPhraseAlignment": "a region-to-phrase head",
+    "VisualBertForVCR": "a multiple-choice head with the VCR image encoder",
+    "VisualBertForVCRPreTraining": "the pre-training heads with the VCR image encoder",
 }
+# Checkpoints whose head a class takes over as it is (the VCR classes add only the image encoder).
+_SAME_HEAD = {"VisualBertForVCR": ("VisualBertForMultipleChoice",),
+              "VisualBertForVCRPreTraining": ("VisualBertForPreTraining",)}
 
 
 def _has_config(d):
@@ -99,12 +104,12 @@ def _check_head(cls, name_or_path, config, new_head, num_labels):
     have, want = (config.architectures or [None])[0], cls.__name__
     if have not in _HEAD_DESCRIPTIONS:
         return  # a config that does not say which head it was saved with
-    if have == want:
+    if have == want or have in _SAME_HEAD.get(want, ()):
         if num_labels is not None and config.num_labels != num_labels:
             raise SystemExit(f"error: {name_or_path}: its {have} head has {config.num_labels} outputs, this run "
                              f"needs {num_labels} (fine-tune from a pre-trained checkpoint to start a new head)")
         return
-    if new_head and have in ("VisualBertModel", "VisualBertForPreTraining"):
+    if new_head and have in ("VisualBertModel", "VisualBertForPreTraining", "VisualBertForVCRPreTraining"):
         return
     hint = ("fine-tune from a pre-trained checkpoint or one trained for this task" if new_head
             else "predict with a checkpoint fine-tuned for this task")

@@ -1,4 +1,4 @@
-"""The tasks: pretraining, VQA2 and NLVR2 — datasets for a split, the training run, predictions, official
+"""The tasks: pretraining, VQA2, NLVR2 and VCR (its own module, ``vcr_tasks``) — datasets for a split, the training run, predictions, official
 scores and leaderboard files.
 
 The scripts parse their command line (``cli``) and call ``pretrain`` / ``finetune`` / ``predict``
@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from . import engine, environment, loading
+from . import engine, environment, loading, vcr_tasks
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
@@ -31,6 +31,7 @@ PRETRAIN_SPLITS = {  # corpus -> (train, eval) defaults
     "coco_captions": ("train", "val"),
     "vqa2": ("train", "minival"),
     "nlvr2": ("train", "dev"),
+    "vcr": ("train", "val"),
 }
 
 logger = logging.getLogger("visualbert.tasks")
@@ -40,7 +41,9 @@ logger = logging.getLogger("visualbert.tasks")
 
 
 def finetune(task, args):
-    """What run_vqa2.py / run_nlvr2.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
+    """What run_vqa2.py / run_nlvr2.py / run_vcr.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
+    if task == "vcr":
+        return vcr_tasks.finetune(args)
     environment.setup_device(args)
     train_ds, eval_ds, model = load_for_finetuning(task, args)
     evaluate = None
@@ -54,6 +57,8 @@ def finetune(task, args):
 
 def predict(task, args):
     """What the run_predict.py scripts do: write --output for --split, and print the scores when it has labels."""
+    if task == "vcr":
+        return vcr_tasks.predict(args)
     dataset, model = load_for_prediction(task, args)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
         if task == "vqa2":
@@ -234,11 +239,15 @@ def pretrain(args):
     environment.setup_device(args)
     with loading.user_errors():
         tokenizer = loading.tokenizer_from_args(args)
-        features = open_task_features(args)
-        train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
-        eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
-        model = loading.load_model(VisualBertForPreTraining, args.model_name_or_path, visual_embedding_dim=features.dim,
-                                   cpu_kernels=args.cpu_kernels)
+        if args.dataset == "vcr":  # images through the model's own encoder, no feature files
+            model = vcr_tasks.pretrain_model(args)
+            train_ds, eval_ds = vcr_tasks.pretrain_datasets(args, tokenizer, model)
+        else:
+            features = open_task_features(args)
+            train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split)
+            eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features) if args.eval_split else None
+            model = loading.load_model(VisualBertForPreTraining, args.model_name_or_path,
+                                       visual_embedding_dim=features.dim, cpu_kernels=args.cpu_kernels)
 
     loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
     if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on
