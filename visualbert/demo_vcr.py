@@ -3,7 +3,7 @@
 Written under ``DIR/X_VCR`` by ``python -m visualbert.demo``::
 
     X_VCR/{train,val,test}.jsonl                        VCR JSON lines (test without labels)
-    X_VCR/vcr1images/lsmdc_<movie>/<clip>@<n>.jpg       the image (96 x 48)
+    X_VCR/vcr1images/lsmdc_<movie>/<clip>@<n>.jpg       the image (96 x 48), one per question
     X_VCR/vcr1images/lsmdc_<movie>/<clip>@<n>.json      its metadata: boxes (+ score), segms, width, height, names
 
 How the answers are learnable: every image shows one person (object 0) as a filled box of one of
@@ -58,7 +58,7 @@ def _sentence(template, word):
 
 
 def _item(rng, split, index, root):
-    movie = f"{index // 10:04d}_DEMO_MOVIE"
+    movie = f"{index // 10:04d}_DEMO_{split.upper()}"  # one image per question, no name shared across splits
     clip = f"{movie}_00.00.{index % 10:02d}.000-00.00.{index % 10 + 1:02d}.000@0"
     folder = f"lsmdc_{movie}"
     os.makedirs(os.path.join(root, "vcr1images", folder), exist_ok=True)
@@ -86,11 +86,14 @@ def _item(rng, split, index, root):
     return item
 
 
-def write_vcr_demo(root, seed=0, progress=None):
-    """Write the VCR part under ``root`` (a fresh directory); returns {name: count}."""
+def write_vcr_demo(root, seed=0, progress=None, sizes=None):
+    """Write the VCR part under ``root`` (a fresh directory); returns {name: count}.
+
+    ``sizes``: questions per split (default ``VCR_SIZES``; tests write fewer).
+    """
     rng = np.random.default_rng([seed, 5])  # its own stream: the other parts stay the same
     counts = {}
-    for split, count in VCR_SIZES.items():
+    for split, count in (sizes or VCR_SIZES).items():
         lines = []
         for index in range(count):
             lines.append(json.dumps(_item(rng, split, index, root)))
