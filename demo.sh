@@ -2,8 +2,9 @@
 # The whole pipeline on built-in demo data, on the CPU, in a few minutes:
 #   demo data -> COCO-caption pretraining -> VQA2 fine-tuning -> VQA2 prediction (result.json)
 #   -> official VQA evaluation -> NLVR2 fine-tuning -> NLVR2 prediction (CSV) -> NLVR2 evaluation
+#   -> VCR Q->A and QA->R fine-tuning (image encoder included) -> leaderboard CSV -> Q->A / QA->R / Q->AR
 # through the same scripts and flags a real run uses, with a tiny model. Re-running starts over.
-# Outputs: X_COCO/ and X_NLVR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
+# Outputs: X_COCO/, X_NLVR/ and X_VCR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
 set -euo pipefail
 cd "$(dirname "$0")"
 . tools/ensure_venv.sh
@@ -12,6 +13,8 @@ OUT=logs/demo
 TINY=configs/visualbert-tiny.json
 # caption matching needs more heads and a larger init to be learned next to masked LM in minutes
 TINY_PRE=configs/visualbert-tiny-demo.json
+# VCR: a tiny image encoder (one block per stage, 96 x 48 images) in the model config
+TINY_VCR=configs/visualbert-tiny-vcr.json
 # one process per core is faster than threads for a model this small; workers would compete
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 COMMON=(--device cpu --num_workers 0 --logging_steps 10 --seed 1)
@@ -36,7 +39,7 @@ best() {  # best RUN_DIR KEY...: those keys of the best evaluation (RUN_DIR/best
     python -c "import json,sys; r=json.load(open(sys.argv[1]+'/best/eval_results.json')); print(' '.join('%s %.4f' % (k, r[k]) for k in sys.argv[2:]), '(step %d)' % r['step'])" "$@"
 }
 
-stage "demo data" "echo '-'" "X_COCO/ X_NLVR/" -- \
+stage "demo data" "echo '-'" "X_COCO/ X_NLVR/ X_VCR/" -- \
     python -m visualbert.demo --out_dir .
 
 stage "COCO-caption pretraining" "best $OUT/vqa-coco-pre mlm_accuracy matching_accuracy" "$OUT/vqa-coco-pre/" -- \
@@ -80,8 +83,21 @@ stage "NLVR2 evaluation (test1)" \
     bash -c "python -m visualbert.evaluate nlvr2 --predictions $OUT/nlvr2/predictions_test1.csv \
         --labels X_NLVR/annotations/test1.json | tee $OUT/nlvr2/eval_test1.json"
 
+# Both are learned within the 40 steps of two epochs (the person's colour, the answer-rationale agreement).
+stage "VCR Q->A + QA->R, leaderboard CSV (val)" \
+    "python -c 'import json,sys; r=json.load(open(sys.argv[1])); print(\"Q->A %.4f QA->R %.4f Q->AR %.4f\" % (r[\"q_a\"], r[\"qa_r\"], r[\"q_ar\"]))' $OUT/vcr/eval_val.json" \
+    "$OUT/vcr/predictions_val.csv" -- \
+    bash -c "env LOG_DIR=$OUT/vcr/answer MODE=answer sh vcr-finetune.sh --model_name_or_path $TINY_VCR \
+        --batch_size 16 --learning_rate 2e-3 --num_train_epochs 2 --save_steps 100 ${COMMON[*]} && \
+        env LOG_DIR=$OUT/vcr/rationale MODE=rationale sh vcr-finetune.sh --model_name_or_path $TINY_VCR \
+        --batch_size 16 --learning_rate 2e-3 --num_train_epochs 2 --save_steps 100 ${COMMON[*]} && \
+        python VCR/run_predict.py --input_dir X_VCR --split val --answer_model $OUT/vcr/answer/best \
+        --rationale_model $OUT/vcr/rationale/best --output $OUT/vcr/predictions_val.csv --device cpu --num_workers 0 && \
+        python -m visualbert.evaluate vcr --predictions $OUT/vcr/predictions_val.csv --labels X_VCR/val.jsonl \
+        | tee $OUT/vcr/eval_val.json"
+
 stage "plots" "echo '-'" "$OUT/*/metrics.png" -- \
-    python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2
+    python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2 $OUT/vcr/answer $OUT/vcr/rationale
 
 echo
 echo "=== summary ==="

@@ -47,6 +47,9 @@ def test_demo_reaches_the_bars(demo_run):
     assert max(matching) >= 0.90, matching  # ... and image-caption matching, from scratch
     assert "=== summary ===" in proc.stdout and "NLVR2 evaluation (test1)" in proc.stdout.split("=== summary ===")[1]
     check_vqa_learns_in_its_first_epoch(out / "vqa" / "metrics.jsonl")
+    vcr = json.loads((out / "vcr" / "eval_val.json").read_text())
+    assert min(vcr["q_a"], vcr["qa_r"], vcr["q_ar"]) >= 0.6, vcr  # chance: 0.25, 0.25, 0.0625
+    assert "Q->AR" in proc.stdout.split("=== summary ===")[1]
 
 
 def check_vqa_learns_in_its_first_epoch(metrics):
