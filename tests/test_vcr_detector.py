@@ -1,5 +1,6 @@
 """VCR's image encoder: ROIAlign by hand, frozen BatchNorm, and a released-layout VCR checkpoint
 (detector included, torchvision ResNet-50 names) converting key for key and running on an image."""
+import json
 import os
 import struct
 import zipfile
@@ -207,3 +208,13 @@ def test_batchnorm_is_frozen_and_the_class_loss_is_weighted():
     paddle.seed(1)
     weighted = float(model(**batch, labels=labels).loss)
     assert weighted == pytest.approx(plain + 0.5 * float(class_loss), rel=1e-4)
+
+
+def test_bert_initialisation_of_a_vcr_model_starts_the_image_encoder_fresh(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"visual_embedding_dim": 16, "vcr_detector": dict(TINY, blocks=[1, 1, 1, 1])}))
+    model = cv.convert_bert(os.path.join(HF, "bert"), head="vcr", config=str(config))
+    assert isinstance(model, VisualBertForVCR) and model.detector.feature_dim == 64
+    bert = load_file(os.path.join(HF, "bert", "model.safetensors"))
+    word = next(k for k in bert if k.endswith("word_embeddings.weight"))
+    np.testing.assert_array_equal(model.visual_bert.embeddings.word_embeddings.weight.numpy(), bert[word])

@@ -300,13 +300,15 @@ def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0)
     state = {}
     for key, value in read_weights(_hf_weights_file(src)).items():
         new = _bert_key(key)
-        if new.startswith("cls.") and head != "pretraining":
+        if new.startswith("cls.") and head not in ("pretraining", "vcr_pretraining"):
             continue  # BERT's pre-training heads mean nothing to a task head
         state[new] = value
     fresh = ("visual_bert.embeddings.visual_", "embeddings.visual_", "visual_bert.additional_layer.",
              "additional_layer.")
-    if head not in ("pretraining", "base"):
+    if head not in ("pretraining", "base", "vcr_pretraining"):
         fresh += ("cls.", "attention.")
+    if head.startswith("vcr"):
+        fresh += ("detector.",)  # BERT has no image encoder: it starts fresh
     load_into(model, state, src, head, allow_missing=fresh)
     model.base_model.embeddings.copy_text_tables_to_visual()
     return model
