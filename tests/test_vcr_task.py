@@ -77,6 +77,9 @@ def test_a_broken_metadata_file_names_itself_and_the_question(vcr_dir, tmp_path)
     folder = os.path.dirname(items[0]["metadata_fn"])
     (images / folder).mkdir(parents=True)
     (images / items[0]["metadata_fn"]).write_text('{"boxes": [\n')
+    with pytest.raises(FileNotFoundError, match=rf"{items[0]['img_fn']}: no such file .*annot_id {items[0]['annot_id']}"):
+        VCRDataset(items[:1], get_tokenizer(), str(images), "answer")  # found up front, before any training
+    (images / items[0]["img_fn"]).write_bytes((vcr_dir / "vcr1images" / items[0]["img_fn"]).read_bytes())
     ds = VCRDataset(items[:1], get_tokenizer(), str(images), "answer", image_size=(96, 48))
     with pytest.raises(ExampleError, match=rf"{os.path.basename(items[0]['metadata_fn'])}:2: not valid JSON .*"
                                            rf"annot_id {items[0]['annot_id']}"):

@@ -14,7 +14,8 @@ Per sample (names are :class:`visualbert.vcr_detector.VisualBertForVCR`'s argume
   targets [T] (-100 where not masked); ``annot_id`` (str), not a model input.
 
 The image and its metadata are read in ``__getitem__``, so DataLoader workers do that work; a
-missing or malformed file stops the run with one line naming it and the item.
+missing file is found when the dataset is built, a malformed one when it is read; either stops the
+run with one line naming it and the item.
 """
 import os
 
@@ -81,6 +82,16 @@ class _VCRBase(paddle.io.Dataset):
         self.max_seq_length, self.image_size = int(max_seq_length), tuple(image_size)
         self.train, self.seed, self.epoch = bool(train), int(seed), 0
         self.pieces = {}  # word -> word-pieces, shared by every item
+        self._check_files()
+
+    def _check_files(self):
+        """Fail before any work when an item's image or metadata is missing (one line naming it)."""
+        for item in self.items:
+            for field in ("img_fn", "metadata_fn"):
+                path = os.path.join(self.image_dir, item[field])
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(f"{path}: no such file (the {field} of VCR annot_id {item['annot_id']}; "
+                                            "--image_dir is the directory the release's vcr1images/ unpacks to)")
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
