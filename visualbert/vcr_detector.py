@@ -14,8 +14,9 @@ checkpoints). :class:`VCRDetector` does the same computation:
    ``cnn_loss_ratio``, 0 by default), and the projection to the visual embedding:
    Linear(2048 + 128-d class embedding -> 512) after dropout 0.1, then ReLU.
 
-BatchNorm is frozen (running statistics, fixed scale and shift), as the original freezes it for a
-backbone it fine-tunes on a few images per batch. Parameter names follow the original
+BatchNorm is frozen (the stored running statistics, fixed scale and shift): with a few images per
+batch its batch statistics would be noise. r2c froze the stem-to-stage-3 backbone whole; VisualBERT's
+VCR configs (``freeze_detector: false``) train its convolutions, as here. Parameter names follow the original
 (``backbone.0`` = conv1, ``backbone.1`` = bn1, ``backbone.4..6`` = stages 1-3, ``after_roi_align.0``
 = stage 4, torchvision's block names inside), so a converted checkpoint is a copy. Depth, width
 and image size come from the model config's ``vcr_detector`` entry, so tests and the demo can run
