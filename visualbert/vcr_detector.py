@@ -109,7 +109,8 @@ class VCRDetector(nn.Layer):
         counts = box_mask.astype("int32").sum(1)
         rois = paddle.masked_select(boxes.astype("float32"), keep.unsqueeze(-1).expand(boxes.shape)).reshape([-1, 4])
         labels = paddle.masked_select(box_classes.astype("int64"), keep)
-        pooled = roi_align(self.backbone(images), rois, counts, output_size=self.pool_size,
+        # ROIAlign in float32 also under AMP, the dtype of the boxes it samples with
+        pooled = roi_align(self.backbone(images).astype("float32"), rois, counts, output_size=self.pool_size,
                            spatial_scale=1.0 / _STRIDE, sampling_ratio=-1, aligned=False)
         segms = paddle.masked_select(box_segms.astype(pooled.dtype), keep.unsqueeze(-1).unsqueeze(-1).expand(
             box_segms.shape)).reshape([-1, 1, box_segms.shape[-2], box_segms.shape[-1]])
