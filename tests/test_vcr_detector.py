@@ -126,8 +126,8 @@ def write_torch_zip(path, state):
         key = str(index)
         blobs[key] = value.astype(value.dtype.newbyteorder("<")).tobytes()
         strides = [s // value.itemsize for s in value.strides]
-        persistent = (b"(" + _unicode("storage") + _unicode(storage_types[value.dtype]) + _unicode(key) + _unicode("cpu")
-                      + _int(value.size) + b"tQ")
+        persistent = (b"(" + _unicode("storage") + _unicode(storage_types[value.dtype]) + _unicode(key)
+                      + _unicode("cpu") + _int(value.size) + b"tQ")
         body.append(_unicode(name) + b"ctorch._utils\n_rebuild_tensor_v2\n(" + persistent + _int(0)
                     + _ints(value.shape) + _ints(strides) + b"\x89}tR")
     body.append(b"u.")

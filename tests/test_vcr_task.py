@@ -77,7 +77,8 @@ def test_a_broken_metadata_file_names_itself_and_the_question(vcr_dir, tmp_path)
     folder = os.path.dirname(items[0]["metadata_fn"])
     (images / folder).mkdir(parents=True)
     (images / items[0]["metadata_fn"]).write_text('{"boxes": [\n')
-    with pytest.raises(FileNotFoundError, match=rf"{items[0]['img_fn']}: no such file .*annot_id {items[0]['annot_id']}"):
+    missing = rf"{items[0]['img_fn']}: no such file .*annot_id {items[0]['annot_id']}"
+    with pytest.raises(FileNotFoundError, match=missing):
         VCRDataset(items[:1], get_tokenizer(), str(images), "answer")  # found up front, before any training
     (images / items[0]["img_fn"]).write_bytes((vcr_dir / "vcr1images" / items[0]["img_fn"]).read_bytes())
     ds = VCRDataset(items[:1], get_tokenizer(), str(images), "answer", image_size=(96, 48))
@@ -110,7 +111,8 @@ def test_finetune_predict_evaluate_and_pretrain_end_to_end(vcr_dir, tmp_path):
     for row in rows[1:]:  # probabilities of the four answers, and of the four rationales given each answer
         values = np.array(row[1:], dtype=float).reshape(5, 4)
         np.testing.assert_allclose(values.sum(1), 1, rtol=1e-5)
-    scores = json.loads(run("-m", "visualbert.evaluate", "vcr", "--predictions", out, "--labels", vcr_dir / "val.jsonl"))
+    scores = json.loads(run("-m", "visualbert.evaluate", "vcr", "--predictions", out,
+                            "--labels", vcr_dir / "val.jsonl"))
     assert json.loads(printed.strip().splitlines()[-1])["q_ar"] == scores["q_ar"]
     run("run_pretrain.py", "--dataset", "vcr", "--input_dir", vcr_dir, "--model_name_or_path", TINY,
         "--output_dir", tmp_path / "pre", "--train_batch_size", "4", "--max_steps", "2", "--device", "cpu",

@@ -66,7 +66,8 @@ class Bottleneck(nn.Layer):
         self.bn3 = _frozen_bn(out)
         self.downsample = None
         if stride != 1 or inplanes != out:
-            self.downsample = nn.Sequential(nn.Conv2D(inplanes, out, 1, stride=stride, bias_attr=False), _frozen_bn(out))
+            self.downsample = nn.Sequential(nn.Conv2D(inplanes, out, 1, stride=stride, bias_attr=False),
+                                            _frozen_bn(out))
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
@@ -76,7 +77,8 @@ class Bottleneck(nn.Layer):
 
 
 def _stage(inplanes, planes, blocks, stride):
-    return nn.Sequential(Bottleneck(inplanes, planes, stride), *(Bottleneck(planes * 4, planes) for _ in range(blocks - 1)))
+    rest = (Bottleneck(planes * 4, planes) for _ in range(blocks - 1))
+    return nn.Sequential(Bottleneck(inplanes, planes, stride), *rest)
 
 
 class VCRDetector(nn.Layer):
