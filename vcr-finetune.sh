@@ -2,7 +2,7 @@
 # 3.3 Fine-tune on VCR, Q->A (MODE=answer, the default) or QA->R (MODE=rationale), from the task-
 # pretrained visualbert-vcr-pre, the image encoder training with the model. The paper's settings:
 # 4 GPUs x 8 questions (32), learning rate 2e-5, warmup 10%, 8 epochs for Q->A and 12 for QA->R.
-# Then VCR/run_predict.py --answer_model logs/vcr-answer --rationale_model logs/vcr-rationale writes
+# Then VCR/run_predict.py --answer_model logs/vcr-answer/best --rationale_model logs/vcr-rationale/best writes
 # the leaderboard CSV. Extra flags are passed on to VCR/run_vcr.py.
 export MODE=${MODE:-answer}
 export DATA_DIR=${DATA_DIR:-./X_VCR/}
