@@ -118,3 +118,36 @@ def test_finetune_predict_evaluate_and_pretrain_end_to_end(vcr_dir, tmp_path):
         "--output_dir", tmp_path / "pre", "--train_batch_size", "4", "--max_steps", "2", "--device", "cpu",
         "--num_workers", "0", "--max_eval_samples", "8")
     assert "mlm_accuracy" in json.load(open(tmp_path / "pre" / "best" / "eval_results.json"))
+
+
+def parse_script(script, argv):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vcr_" + os.path.basename(script)[:-3], os.path.join(REPO, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parse_args(argv)
+
+
+@pytest.mark.parametrize("script,argv,message", [
+    ("VCR/run_vcr.py", ["--output_dir", "o"], "the following arguments are required: --mode"),
+    ("VCR/run_vcr.py", ["--output_dir", "o", "--mode", "answer", "--batch_size", "0"],
+     "argument --batch_size: expected an integer >= 1, got 0"),
+    ("VCR/run_vcr.py", ["--output_dir", "o", "--mode", "answer", "--class_loss_ratio", "-1"],
+     "argument --class_loss_ratio: expected a number >= 0, got -1"),
+    ("VCR/run_predict.py", ["--answer_model", "a"], "the following arguments are required: --rationale_model"),
+])
+def test_bad_vcr_command_lines_are_one_usage_error(script, argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_script(script, argv)
+    assert e.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith(message), errors
+
+
+def test_vcr_command_line_defaults():
+    args = parse_script("VCR/run_vcr.py", ["--output_dir", "o", "--mode", "rationale", "--eval_split", "none"])
+    assert (args.input_dir, args.batch_size, args.train_batch_size, args.eval_split) == ("X_VCR", 8, 8, None)
+    assert (args.learning_rate, args.num_train_epochs, args.model_name_or_path) == (2e-5, 8, "visualbert-vcr-pre")
+    args = parse_script("VCR/run_predict.py", ["--answer_model", "a", "--rationale_model", "r", "--split", "val"])
+    assert args.output == os.path.join("VCR", "predictions_val.csv")
