@@ -151,3 +151,14 @@ def test_vcr_command_line_defaults():
     assert (args.learning_rate, args.num_train_epochs, args.model_name_or_path) == (2e-5, 8, "visualbert-vcr-pre")
     args = parse_script("VCR/run_predict.py", ["--answer_model", "a", "--rationale_model", "r", "--split", "val"])
     assert args.output == os.path.join("VCR", "predictions_val.csv")
+
+
+def test_the_demo_never_replaces_vcr_data_it_did_not_write(tmp_path):
+    from visualbert import demo
+
+    (tmp_path / "X_VCR").mkdir()
+    (tmp_path / "X_VCR" / "train.jsonl").write_text("real data\n")
+    with pytest.raises(ValueError, match=r"X_VCR/train.jsonl exists and was not written by the demo"):
+        demo.write_demo(str(tmp_path), progress=False)
+    assert (tmp_path / "X_VCR" / "train.jsonl").read_text() == "real data\n"
+    assert not (tmp_path / "X_COCO").exists()
