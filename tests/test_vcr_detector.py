@@ -232,3 +232,38 @@ def test_a_multiple_choice_checkpoint_without_encoder_is_taken_by_the_vcr_model(
     cv.convert(os.path.join(HF, "nlvr2"), tmp_path / "nlvr2")
     with pytest.raises(SystemExit, match="an NLVR2 head .* needs a multiple-choice head with the VCR image encoder"):
         loading.load_model(VisualBertForVCR, str(tmp_path / "nlvr2"), new_head=False, cpu_kernels=False)
+
+
+def test_imagenet_resnet_weights_start_the_image_encoder(tmp_path):
+    """convert --resnet: a torchvision .pth or a paddle.vision .pdparams ResNet-50 lands key for key."""
+    resnet = torchvision_resnet50(TINY["width"], np.random.default_rng(2))
+    resnet = {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in resnet.items()}
+    torch_file = tmp_path / "resnet50.pth"
+    write_torch_zip(torch_file, resnet)
+    paddle_names = {k.replace("running_mean", "_mean").replace("running_var", "_variance"): v
+                    for k, v in resnet.items() if not k.endswith("num_batches_tracked")}
+    paddle_file = tmp_path / "resnet50.pdparams"
+    paddle.save(paddle_names, str(paddle_file))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"visual_embedding_dim": 16, "vcr_detector": TINY}))
+    for source in (torch_file, paddle_file):
+        model = cv.convert(os.path.join(HF, "bert"), tmp_path / source.suffix[1:], head="vcr", config=str(config),
+                           resnet=source)
+        encoder = {k: v.numpy() for k, v in model.detector.state_dict().items()}
+        used = 0
+        for key, value in resnet.items():
+            if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+                continue
+            name = cv.detector_state_from_resnet({key: value}).popitem()[0]
+            np.testing.assert_array_equal(encoder[name], value, err_msg=f"{source.name}: {key}")
+            used += 1
+        assert used == 53 + 4 * 53  # every convolution and BatchNorm of ResNet-50
+    with pytest.raises(ValueError, match=r"resnet50.pth: does not fit the image encoder: missing backbone.0.weight"):
+        cv.load_resnet(model, str(_without(torch_file, "conv1.weight", resnet)))
+    with pytest.raises(ValueError, match="only the VCR models have an image encoder"):
+        cv.load_resnet(cv.convert_bert(os.path.join(HF, "bert"), head="vqa", visual_embedding_dim=16), str(torch_file))
+
+
+def _without(path, key, state):
+    write_torch_zip(path, {k: v for k, v in state.items() if k != key})
+    return path

@@ -9,7 +9,8 @@ SRC may be
     hold their image encoder (``detector.*``): it is kept, and the model becomes the VCR head that
     carries it (``visualbert.vcr_detector``), its size read from the weights;
   * a HuggingFace BERT dir (bert-base-uncased style): a fresh VisualBERT whose text side holds the
-    BERT weights, the paper's initialisation.
+    BERT weights, the paper's initialisation; ``--resnet`` adds ImageNet ResNet-50 weights to a VCR
+    model's image encoder.
 Parameter names are HuggingFace's, so the conversion is a copy with every Linear weight
 transposed (Paddle stores [in, out]). torch is not needed, and pickles are read through an
 allow-list. DST is written through a temporary sibling dir renamed into place on success only.
@@ -34,7 +35,7 @@ from .loading import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError
 from .torch_checkpoint import load_torch_file
-from .vcr_detector import VisualBertForVCR, VisualBertForVCRPreTraining
+from .vcr_detector import BATCHNORM_BUFFERS, VisualBertForVCR, VisualBertForVCRPreTraining, detector_state_from_resnet
 
 HEADS = {
     "base": modeling.VisualBertModel,
@@ -49,8 +50,7 @@ HEADS = {
 # A checkpoint with detector weights is the VCR variant of its head.
 _WITH_DETECTOR = {"multiple_choice": "vcr", "pretraining": "vcr_pretraining", "vcr": "vcr",
                   "vcr_pretraining": "vcr_pretraining"}
-# torchvision BatchNorm buffers -> Paddle's names; num_batches_tracked has no Paddle counterpart.
-_BATCHNORM_BUFFERS = {"running_mean": "_mean", "running_var": "_variance", "num_batches_tracked": None}
+
 _HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
 _DECODER, _DECODER_BIAS = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"
 _MLM_BIAS = "cls.predictions.bias"
@@ -130,8 +130,8 @@ def _released_or_json(config):
 def _detector_key(key):
     """The original's detector name -> ours (the same but for BatchNorm buffers); None to drop."""
     head, _, last = key.rpartition(".")
-    if last in _BATCHNORM_BUFFERS:
-        return None if _BATCHNORM_BUFFERS[last] is None else f"{head}.{_BATCHNORM_BUFFERS[last]}"
+    if last in BATCHNORM_BUFFERS:
+        return None if BATCHNORM_BUFFERS[last] is None else f"{head}.{BATCHNORM_BUFFERS[last]}"
     return key
 
 
@@ -144,7 +144,8 @@ def detector_settings_of(state):
     try:
         embed = state["detector.object_embed.weight"]
         return {"width": int(state["detector.backbone.0.weight"].shape[0]),
-                "blocks": [blocks(f"detector.backbone.{i}.") for i in (4, 5, 6)] + [blocks("detector.after_roi_align.0.")],
+                "blocks": [blocks(f"detector.backbone.{i}.") for i in (4, 5, 6)]
+                + [blocks("detector.after_roi_align.0.")],
                 "num_classes": int(embed.shape[0]), "class_embed_dim": int(embed.shape[1]),
                 "mask_channels": int(state["detector.mask_upsample.weight"].shape[0])}
     except KeyError as e:
@@ -314,8 +315,36 @@ def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0)
     return model
 
 
-def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwrite=False, seed=0):
-    """Convert ``src`` and write the Paddle checkpoint dir ``dst``; returns the model."""
+def load_resnet(model, path):
+    """Put ImageNet ResNet weights (torchvision .pth or paddle.vision .pdparams) into a VCR model's image
+    encoder: the original started its encoder from them. Every encoder weight must be given, with its shape."""
+    from .safeload import load_paddle
+
+    detector = getattr(model, "detector", None)
+    if detector is None:
+        raise ValueError(f"--resnet {path}: only the VCR models have an image encoder (--head vcr or vcr_pretraining)")
+    state = load_paddle(path) if path.endswith(".pdparams") else read_weights(path)
+    try:
+        weights = detector_state_from_resnet(state)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    expected = {k: v for k, v in detector.state_dict().items() if k.startswith(("backbone.", "after_roi_align."))}
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: does not fit the image encoder: missing {_few(missing) or 'none'}, "
+                         f"unexpected {_few(unexpected) or 'none'}")
+    for key, value in weights.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(f"{path}: shape mismatch for {key}: file {tuple(value.shape)}, encoder "
+                             f"{tuple(expected[key].shape)}")
+    detector.set_state_dict({k: np.asarray(v, dtype=expected[k].numpy().dtype) for k, v in weights.items()})
+    return model
+
+
+def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwrite=False, seed=0, resnet=None):
+    """Convert ``src`` and write the Paddle checkpoint dir ``dst``; returns the model.
+
+    ``resnet``: ImageNet ResNet weights for a VCR model's image encoder (see ``load_resnet``)."""
     src, dst = os.fspath(src), os.fspath(dst)
     if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)) and not overwrite:
         raise FileExistsError(f"{dst}: already exists and is not empty (pass --overwrite to replace it)")
@@ -332,6 +361,8 @@ def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwri
                              "expected 'visual_bert' or 'bert'")
     else:
         raise FileNotFoundError(f"{src}: no such file or directory")
+    if resnet is not None:
+        load_resnet(model, os.fspath(resnet))
 
     parent = os.path.dirname(os.path.abspath(dst))
     os.makedirs(parent, exist_ok=True)
@@ -363,12 +394,15 @@ def main(argv=None):
                                          "or a config.json path")
     parser.add_argument("--visual_embedding_dim", type=int, help="BERT sources: region feature size")
     parser.add_argument("--seed", type=int, default=0, help="BERT sources: seed for the freshly initialised weights")
+    parser.add_argument("--resnet", metavar="FILE",
+                        help="VCR heads: ImageNet ResNet-50 weights (torchvision .pth or paddle.vision .pdparams) for "
+                             "the image encoder, as the original started it (with a BERT source: the paper's start)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
     args = parser.parse_args(argv)
     paddlenlp_logger.set_level("WARNING")  # its INFO lines name the temporary dir, not DST
     try:
         model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
-                        args.seed)
+                        args.seed, resnet=args.resnet)
     except (ValueError, OSError, UnsafePickleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -29,13 +29,19 @@ from paddle.vision.ops import roi_align
 
 from .modeling import VisualBertForMultipleChoice, VisualBertForPreTraining
 
-__all__ = ["DETECTOR_DEFAULTS", "detector_settings", "VCRDetector", "VisualBertForVCR", "VisualBertForVCRPreTraining"]
+__all__ = ["DETECTOR_DEFAULTS", "detector_settings", "VCRDetector", "VisualBertForVCR", "VisualBertForVCRPreTraining",
+           "BATCHNORM_BUFFERS", "RESNET_PARTS", "detector_state_from_resnet"]
 
 # The original's encoder: ResNet-50 (3, 4, 6, 3 blocks, 64 stem channels), 81 classes (80 COCO +
 # the whole image), 128-d class embedding, 32 mask channels, 7 x 7 pooling, images fit to 768 x 384.
 DETECTOR_DEFAULTS = {"blocks": [3, 4, 6, 3], "width": 64, "num_classes": 81, "class_embed_dim": 128,
                      "mask_channels": 32, "pool_size": 7, "image_size": [768, 384], "class_loss_ratio": 0.0}
 _STRIDE = 16  # of the stem and stages 1-3
+# torchvision's BatchNorm buffers -> Paddle's; num_batches_tracked has no Paddle counterpart.
+BATCHNORM_BUFFERS = {"running_mean": "_mean", "running_var": "_variance", "num_batches_tracked": None}
+# ImageNet ResNet parts (torchvision's and paddle.vision's names) -> where the encoder keeps them.
+RESNET_PARTS = {"conv1": "backbone.0", "bn1": "backbone.1", "layer1": "backbone.4", "layer2": "backbone.5",
+                "layer3": "backbone.6", "layer4": "after_roi_align.0"}
 
 
 def detector_settings(config):
@@ -45,6 +51,28 @@ def detector_settings(config):
     if unknown:
         raise ValueError(f"vcr_detector: unknown setting {unknown[0]!r}; known: {', '.join(DETECTOR_DEFAULTS)}")
     return {**DETECTOR_DEFAULTS, **given}
+
+
+def detector_state_from_resnet(state):
+    """An ImageNet ResNet state dict (torchvision or paddle.vision names) as encoder weights.
+
+    Returns {encoder parameter name: array}; the ImageNet classifier (``fc``) is not part of the
+    encoder and is left out, as are BatchNorm step counters. Other names are refused.
+    """
+    out = {}
+    for key, value in state.items():
+        part, _, rest = key.partition(".")
+        if part == "fc":
+            continue
+        if part not in RESNET_PARTS:
+            raise ValueError(f"{key!r} is not a ResNet weight (expected conv1, bn1, layer1..4 or fc)")
+        head, _, last = key.rpartition(".")
+        if last in BATCHNORM_BUFFERS:
+            if BATCHNORM_BUFFERS[last] is None:
+                continue
+            rest = f"{head}.{BATCHNORM_BUFFERS[last]}".partition(".")[2]
+        out[f"{RESNET_PARTS[part]}.{rest}"] = value
+    return out
 
 
 def _frozen_bn(channels):
