@@ -3,9 +3,10 @@
 #   demo data -> COCO-caption pretraining -> VQA2 fine-tuning -> VQA2 prediction (result.json)
 #   -> official VQA evaluation -> NLVR2 fine-tuning -> NLVR2 prediction (CSV) -> NLVR2 evaluation
 #   -> Flickr30K Entities grounding (import, fine-tune, ranked boxes, R@K, pictures)
+#   -> VCR Q->A and QA->R fine-tuning (image encoder included) -> leaderboard CSV -> Q->A / QA->R / Q->AR
 #   -> one question to the VQA model (python -m visualbert.ask, with its --explain picture)
 # through the same scripts and flags a real run uses, with a tiny model. Re-running starts over.
-# Outputs: X_COCO/, X_NLVR/ and X_FLICKR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
+# Outputs: X_COCO/, X_NLVR/, X_FLICKR/ and X_VCR/ (the data), logs/demo/<stage>/ (runs, predictions, metrics.png).
 set -euo pipefail
 cd "$(dirname "$0")"
 . tools/ensure_venv.sh
@@ -14,6 +15,8 @@ OUT=logs/demo
 TINY=configs/visualbert-tiny.json
 # caption matching needs more heads and a larger init to be learned next to masked LM in minutes
 TINY_PRE=configs/visualbert-tiny-demo.json
+# VCR: a tiny image encoder (one block per stage, 96 x 48 images) in the model config
+TINY_VCR=configs/visualbert-tiny-vcr.json
 # one process per core is faster than threads for a model this small; workers would compete
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 COMMON=(--device cpu --num_workers 0 --logging_steps 10 --seed 1)
@@ -38,7 +41,7 @@ best() {  # best RUN_DIR KEY...: those keys of the best evaluation (RUN_DIR/best
     python -c "import json,sys; r=json.load(open(sys.argv[1]+'/best/eval_results.json')); print(' '.join('%s %.4f' % (k, r[k]) for k in sys.argv[2:]), '(step %d)' % r['step'])" "$@"
 }
 
-stage "demo data" "echo '-'" "X_COCO/ X_NLVR/ X_FLICKR/" -- \
+stage "demo data" "echo '-'" "X_COCO/ X_NLVR/ X_FLICKR/ X_VCR/" -- \
     python -m visualbert.demo --out_dir .
 
 stage "COCO-caption pretraining" "best $OUT/vqa-coco-pre mlm_accuracy matching_accuracy" "$OUT/vqa-coco-pre/" -- \
@@ -98,8 +101,21 @@ stage "Flickr30K grounding (test)" \
         --annotation_dir X_FLICKR/Flickr30kEntities --split test --draw $FLICKR/drawn --draw_count 4 \
         | tee $FLICKR/eval_test.json"
 
+# The person's colour (Q->A) is learned within 2 epochs (40 steps), the answer-rationale agreement (QA->R) within 3.
+stage "VCR Q->A + QA->R, leaderboard CSV (val)" \
+    "python -c 'import json,sys; r=json.load(open(sys.argv[1])); print(\"Q->A %.4f QA->R %.4f Q->AR %.4f\" % (r[\"q_a\"], r[\"qa_r\"], r[\"q_ar\"]))' $OUT/vcr/eval_val.json" \
+    "$OUT/vcr/predictions_val.csv" -- \
+    bash -c "env LOG_DIR=$OUT/vcr/answer MODE=answer sh vcr-finetune.sh --model_name_or_path $TINY_VCR \
+        --batch_size 16 --learning_rate 2e-3 --num_train_epochs 2 --save_steps 100 ${COMMON[*]} && \
+        env LOG_DIR=$OUT/vcr/rationale MODE=rationale sh vcr-finetune.sh --model_name_or_path $TINY_VCR \
+        --batch_size 16 --learning_rate 2e-3 --num_train_epochs 3 --save_steps 100 ${COMMON[*]} && \
+        python VCR/run_predict.py --input_dir X_VCR --split val --answer_model $OUT/vcr/answer/best \
+        --rationale_model $OUT/vcr/rationale/best --output $OUT/vcr/predictions_val.csv --device cpu --num_workers 0 && \
+        python -m visualbert.evaluate vcr --predictions $OUT/vcr/predictions_val.csv --labels X_VCR/val.jsonl \
+        | tee $OUT/vcr/eval_val.json"
+
 stage "plots" "echo '-'" "$OUT/*/metrics.png" -- \
-    python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2 $FLICKR/run
+    python -m visualbert.plot $OUT/vqa-coco-pre $OUT/vqa $OUT/nlvr2 $FLICKR/run $OUT/vcr/answer $OUT/vcr/rationale
 
 # Using the trained model (README "Use a trained model"). The demo's features are made up in the
 # Detectron layout, without pictures, so the question goes with one minival image's stored rows

@@ -143,7 +143,11 @@ def test_original_key_mapping():
         "bert.cls.predictions.transform.dense.weight": "cls.predictions.transform.dense.weight",
         "bert.cls.seq_relationship.weight": "cls.seq_relationship.weight",
         "bert.classifier.weight": "cls.weight",
-        "detector.backbone.body.conv1.weight": None,
+        # The VCR image encoder keeps the original's names; torchvision BatchNorm buffers get Paddle's.
+        "detector.backbone.4.0.conv1.weight": "detector.backbone.4.0.conv1.weight",
+        "detector.after_roi_align.0.2.bn3.running_mean": "detector.after_roi_align.0.2.bn3._mean",
+        "detector.backbone.1.running_var": "detector.backbone.1._variance",
+        "detector.backbone.1.num_batches_tracked": None,
     }
     for old, new in mapping.items():
         assert cv._original_key(old) == new, old

@@ -55,6 +55,9 @@ def test_demo_reaches_the_bars(demo_run):
     assert answers[0] == "Q: what is in the picture?" and len(answers) == 5, answers
     assert (out / "ask" / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check_vqa_learns_in_its_first_epoch(out / "vqa" / "metrics.jsonl")
+    vcr = json.loads((out / "vcr" / "eval_val.json").read_text())
+    assert min(vcr["q_a"], vcr["qa_r"], vcr["q_ar"]) >= 0.6, vcr  # chance: 0.25, 0.25, 0.0625
+    assert "Q->AR" in proc.stdout.split("=== summary ===")[1]
 
 
 def check_vqa_learns_in_its_first_epoch(metrics):

@@ -152,7 +152,7 @@ def parse_pretrain_args(description, argv=None):
     """run_pretrain.py's command line; the splits and feature type default per --dataset."""
     p = _parser(description)
     g = p.add_argument_group("data")
-    g.add_argument("--input_dir", default=None, help="data root (X_COCO/ or X_NLVR/); annotations in <input_dir>/annotations "
+    g.add_argument("--input_dir", default=None, help="data root (X_COCO/, X_NLVR/ or X_VCR/); annotations in <input_dir>/annotations "
                                                      "unless --annotation_dir; needed unless --features names the features")
     g.add_argument("--annotation_dir", default=None, help="where the annotation files are (default: <input_dir>/annotations, "
                                                           "then PaddleNLP's dataset home)")
@@ -166,6 +166,8 @@ def parse_pretrain_args(description, argv=None):
     g.add_argument("--max_seq_length", type=int_range(4), default=128,
                    help="longest token sequence, [CLS]/[SEP] included (at least 4)")
     add_feature_args(g)
+    g.add_argument("--image_dir", default=None,
+                   help="vcr: the images and their metadata JSON (default: <input_dir>/vcr1images)")
     g.add_argument("--mask_prob", type=fraction, default=0.15,
                    help="share of text tokens chosen for masked LM, in [0, 1] (at least one per sentence)")
     g.add_argument("--no_nlvr2_label", action="store_true", help="nlvr2: train masked LM only, without the label")
@@ -177,7 +179,8 @@ def parse_pretrain_args(description, argv=None):
     train_split, eval_split = PRETRAIN_SPLITS[args.dataset]
     args.train_split = args.train_split or train_split
     args.eval_split = None if args.eval_split == "none" else (args.eval_split or eval_split)
-    args.image_feature_type = args.image_feature_type or DEFAULT_FEATURE_TYPE[args.dataset]
+    # VCR has no feature files: its model encodes the images itself
+    args.image_feature_type = args.image_feature_type or DEFAULT_FEATURE_TYPE.get(args.dataset)
     return args
 
 
@@ -275,4 +278,66 @@ def parse_flickr30k_predict_args(description, argv=None):
         model = os.path.normpath(args.model_name_or_path)
         run = os.path.dirname(model) if os.path.basename(model) in ("best", "model") else model
         args.output = os.path.join(run if os.path.isdir(run) else ".", f"predictions_{os.path.basename(args.split)}.json")
+    return args
+
+
+# ---------------------------------------------------------------------------- VCR
+
+
+def add_vcr_data_args(parser):
+    g = parser.add_argument_group("data")
+    g.add_argument("--input_dir", default="X_VCR",
+                   help="VCR root: {train,val,test}.jsonl and vcr1images/ (default X_VCR, as the original configs)")
+    g.add_argument("--annotation_dir", default=None, help="where the .jsonl files are (default: --input_dir)")
+    g.add_argument("--image_dir", default=None,
+                   help="the images and their metadata JSON, as img_fn / metadata_fn name them "
+                        "(default: <input_dir>/vcr1images)")
+    g.add_argument("--max_seq_length", type=int_range(4), default=128,
+                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
+    g.add_argument("--batch_size", type=positive_int, default=8,
+                   help="questions per device (each with its four choices), training and evaluation")
+    return g
+
+
+def parse_vcr_args(description, argv=None):
+    """VCR/run_vcr.py's command line."""
+    p = _parser(description)
+    g = add_vcr_data_args(p)
+    g.add_argument("--mode", required=True, choices=["answer", "rationale"],
+                   help="answer: Q->A (the question with each answer); rationale: QA->R (the question and the "
+                        "right answer with each rationale)")
+    g.add_argument("--train_split", default="train", help="split to train on")
+    g.add_argument("--eval_split", default="val", help="split scored each epoch ('none' to skip)")
+    g.add_argument("--class_loss_ratio", type=non_negative_float, default=None,
+                   help="weight of the image encoder's 81-way box-class loss (default: the model config's; "
+                        "0 as the original)")
+    add_model_args(p, default_model="visualbert-vcr-pre")
+    add_training_args(p, learning_rate=2e-5, num_train_epochs=8, save_steps=5000)
+    args = check_training_args(p, p.parse_args(argv))
+    args.train_batch_size = args.batch_size
+    args.eval_split = None if args.eval_split == "none" else args.eval_split
+    return args
+
+
+def parse_vcr_predict_args(description, argv=None):
+    """VCR/run_predict.py's command line."""
+    p = _parser(description)
+    g = add_vcr_data_args(p)
+    g.add_argument("--split", default="test", help="split to predict (test, or val to score it too)")
+    g.add_argument("--output", default=None, help="leaderboard CSV to write (default: VCR/predictions_<split>.csv)")
+    g.add_argument("--num_workers", type=non_negative_int, default=2,
+                   help="DataLoader worker processes (0 = load in the main process)")
+    g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
+    g.add_argument("--use_amp", action="store_true", help="mixed precision inference (GPU only)")
+    g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"], help="AMP compute dtype")
+    g.add_argument("--seed", type=seed_int, default=42, help=argparse.SUPPRESS)
+    m = p.add_argument_group("models")
+    m.add_argument("--answer_model", required=True, help="a run (or model dir) fine-tuned with --mode answer")
+    m.add_argument("--rationale_model", required=True, help="a run (or model dir) fine-tuned with --mode rationale")
+    m.add_argument("--bert_model_name", default="bert-base-uncased",
+                   help="tokenizer: bert-base-uncased (ships with this package) or a vocab.txt / tokenizer directory")
+    m.add_argument("--no_cpu_kernels", dest="cpu_kernels", action="store_false",
+                   help="on CPU, run the models on Paddle's stock layers instead of visualbert.cpu's")
+    args = p.parse_args(argv)
+    args.output = args.output or os.path.join("VCR", f"predictions_{args.split}.csv")
     return args

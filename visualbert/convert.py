@@ -5,9 +5,12 @@
 SRC may be
   * a HuggingFace VisualBERT dir (config.json + model.safetensors or pytorch_model.bin);
   * an original uclanlp ``.th`` file (keys ``bert.bert.*``, ``bert.cls.*``, ``bert.classifier.*``);
-    ``--config`` names one of the nine released configs or a config.json;
+    ``--config`` names one of the nine released configs or a config.json. The VCR checkpoints also
+    hold their image encoder (``detector.*``): it is kept, and the model becomes the VCR head that
+    carries it (``visualbert.vcr_detector``), its size read from the weights;
   * a HuggingFace BERT dir (bert-base-uncased style): a fresh VisualBERT whose text side holds the
-    BERT weights, the paper's initialisation.
+    BERT weights, the paper's initialisation; ``--resnet`` adds ImageNet ResNet-50 weights to a VCR
+    model's image encoder.
 Parameter names are HuggingFace's, so the conversion is a copy with every Linear weight
 transposed (Paddle stores [in, out]). torch is not needed, and pickles are read through an
 allow-list. DST is written through a temporary sibling dir renamed into place on success only.
@@ -35,9 +38,13 @@ from .configuration import released_name
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError, load_safetensors
 from .torch_checkpoint import load_torch_file
+from .vcr_detector import BATCHNORM_BUFFERS, VCR_HEADS, detector_state_from_resnet
 
-HEADS = {name: head.model for name, head in modeling.HEADS.items()}
-_HEAD_OF_ARCH = {head.model.__name__: name for name, head in modeling.HEADS.items()}
+HEADS = {name: head.model for name, head in {**modeling.HEADS, **VCR_HEADS}.items()}
+# A checkpoint with detector weights is the VCR variant of its head.
+_WITH_DETECTOR = {"multiple_choice": "vcr", "pretraining": "vcr_pretraining", "vcr": "vcr",
+                  "vcr_pretraining": "vcr_pretraining"}
+_HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
 _DECODER, _DECODER_BIAS = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"
 _MLM_BIAS = "cls.predictions.bias"
 _WORD_EMBEDDINGS = "visual_bert.embeddings.word_embeddings.weight"
@@ -108,10 +115,35 @@ def _released_or_json(config):
                      "nor a config.json file")
 
 
+def _detector_key(key):
+    """The original's detector name -> ours (the same but for BatchNorm buffers); None to drop."""
+    head, _, last = key.rpartition(".")
+    if last in BATCHNORM_BUFFERS:
+        return None if BATCHNORM_BUFFERS[last] is None else f"{head}.{BATCHNORM_BUFFERS[last]}"
+    return key
+
+
+def detector_settings_of(state):
+    """The ``vcr_detector`` config entry that fits a state dict's ``detector.*`` weights."""
+    def blocks(prefix):
+        found = {k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix) and k.endswith(".conv1.weight")}
+        return len(found)
+
+    try:
+        embed = state["detector.object_embed.weight"]
+        return {"width": int(state["detector.backbone.0.weight"].shape[0]),
+                "blocks": [blocks(f"detector.backbone.{i}.") for i in (4, 5, 6)]
+                + [blocks("detector.after_roi_align.0.")],
+                "num_classes": int(embed.shape[0]), "class_embed_dim": int(embed.shape[1]),
+                "mask_channels": int(state["detector.mask_upsample.weight"].shape[0])}
+    except KeyError as e:
+        raise ValueError(f"the detector weights lack {e.args[0]} (expected the original VCR image encoder)") from None
+
+
 def _original_key(key):
-    """uclanlp name -> transformers name; None for the detector, which VisualBERT does not use."""
+    """uclanlp name -> transformers name (the detector's stays as the original names it)."""
     if key.startswith("detector."):
-        return None
+        return _detector_key(key)
     for old, new in (("bert.bert.", "visual_bert."), ("bert.cls.", "cls."), ("bert.classifier.", "cls.")):
         if key.startswith(old):
             key = new + key[len(old):]
@@ -223,6 +255,17 @@ def convert_original(src, config, head=None):
         new = _original_key(key)
         if new is not None:
             state[new] = value
+    detector = {k: v for k, v in state.items() if k.startswith("detector.")}
+    # The VCR image encoder is recognised by its class embedding; other detector weights (none of
+    # the released non-VCR checkpoints has any) mean nothing to VisualBERT and are left out.
+    if "detector.object_embed.weight" in detector and head in _WITH_DETECTOR:
+        head = _WITH_DETECTOR[head]
+        raw = {**raw, "vcr_detector": {**(raw.get("vcr_detector") or {}), **detector_settings_of(detector)}}
+    elif head.startswith("vcr"):
+        raise ValueError(f"{src}: --head {head} needs the VCR image encoder's weights (detector.*), "
+                         "and the file has none")
+    else:
+        state = {k: v for k, v in state.items() if k not in detector}  # a head without an image encoder
     return load_into(HEADS[head](_config_from_dict(raw, f"--config {config}")), state, src, head)
 
 
@@ -246,13 +289,15 @@ def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0)
     state = {}
     for key, value in read_weights(_hf_weights_file(src)).items():
         new = _bert_key(key)
-        if new.startswith("cls.") and head != "pretraining":
+        if new.startswith("cls.") and head not in ("pretraining", "vcr_pretraining"):
             continue  # BERT's pre-training heads mean nothing to a task head
         state[new] = value
     fresh = ("visual_bert.embeddings.visual_", "embeddings.visual_", "visual_bert.additional_layer.",
              "additional_layer.")
-    if head not in ("pretraining", "base"):
+    if head not in ("pretraining", "base", "vcr_pretraining"):
         fresh += ("cls.", "attention.")
+    if head.startswith("vcr"):
+        fresh += ("detector.",)  # BERT has no image encoder: it starts fresh
     load_into(model, state, src, head, allow_missing=fresh)
     model.base_model.embeddings.copy_text_tables_to_visual()
     return model
@@ -265,11 +310,38 @@ CHECKPOINT_FILES = ("config.json", "model_config.json", "model_state.pdparams", 
                     "model_state.pdparams.index.json", "model.safetensors.index.json", "generation_config.json")
 
 
-def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwrite=False, seed=0):
+def load_resnet(model, path):
+    """Put ImageNet ResNet weights (torchvision .pth or paddle.vision .pdparams) into a VCR model's image
+    encoder: the original started its encoder from them. Every encoder weight must be given, with its shape."""
+    from .safeload import load_paddle
+
+    detector = getattr(model, "detector", None)
+    if detector is None:
+        raise ValueError(f"--resnet {path}: only the VCR models have an image encoder (--head vcr or vcr_pretraining)")
+    state = load_paddle(path) if path.endswith(".pdparams") else read_weights(path)
+    try:
+        weights = detector_state_from_resnet(state)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    expected = {k: v for k, v in detector.state_dict().items() if k.startswith(("backbone.", "after_roi_align."))}
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: does not fit the image encoder: missing {_few(missing) or 'none'}, "
+                         f"unexpected {_few(unexpected) or 'none'}")
+    for key, value in weights.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(f"{path}: shape mismatch for {key}: file {tuple(value.shape)}, encoder "
+                             f"{tuple(expected[key].shape)}")
+    detector.set_state_dict({k: np.asarray(v, dtype=expected[k].numpy().dtype) for k, v in weights.items()})
+    return model
+
+
+def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwrite=False, seed=0, resnet=None):
     """Convert ``src`` and write the Paddle checkpoint dir ``dst``; returns the model.
 
     ``overwrite`` replaces the checkpoint files of a non-empty ``dst`` (``CHECKPOINT_FILES``) and
-    keeps everything else in it.
+    keeps everything else in it. ``resnet``: ImageNet ResNet weights for a VCR model's image encoder
+    (see ``load_resnet``).
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if os.path.exists(dst) and not os.path.isdir(dst):
@@ -293,6 +365,8 @@ def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwri
                              "expected 'visual_bert' or 'bert'")
     else:
         raise FileNotFoundError(f"{src}: no such file or directory")
+    if resnet is not None:
+        load_resnet(model, os.fspath(resnet))
 
     parent = os.path.dirname(os.path.abspath(dst))
     os.makedirs(parent, exist_ok=True)
@@ -334,6 +408,9 @@ def main(argv=None):
                                          "or a config.json path")
     parser.add_argument("--visual_embedding_dim", type=int, help="BERT sources: region feature size")
     parser.add_argument("--seed", type=int, default=0, help="BERT sources: seed for the freshly initialised weights")
+    parser.add_argument("--resnet", metavar="FILE",
+                        help="VCR heads: ImageNet ResNet-50 weights (torchvision .pth or paddle.vision .pdparams) for "
+                             "the image encoder, as the original started it (with a BERT source: the paper's start)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the checkpoint files of a non-empty DST (its other files are kept)")
     args = parser.parse_args(argv)
@@ -341,7 +418,7 @@ def main(argv=None):
     try:
         with interrupts_in_one_line():
             model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
-                            args.seed)
+                            args.seed, resnet=args.resnet)
     except (ValueError, OSError, UnsafePickleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

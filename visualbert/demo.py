@@ -11,6 +11,7 @@
     DIR/X_NLVR/annotations/{train,dev,test1}.json                             NLVR2 JSON lines
     DIR/X_FLICKR/Flickr30kEntities/{Sentences,Annotations,train.txt,...}       Flickr30K Entities release
     DIR/X_FLICKR/flickr30k_butd.tsv                                           bottom-up-attention TSV, boxes kept
+    DIR/X_VCR/{train,val,test}.jsonl, DIR/X_VCR/vcr1images/<movie>/*.jpg|json  VCR (see visualbert.demo_vcr)
 
 so ``load_dataset(name, splits, input_dir=DIR/X_COCO)`` (or ``DIR/X_NLVR``) and
 ``open_features(type, DIR/X_COCO)`` work on it exactly as on the real data. COCO images have 3 to 5
@@ -44,6 +45,7 @@ import numpy as np
 
 from . import VOCAB_FILE, VQA_ANSWERS_FILE
 from .demo_flickr30k import write_flickr30k
+from .demo_vcr import VCR_SIZES, check_vcr_parts, install_vcr_demo, write_vcr_demo
 
 __all__ = ["OBJECTS", "COLORS", "SIZES", "write_demo", "main"]
 
@@ -213,6 +215,7 @@ def write_demo(out_dir, seed=0, progress=True):
     start = time.time()
     out_dir = os.path.abspath(out_dir)
     _refuse_real_data(out_dir)
+    check_vcr_parts(os.path.join(out_dir, "X_VCR"), DEMO_MARKER)
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, f".demo-partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -225,7 +228,7 @@ def write_demo(out_dir, seed=0, progress=True):
     created = "2019-01-01T00:00:00"
     counts = {}
     imdb = {}
-    total = sum(SIZES["coco"].values()) + 2 * sum(SIZES["nlvr2"].values())
+    total = sum(SIZES["coco"].values()) + 2 * sum(SIZES["nlvr2"].values()) + sum(VCR_SIZES.values())
     # a second of work: a bar on a terminal, nothing in a log file (where each refresh would pile up)
     bar = tqdm(total=total, desc="demo images", unit="img", disable=not progress or not sys.stderr.isatty())
     for split, count in SIZES["coco"].items():
@@ -280,9 +283,14 @@ def write_demo(out_dir, seed=0, progress=True):
         with open(os.path.join(nlvr, "annotations", f"{split}.json"), "w") as f:
             f.write("\n".join(lines) + "\n")
         counts[f"nlvr2_{split}"] = len(lines)
+    os.makedirs(os.path.join(tmp, "X_VCR"))
+    counts.update(write_vcr_demo(os.path.join(tmp, "X_VCR"), seed=seed, progress=bar.update))
     bar.close()
     flickr = write_flickr30k(os.path.join(tmp, "X_FLICKR"), seed=seed)
     counts["flickr30k_images"] = flickr["images"]
+    install_vcr_demo(os.path.join(tmp, "X_VCR"), os.path.join(out_dir, "X_VCR"))
+    with open(os.path.join(out_dir, "X_VCR", DEMO_MARKER), "w") as f:
+        f.write(f"written by python -m visualbert.demo --seed {seed}\n")
     for name, parts in ROOT_PARTS.items():
         # only the demo's own parts are replaced: a README or other files beside them stay
         final = os.path.join(out_dir, name)
@@ -297,17 +305,18 @@ def write_demo(out_dir, seed=0, progress=True):
         with open(os.path.join(final, DEMO_MARKER), "w") as f:
             f.write(f"written by python -m visualbert.demo --seed {seed}\n")
     shutil.rmtree(tmp)
-    size = sum(os.path.getsize(os.path.join(d, f)) for name in ROOT_PARTS
+    size = sum(os.path.getsize(os.path.join(d, f)) for name in (*ROOT_PARTS, "X_VCR")
                for d, _, files in os.walk(os.path.join(out_dir, name)) for f in files)
     return {"out_dir": out_dir, "seed": seed, "bytes": size, "seconds": round(time.time() - start, 2), "counts": counts}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m visualbert.demo",
-                                     description="Write a small learnable VisualBERT dataset (COCO/VQA2/NLVR2) in the real on-disk formats: "
-                                                 "DIR/X_COCO and DIR/X_NLVR, usable with --input_dir like the real data.")
+                                     description="Write a small learnable VisualBERT dataset (COCO/VQA2/NLVR2/Flickr30K/VCR) in the real "
+                                                 "on-disk formats: DIR/X_COCO, DIR/X_NLVR, DIR/X_FLICKR and DIR/X_VCR, usable "
+                                                 "with --input_dir like the real data.")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out_dir", help="where X_COCO/ and X_NLVR/ are written (an earlier demo there is replaced; real data there is never touched)")
+    where.add_argument("--out_dir", help="where X_COCO/, X_NLVR/, X_FLICKR/ and X_VCR/ are written (an earlier demo there is replaced; real data there is never touched)")
     where.add_argument("--own_images", metavar="DIR",
                        help="instead: draw PNG images of coloured shapes and official-format VQA questions into DIR (new or "
                             "empty), then run README's four \"Your own data\" commands on them (extract --backbone patches, "
@@ -331,7 +340,8 @@ def main(argv=None):
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO, X_NLVR and X_FLICKR")
+    print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO, X_NLVR, "
+          "X_FLICKR and X_VCR")
     print("  " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
     return 0
 

@@ -1,9 +1,10 @@
-"""Score prediction files the way the official VQA and NLVR2 scorers (and the original VisualBERT's
+"""Score prediction files the way the official VQA, NLVR2 and VCR scorers (and the original VisualBERT's
 Flickr30K code) do.
 
     python -m visualbert.evaluate vqa --result RESULT.json --annotations ANN.json [--questions Q.json]
     python -m visualbert.evaluate nlvr2 --predictions P.csv --labels SPLIT.json
     python -m visualbert.evaluate flickr30k --predictions P.json --annotation_dir Flickr30kEntities/ [--split test]
+    python -m visualbert.evaluate vcr --predictions P.csv --labels val.jsonl
 
 Scores are printed to stdout as JSON. The scoring itself lives in ``visualbert.metrics`` so that
 training code computes the very same numbers without going through files.
@@ -127,14 +128,22 @@ def _count(text):
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return int(text)
+def evaluate_vcr(predictions, labels):
+    """Q->A, QA->R and Q->AR accuracy of a VCR leaderboard CSV against a labelled split's jsonl."""
+    gold = metrics.load_vcr_labels(labels)
+    predicted = metrics.load_vcr_predictions(predictions)
+    if set(predicted) != set(gold):
+        raise ValueError(f"{predictions} does not match {labels}: " + metrics.describe_id_mismatch(
+            gold, predicted, "annot_ids", "predictions", "labels"))
+    return metrics.vcr_scores(predicted, gold)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m visualbert.evaluate",
-        description="Score VQA, NLVR2 or Flickr30K Entities predictions with the official metrics; prints JSON.",
+        description="Score VQA, NLVR2, Flickr30K Entities or VCR predictions with the official metrics; prints JSON.",
     )
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,nlvr2,flickr30k}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,nlvr2,flickr30k,vcr}")
 
     vqa = tasks.add_parser(
         "vqa", help="VQA accuracy as GT-Vision-Lab vqaEval.py computes it",
@@ -181,6 +190,16 @@ def build_parser():
     flickr.add_argument("--draw_count", type=_count, default=8, help="how many phrases --draw draws (default 8)")
     flickr.add_argument("--image_dir", default=None,
                         help="the Flickr30K images (<image_id>.jpg) for --draw; without it, a grey canvas")
+    vcr = tasks.add_parser(
+        "vcr", help="VCR Q->A, QA->R and Q->AR accuracy from the leaderboard CSV",
+        description="VCR accuracy: Q->A (the highest-scored answer is right), QA->R (the highest-scored "
+                    "rationale given the right answer is right) and Q->AR (both). Every labelled question "
+                    "needs exactly one row.")
+    vcr.add_argument("--predictions", required=True, metavar="P.csv",
+                     help="the leaderboard CSV: annot_id, answer_0..3, rationale_conditioned_on_a{i}_{j} "
+                          "(VCR/run_predict.py writes it)")
+    vcr.add_argument("--labels", required=True, metavar="SPLIT.jsonl",
+                     help="the labelled VCR split (val.jsonl or train.jsonl)")
     return parser
 
 
@@ -191,9 +210,11 @@ def main(argv=None):
             scores = evaluate_vqa(args.result, args.annotations, args.questions)
         elif args.task == "nlvr2":
             scores = evaluate_nlvr2(args.predictions, args.labels)
-        else:
+        elif args.task == "flickr30k":
             scores = evaluate_flickr30k(args.predictions, args.annotation_dir, args.split, args.draw, args.draw_count,
                                         args.image_dir)
+        else:
+            scores = evaluate_vcr(args.predictions, args.labels)
     # Bad input files are the user's to fix, so they get one line, not a traceback.
     except (OSError, ValueError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ import os
 
 import paddle
 
-from . import cpu, modeling
+from . import cpu, modeling, vcr_detector
 from .configuration import released_name
 
 
@@ -30,7 +30,11 @@ _CONFIG_FILES = ("config.json", "model_config.json")
 _WEIGHT_FILES = ("model_state.pdparams", "model.safetensors", "model_state.pdparams.index.json",
                  "model.safetensors.index.json")
 _CONVERT_HINT = "convert PyTorch checkpoints first: python -m visualbert.convert --src CHECKPOINT --dst DIR"
-_HEAD_DESCRIPTIONS = {head.model.__name__: head.described for head in modeling.HEADS.values()}
+_HEAD_DESCRIPTIONS = {head.model.__name__: head.described
+                      for head in {**modeling.HEADS, **vcr_detector.VCR_HEADS}.values()}
+# Checkpoints whose head a class takes over as it is (the VCR classes add only the image encoder).
+_SAME_HEAD = {"VisualBertForVCR": ("VisualBertForMultipleChoice",),
+              "VisualBertForVCRPreTraining": ("VisualBertForPreTraining",)}
 
 
 def _has_config(d):
@@ -88,12 +92,12 @@ def _check_head(cls, name_or_path, config, new_head, num_labels):
     have, want = (config.architectures or [None])[0], cls.__name__
     if have not in _HEAD_DESCRIPTIONS:
         return  # a config that does not say which head it was saved with
-    if have == want:
+    if have == want or have in _SAME_HEAD.get(want, ()):
         if num_labels is not None and config.num_labels != num_labels:
             raise SystemExit(f"error: {name_or_path}: its {have} head has {config.num_labels} outputs, this run "
                              f"needs {num_labels} (fine-tune from a pre-trained checkpoint to start a new head)")
         return
-    if new_head and have in ("VisualBertModel", "VisualBertForPreTraining"):
+    if new_head and have in ("VisualBertModel", "VisualBertForPreTraining", "VisualBertForVCRPreTraining"):
         return
     hint = ("fine-tune from a pre-trained checkpoint or one trained for this task" if new_head
             else "predict with a checkpoint fine-tuned for this task")

@@ -5,6 +5,7 @@ commit a013f00 (2021-03-11, "Fixed processing answers bug"), the current officia
 one the EvalAI leaderboard scores with; NLVR2 follows lil-lab/nlvr ``nlvr2/eval/metrics.py``;
 Flickr30K Entities phrase grounding follows the original VisualBERT code (R@K over phrases, a box
 counting when its IoU with one of the entity's boxes is >= 0.5).
+VCR reads and writes the leaderboard CSV of rowanz/r2c ``models/eval_for_leaderboard.py``.
 Where the official code has a quirk that changes scores, it is mirrored on purpose and said so
 next to the code, because a metric that is "more correct" than the leaderboard's is not
 comparable with it.
@@ -14,13 +15,16 @@ the ``load_*`` functions turn the official files into those dicts (imdb and NLVR
 ``visualbert.annotations``, the reader training uses too), and ``visualbert.evaluate`` is a thin
 command line over both. Nothing here imports Paddle.
 """
+import csv
 import json
+import math
 import os
 import re
 
 import numpy as np
 
 from visualbert.annotations import integer_id, read_nlvr2, read_vqa_imdb
+from visualbert.annotations import VCR_NUM_CHOICES, integer_id, read_nlvr2, read_vcr, read_vqa_imdb
 
 # --------------------------------------------------------------------------------------------
 # VQA answer normalisation
@@ -348,6 +352,89 @@ def grounding_recall(phrases, ks=GROUNDING_KS):
 
     return {"overall": summary(*totals["overall"]),
             "per_type": {g[len("type:"):]: summary(*totals[g]) for g in sorted(totals) if g != "overall"}}
+# VCR: Q->A, QA->R, Q->AR and the leaderboard CSV
+# --------------------------------------------------------------------------------------------
+
+# rowanz/r2c eval_for_leaderboard.py: the index column, the four answer probabilities, then for
+# each answer i the four rationale probabilities when the context ends with answer i.
+VCR_CSV_COLUMNS = ("annot_id", *(f"answer_{j}" for j in range(VCR_NUM_CHOICES)),
+                   *(f"rationale_conditioned_on_a{i}_{j}" for i in range(VCR_NUM_CHOICES) for j in range(VCR_NUM_CHOICES)))
+
+
+def _argmax(values):
+    return max(range(len(values)), key=lambda j: values[j])  # the first of equal scores, as numpy's
+
+
+def vcr_scores(predictions: dict, labels: dict) -> dict:
+    """Q->A, QA->R and Q->AR accuracy of ``predictions`` against ``labels``.
+
+    ``predictions``: {annot_id: {"answer": 4 scores, "rationale": 4 x 4 scores (row i: conditioned
+    on answer i)}}; ``labels``: {annot_id: (answer_label, rationale_label)}. QA->R picks among the
+    rationales conditioned on the right answer; Q->AR counts a question when the picked answer is
+    right and so is the rationale picked given it.
+    """
+    if set(predictions) != set(labels):
+        raise ValueError("predictions do not match the labels: " + describe_id_mismatch(
+            labels, predictions, "annot_ids", "predictions", "labels"))
+    if not labels:
+        raise ValueError("no questions to score: the labels are empty")
+    q_a = qa_r = q_ar = 0
+    for annot_id, (answer, rationale) in labels.items():
+        scores = predictions[annot_id]
+        answer_right = _argmax(scores["answer"]) == answer
+        rationale_right = _argmax(scores["rationale"][answer]) == rationale
+        q_a += answer_right
+        qa_r += rationale_right
+        q_ar += answer_right and rationale_right
+    n = len(labels)
+    return {"q_a": q_a / n, "qa_r": qa_r / n, "q_ar": q_ar / n, "num_questions": n}
+
+
+def vcr_csv_rows(predictions: dict):
+    """The leaderboard CSV of ``predictions`` (as :func:`vcr_scores` takes them), header first."""
+    yield VCR_CSV_COLUMNS
+    for annot_id, scores in predictions.items():
+        yield (annot_id, *(repr(float(p)) for p in scores["answer"]),
+               *(repr(float(p)) for row in scores["rationale"] for p in row))
+
+
+def load_vcr_labels(path) -> dict:
+    """{annot_id: (answer_label, rationale_label)} of a labelled VCR split (train/val jsonl)."""
+    return {item["annot_id"]: (item["answer_label"], item["rationale_label"]) for item in read_vcr(path)}
+
+
+def load_vcr_predictions(path) -> dict:
+    """A VCR leaderboard CSV (header ``VCR_CSV_COLUMNS``) as {annot_id: {"answer", "rationale"}}."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected the VCR leaderboard CSV: annot_id, answer_0..3, "
+                                "rationale_conditioned_on_a{i}_{j})")
+    predictions = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is None or tuple(h.strip() for h in header) != VCR_CSV_COLUMNS:
+            raise ValueError(f"{path}:1: expected the header {','.join(VCR_CSV_COLUMNS[:6])},...,"
+                             f"{VCR_CSV_COLUMNS[-1]} ({len(VCR_CSV_COLUMNS)} columns)")
+        for lineno, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            where = f"{path}:{lineno}"
+            if len(row) != len(VCR_CSV_COLUMNS):
+                raise ValueError(f"{where}: {len(row)} fields, expected {len(VCR_CSV_COLUMNS)}")
+            try:
+                values = [float(v) for v in row[1:]]
+            except ValueError:
+                raise ValueError(f"{where}: the probabilities must be numbers") from None
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{where}: a probability is not finite")
+            annot_id = row[0]
+            if annot_id in predictions:
+                raise ValueError(f"{where}: annot_id {annot_id} appears twice")
+            k = VCR_NUM_CHOICES
+            predictions[annot_id] = {"answer": values[:k],
+                                     "rationale": [values[k * (i + 1):k * (i + 2)] for i in range(k)]}
+    return predictions
 
 
 # --------------------------------------------------------------------------------------------

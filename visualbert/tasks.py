@@ -1,4 +1,4 @@
-"""The tasks: pretraining, VQA2 and NLVR2 — datasets for a split, the training run, predictions, official
+"""The tasks: pretraining, VQA2, NLVR2 and VCR (its own module, ``vcr_tasks``) — datasets for a split, the training run, predictions, official
 scores and leaderboard files.
 
 The scripts parse their command line (``cli``) and call ``pretrain`` / ``finetune`` / ``predict``
@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from . import engine, environment, loading, provenance
+from . import engine, environment, loading, provenance, vcr_tasks
 from .atomic import write_file
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_vqa_json, write_answer_vocab)
@@ -32,6 +32,7 @@ PRETRAIN_SPLITS = {  # corpus -> (train, eval) defaults
     "coco_captions": ("train", "val"),
     "vqa2": ("train", "minival"),
     "nlvr2": ("train", "dev"),
+    "vcr": ("train", "val"),
 }
 
 logger = logging.getLogger("visualbert.tasks")
@@ -41,8 +42,10 @@ logger = logging.getLogger("visualbert.tasks")
 
 
 def finetune(task, args):
-    """What run_vqa2.py / run_nlvr2.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
+    """What run_vqa2.py / run_nlvr2.py / run_vcr.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
     with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
+        if task == "vcr":
+            return vcr_tasks.finetune(args)
         return _finetune(task, args)
 
 
@@ -62,7 +65,10 @@ def predict(task, args):
     """What the run_predict.py scripts do: write --output for --split, and print the scores when it has labels."""
     written = []
     with interrupts_in_one_line(after=lambda: None if written else f"{args.output} was not written"):
-        _predict(task, args, written)
+        if task == "vcr":
+            vcr_tasks.predict(args)
+        else:
+            _predict(task, args, written)
 
 
 def _predict(task, args, written):
@@ -269,12 +275,18 @@ def _pretrain(args):
     environment.setup_device(args)
     with loading.user_errors():
         tokenizer = loading.tokenizer_from_args(args)
-        features = open_task_features(args)
-        model, spatial = loading.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
-                                                 cpu_kernels=args.cpu_kernels)
-        model = record_provenance(model, args)
-        train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split, spatial=spatial)
-        eval_ds = pretrain_dataset(args, args.eval_split, tokenizer, features, spatial=spatial) if args.eval_split else None
+        if args.dataset == "vcr":  # images through the model's own encoder, no feature files
+            model = vcr_tasks.pretrain_model(args)
+            train_ds, eval_ds = vcr_tasks.pretrain_datasets(args, tokenizer, model)
+        else:
+            features = open_task_features(args)
+            model, spatial = loading.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
+                                                     cpu_kernels=args.cpu_kernels)
+            model = record_provenance(model, args)
+            train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split,
+                                        spatial=spatial)
+            eval_ds = (pretrain_dataset(args, args.eval_split, tokenizer, features, spatial=spatial)
+                       if args.eval_split else None)
 
     loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
     if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on
@@ -419,3 +431,4 @@ def write_nlvr2_csv(path, predictions):
             w.writerow([ident, "True" if value else "False"])
 
     write_file(path, write)
+
