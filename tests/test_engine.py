@@ -207,3 +207,44 @@ def test_losses_are_read_from_the_device_once_per_logging_step(tmp_path, monkeyp
     engine.train(args, ToyModel(), ToyDataset(), collate, terms)
     assert floats == []
     assert [n for n in reads if n] == [3, 3, 3]  # 9 steps of 2 micro-batches, a line every 3 steps
+
+
+def test_evaluation_runs_under_trainings_autocast_after_the_checkpoint_is_saved(tmp_path, monkeypatch):
+    """Evaluating in fp32 under AMP training is slower and takes other kernels; and a failed
+    evaluation must not cost the step's checkpoint."""
+    inside = []
+
+    class Recorded:
+        def __init__(self, args):
+            self.amp = (args.use_amp, args.amp_dtype)
+
+        def __enter__(self):
+            inside.append(self.amp)
+
+        def __exit__(self, *exc):
+            inside.pop()
+
+    monkeypatch.setattr(engine, "autocast", Recorded)
+    args = make_args(tmp_path, "eval", save_steps=3, eval_steps=3, use_amp=True, amp_dtype="bfloat16")
+    seen = []
+
+    def evaluate(model):
+        step = len(seen) * 3 + 3
+        seen.append((list(inside), os.path.isdir(os.path.join(args.output_dir, f"checkpoint-{step}"))))
+        return {"score": [0.5, 0.9, 0.7][len(seen) - 1]}
+
+    environment.set_seed(0)
+    engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, evaluate=evaluate, best_metric="score")
+    assert seen == [([(True, "bfloat16")], True)] * 3
+    # the best score found after saving is in that checkpoint's state, so a resume keeps it
+    best = [json.load(open(os.path.join(args.output_dir, f"checkpoint-{s}", "trainer_state.json")))["best"]
+            for s in (3, 6, 9)]
+    assert best == [0.5, 0.9, 0.9]
+
+    def broken(model):
+        raise RuntimeError("evaluation kernel failed")
+
+    args = make_args(tmp_path, "broken", save_steps=3, eval_steps=3)
+    with pytest.raises(RuntimeError):
+        engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, evaluate=broken, best_metric="score")
+    assert checkpoint.list_checkpoints(args.output_dir) == [os.path.join(args.output_dir, "checkpoint-3")]

@@ -217,6 +217,27 @@ def test_vqa_head_gathers_the_mask_token_and_both_losses():
         model(**batch, labels=paddle.to_tensor(targets), loss_type="mse")
 
 
+@pytest.mark.parametrize("loss_type", ["kl", "bce"])
+def test_vqa_loss_under_bf16_keeps_the_soft_scores_exact(loss_type, monkeypatch):
+    """Under bf16 AMP the logits come out in bf16; the soft targets (0.3, 0.6, 0.9) must not be
+    rounded to that dtype (0.3 -> 0.3008): the loss is computed in float32."""
+    model = make(vm.VisualBertForQuestionAnswering, num_labels=5)
+    batch = tensors(numpy_batch())
+    head = model.cls.forward
+    monkeypatch.setattr(model.cls, "forward", lambda x: head(x).astype("bfloat16"))  # what AMP hands back
+    targets = np.array([[0, 0.3, 1, 0, 0], [0.6, 0, 0, 0, 0.9]], np.float32)
+    out = model(**batch, labels=paddle.to_tensor(targets), loss_type=loss_type)
+    assert out.logits.dtype == paddle.bfloat16 and out.loss.dtype == paddle.float32
+    logits = out.logits.astype("float32").numpy().astype(np.float64)  # the bf16 scores, exactly
+    if loss_type == "kl":
+        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        safe = np.where(targets > 0, targets, 1)
+        expected = (np.where(targets > 0, targets * (np.log(safe) - log_p), 0)).sum() / B
+    else:
+        expected = np.mean(np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))) * 5
+    np.testing.assert_allclose(float(out.loss), expected, rtol=1e-6)
+
+
 def test_visual_reasoning_and_multiple_choice():
     batch = tensors(numpy_batch())
     nlvr2 = make(vm.VisualBertForVisualReasoning)

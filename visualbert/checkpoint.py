@@ -52,6 +52,20 @@ def save_checkpoint(output_dir, step, model, optimizer, scaler, state, save_tota
     return final
 
 
+def update_trainer_state(path, **changes):
+    """Change fields of checkpoint ``path``'s trainer state, atomically (temp file + rename)."""
+    state_file = os.path.join(path, TRAINER_STATE)
+    with open(state_file) as f:
+        state = json.load(f)
+    state.update(changes)
+    tmp = state_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, state_file)
+
+
 def _write_dir_atomically(final, tmp, write):
     """``write(tmp)``, then rename tmp to final. A failed write (disk full, Ctrl-C) removes tmp, so
     nothing half-written stays behind; a killed process leaves only tmp, which no reader takes."""

@@ -27,7 +27,7 @@ import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
 
 from . import rundir
-from .checkpoint import list_checkpoints, resume_checkpoint, save_checkpoint, save_model
+from .checkpoint import list_checkpoints, resume_checkpoint, save_checkpoint, save_model, update_trainer_state
 from .loading import user_errors
 from .environment import global_sum, is_main, log0, own_output_dir
 from .loader import EpochBatchSampler, make_loader
@@ -71,6 +71,11 @@ def rank_drift(model):
     gathered = []
     dist.all_gather(gathered, stats)
     return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
+def autocast(args):
+    """The precision of training's forward passes, and of the evaluations made while training."""
+    return paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype, level="O1")
 
 
 def model_kwargs(model, batch, extra):
@@ -185,7 +190,6 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
     log0(f"training: {len(train_dataset)} samples, {world} rank(s) x batch {args.train_batch_size} x "
          f"accumulation {args.gradient_accumulation_steps}, {total_steps} optimizer steps")
 
-    amp_ctx = lambda: paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype, level="O1")  # noqa: E731
     progress = Progress("train", "step", total_steps, initial=step)
     window = LossWindow(list(loss_terms))
     no_loss = paddle.zeros([], dtype="float32")
@@ -205,7 +209,7 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
             totals = global_sum(np.sum(local_units, axis=0))
             step_terms = paddle.zeros([len(loss_terms)], dtype="float32")  # stays on the device
             for b, units in zip(micro, local_units):
-                with amp_ctx():
+                with autocast(args):
                     out = model(**model_kwargs(model, b, forward_kwargs))
                 weighted = [out[name].astype("float32") * (n / total) if n > 0 else None
                             for name, n, total in zip(loss_terms, units, totals)]
@@ -249,13 +253,20 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
                 _log_metrics(metrics_path, writer, record)
                 progress.show(step, _progress_fields(record, losses))
 
-            if eval_now:
-                last_eval, best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
-                                            metrics_path, writer, progress)
+            # the checkpoint is written before evaluating: a failed evaluation never costs the step's
+            # checkpoint; the best score it finds is then added to that checkpoint's state
             state = {"step": step, "epoch": epoch + epoch_done, "batches_done": 0 if epoch_done else batches_done,
                      "best": best}
+            saved = None
             if is_main() and save_now:
-                save_checkpoint(args.output_dir, step, model, optimizer, scaler, state, args.save_total_limit)
+                saved = save_checkpoint(args.output_dir, step, model, optimizer, scaler, state, args.save_total_limit)
+            if eval_now:
+                with autocast(args):  # the precision training runs in
+                    last_eval, new_best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
+                                                    metrics_path, writer, progress)
+                if saved and new_best != best:
+                    update_trainer_state(saved, best=new_best)
+                best = new_best
             if epoch_done:
                 break
         epoch, batches_done = epoch + 1, 0

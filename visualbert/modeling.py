@@ -609,11 +609,12 @@ class VisualBertForQuestionAnswering(VisualBertPretrainedModel):
 
         loss = None
         if labels is not None:
-            labels = labels.astype(logits.dtype)
+            # in float32: under bf16 AMP the soft scores would round (0.3 -> 0.3008) and so would the loss
+            scores, labels = logits.astype("float32"), labels.astype("float32")
             if loss_type == "kl":
-                loss = _soft_target_kl(logits, labels)
+                loss = _soft_target_kl(scores, labels)
             elif loss_type == "bce":
-                loss = F.binary_cross_entropy_with_logits(logits, labels) * self.num_labels
+                loss = F.binary_cross_entropy_with_logits(scores, labels) * self.num_labels
             else:
                 raise ValueError(f"loss_type must be 'kl' or 'bce', not {loss_type!r}")
         return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
