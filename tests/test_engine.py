@@ -248,3 +248,36 @@ def test_evaluation_runs_under_trainings_autocast_after_the_checkpoint_is_saved(
     with pytest.raises(RuntimeError):
         engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, evaluate=broken, best_metric="score")
     assert checkpoint.list_checkpoints(args.output_dir) == [os.path.join(args.output_dir, "checkpoint-3")]
+
+
+def test_each_rank_keeps_its_own_random_state_and_a_mismatch_is_one_line(tmp_path, monkeypatch, capsys):
+    """A checkpoint holds one file per rank with that rank's own generators (not one state per
+    visible GPU); one saved on another kind of device, or by fewer ranks, resumes with one line."""
+    from paddle.base.libpaddle import GeneratorState
+
+    from visualbert.safeload import load_paddle
+
+    _, args = run(tmp_path, "rng", dropout=0.3, save_steps=4)
+    saved = os.path.join(args.output_dir, "checkpoint-4")
+    rng = load_paddle(os.path.join(saved, "rng_state_rank0.pdparams"), rng_state=True)
+    assert (rng["rank"], rng["dropout_seed"], rng["device"], rng["gpu"]) == (0, args.seed, "cpu", None)
+    assert isinstance(rng["cpu"], GeneratorState)
+    assert [n for n in os.listdir(saved) if n.startswith("rng_state")] == ["rng_state_rank0.pdparams"]
+
+    # saved on a GPU, resumed on the CPU: one line, and the run goes on
+    paddle.save(dict(rng, device="gpu"), os.path.join(saved, "rng_state_rank0.pdparams"))
+    capsys.readouterr()
+    resumed = make_args(tmp_path, "rng", dropout=0.3, save_steps=4, resume=saved)
+    engine.train(resumed, ToyModel(dropout=0.3), ToyDataset(), collate, LOSS_TERMS)
+    notes = [l for l in capsys.readouterr().out.splitlines() if l.startswith("note:")]
+    assert notes == [f"note: {saved} holds random states saved on GPU, this run is on CPU; dropout starts afresh "
+                     "from seed + rank, so the resumed run is not bit-exact"]
+
+    # rank 1 of a larger run finds no file of its own: its dropout starts from seed + rank
+    monkeypatch.setattr(checkpoint.dist, "get_rank", lambda: 1)
+    parts = checkpoint.read_checkpoint(saved)
+    assert parts["rng"] is None and parts["rng_ranks"] == 1
+    checkpoint.restore_rng_state(saved, parts["rng"], dropout_seed=43)
+    drawn = paddle.rand([4]).numpy()
+    paddle.seed(43)
+    np.testing.assert_array_equal(drawn, paddle.rand([4]).numpy())

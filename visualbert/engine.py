@@ -27,7 +27,8 @@ import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
 
 from . import rundir
-from .checkpoint import list_checkpoints, resume_checkpoint, save_checkpoint, save_model, update_trainer_state
+from .checkpoint import (gather_rng_states, list_checkpoints, resume_checkpoint, save_checkpoint, save_model,
+                         update_trainer_state)
 from .loading import user_errors
 from .environment import global_sum, is_main, log0, own_output_dir
 from .loader import EpochBatchSampler, make_loader
@@ -51,16 +52,26 @@ def build_optimizer(model, args, total_steps):
 
 
 def allreduce_gradients(model):
-    """Sum gradients over ranks in one flat buffer (the losses are already weighted globally)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
+    """Sum gradients over ranks in one flat buffer (the losses are already weighted globally).
+
+    Every rank reduces the same list, every trainable parameter, in the same order: a rank whose
+    batches had nothing to learn from (no masked token) has no gradient for some or all of them and
+    contributes zeros, where skipping them would mismatch the buffers or leave the others waiting.
+    """
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    if not params:
         return
-    flat = paddle.concat([g.reshape([-1]) for g in grads])
+    flat = paddle.concat([(p.grad if p.grad is not None else paddle.zeros(p.shape, dtype=p.dtype)).reshape([-1])
+                          for p in params])
     dist.all_reduce(flat)
     offset = 0
-    for g in grads:
-        n = int(np.prod(g.shape))
-        g.set_value(flat[offset:offset + n].reshape(g.shape))
+    for p in params:
+        n = int(np.prod(p.shape))
+        reduced = flat[offset:offset + n].reshape(p.shape)
+        if p.grad is None:
+            p._set_grad_ivar(reduced.clone())
+        else:
+            p.grad.set_value(reduced)
         offset += n
 
 
@@ -170,13 +181,18 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
         scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
 
     step, epoch, batches_done, best = 0, 0, 0, None
-    resume_from, state = resume_checkpoint(args.resume, args.output_dir, model, optimizer, scaler)
+    # ranks draw different dropout masks: each rank's generators continue from seed + rank (the
+    # checkpoint keeps every rank's own state, so a resume continues each of them exactly)
+    dropout_seed = args.seed + rank
+    resume_from, state = resume_checkpoint(args.resume, args.output_dir, model, optimizer, scaler, dropout_seed)
     if resume_from:
         step, epoch, batches_done, best = state["step"], state["epoch"], state["batches_done"], state.get("best")
         log0(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batches_done}")
-    elif world > 1:
-        for p in model.parameters():  # identical start on every rank whatever the init RNG did
-            dist.broadcast(p, src=0)
+    else:
+        if world > 1:
+            for p in model.parameters():  # identical start on every rank whatever the init RNG did
+                dist.broadcast(p, src=0)
+        paddle.seed(dropout_seed)
 
     metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
     writer = None
@@ -258,8 +274,11 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
             state = {"step": step, "epoch": epoch + epoch_done, "batches_done": 0 if epoch_done else batches_done,
                      "best": best}
             saved = None
-            if is_main() and save_now:
-                saved = save_checkpoint(args.output_dir, step, model, optimizer, scaler, state, args.save_total_limit)
+            if save_now:
+                rng_states = gather_rng_states(dropout_seed)
+                if is_main():
+                    saved = save_checkpoint(args.output_dir, step, model, optimizer, scaler, state,
+                                            args.save_total_limit, rng_states)
             if eval_now:
                 with autocast(args):  # the precision training runs in
                     last_eval, new_best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
