@@ -193,20 +193,29 @@ def test_kill_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_losses_are_read_from_the_device_once_per_logging_step(tmp_path, monkeypatch):
     """No host read of a loss per micro-batch (each waits for the device): one read of the whole
     window per logging step."""
-    floats, reads = [], []
-    real_float, real_sync = paddle.Tensor.__float__, engine.LossWindow.sync
+    floats, reads, numpys, counted_on = [], [], [], set()
+    real_float, real_int, real_numpy = paddle.Tensor.__float__, paddle.Tensor.__int__, paddle.Tensor.numpy
+    real_sync = engine.LossWindow.sync
     monkeypatch.setattr(paddle.Tensor, "__float__", lambda t: floats.append(t.shape) or real_float(t))
+    monkeypatch.setattr(paddle.Tensor, "__int__", lambda t: floats.append(t.shape) or real_int(t))
+    monkeypatch.setattr(paddle.Tensor, "numpy", lambda t, *a: numpys.append(t.shape) or real_numpy(t, *a))
 
     def sync(window):
         reads.append(len(window.pending))
         return real_sync(window)
 
     monkeypatch.setattr(engine.LossWindow, "sync", sync)
-    terms = {"loss": lambda b: b["units"].numpy().sum(), "plain_loss": lambda b: len(b["x"])}
+    real_gather = engine.gather_rng_states
+    monkeypatch.setattr(engine, "gather_rng_states", lambda *a: numpys.append("save") or real_gather(*a))
+    # loss units are counted on the host, on the batch's numpy arrays, before tensors are made
+    terms = {"loss": lambda b: counted_on.add(type(b["units"])) or b["units"].sum(), "plain_loss": lambda b: len(b["x"])}
     args = make_args(tmp_path, "reads", logging_steps=3, train_batch_size=8, gradient_accumulation_steps=2)
     engine.train(args, ToyModel(), ToyDataset(), collate, terms)
-    assert floats == []
+    assert floats == [] and counted_on == {np.ndarray}
     assert [n for n in reads if n] == [3, 3, 3]  # 9 steps of 2 micro-batches, a line every 3 steps
+    # before the one checkpoint (step 9), the only reads are the three windows' losses: nothing per
+    # step (with one process no collective either)
+    assert [list(shape) for shape in numpys[:numpys.index("save")]] == [[3, 2]] * 3
 
 
 def test_evaluation_runs_under_trainings_autocast_after_the_checkpoint_is_saved(tmp_path, monkeypatch):

@@ -102,6 +102,25 @@ def model_kwargs(model, batch, extra):
 
 # ---------------------------------------------------------------------------- the loop
 
+LOSS_UNITS = "loss_units"  # the batch key CountLossUnits adds
+
+
+class CountLossUnits:
+    """``collate_fn``, plus the units of each loss term counted on the batch's numpy arrays (under
+    ``LOSS_UNITS``, plain floats, which the loader hands over as they are) before any tensor is made.
+
+    loss_terms: {name: fn(batch) -> units}; each fn must work on numpy arrays (``len``, ``.sum()``).
+    """
+
+    def __init__(self, collate_fn, loss_terms):
+        self.collate_fn, self.counts = collate_fn, list(loss_terms.values())
+
+    def __call__(self, samples):
+        batch = self.collate_fn(samples)
+        batch[LOSS_UNITS] = [float(count(batch)) for count in self.counts]
+        return batch
+
+
 
 def _stops_in_one_line(train_fn):
     """Ctrl-C, a full disk or a bad file met while training end the run with one line. Nothing
@@ -148,7 +167,8 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
     """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).
 
     loss_terms: {output field: fn(batch) -> number of units that field's mean is over}, e.g.
-        {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}.
+        {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}; called on the
+        collated numpy batch (see ``CountLossUnits``).
     evaluate: fn(model) -> {name: value}; runs every --eval_steps and at each epoch's end.
     best_metric: the key of evaluate's result that decides <output_dir>/best (higher is better).
     run_files: {file name: fn(path)} written into --output_dir by rank 0 once the run owns it
@@ -215,13 +235,14 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
         if hasattr(train_dataset, "set_epoch"):
             train_dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, skip=batches_done)
-        it = iter(make_loader(train_dataset, sampler, collate_fn, args.num_workers))
+        it = iter(make_loader(train_dataset, sampler, CountLossUnits(collate_fn, loss_terms), args.num_workers))
         while step < total_steps:
             micro = _take(it, args.gradient_accumulation_steps)
             if not micro:
                 break
-            # every loss term's units in the whole optimizer step, over all ranks
-            local_units = [[float(fn(b)) for fn in loss_terms.values()] for b in micro]
+            # every loss term's units in the whole optimizer step, over all ranks (counted on the
+            # host when the batch was made: reading them from the device would wait for it each step)
+            local_units = [b.pop(LOSS_UNITS) for b in micro]
             totals = global_sum(np.sum(local_units, axis=0))
             step_terms = paddle.zeros([len(loss_terms)], dtype="float32")  # stays on the device
             for b, units in zip(micro, local_units):
