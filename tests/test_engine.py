@@ -290,3 +290,33 @@ def test_each_rank_keeps_its_own_random_state_and_a_mismatch_is_one_line(tmp_pat
     drawn = paddle.rand([4]).numpy()
     paddle.seed(43)
     np.testing.assert_array_equal(drawn, paddle.rand([4]).numpy())
+
+
+def test_small_dev_shm_passes_worker_batches_through_a_pipe_and_says_so(monkeypatch, capsys):
+    """Docker's default 64 MB /dev/shm cannot hold the workers' batches (~52 MB each for BERT-base)."""
+    import collections
+
+    Stat = collections.namedtuple("Stat", "f_blocks f_frsize")
+    made = []
+
+    class Loader:
+        def __init__(self, dataset, **kw):
+            made.append(kw)
+
+        def __iter__(self):
+            return iter([])
+
+    monkeypatch.setattr(paddle.io, "DataLoader", Loader)
+    monkeypatch.setattr(loader, "_shm_said", [])
+    sampler = loader.EpochBatchSampler(8, 4, seed=0)
+    monkeypatch.setattr(loader.os, "statvfs", lambda path: Stat(f_blocks=16384, f_frsize=4096))  # 64 MB
+    for _ in range(2):
+        list(loader.make_loader(ToyDataset(), sampler, collate, num_workers=2))
+    assert [kw["use_shared_memory"] for kw in made] == [False, False]
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["note: /dev/shm holds only 64 MB (Docker's default is 64 MB), too little for the loader workers' "
+                   "batches; passing them through a pipe instead (slower). Give the container more "
+                   "(docker run --shm-size=8g, or --ipc=host)"]  # once per process
+    monkeypatch.setattr(loader.os, "statvfs", lambda path: Stat(f_blocks=2 * 262144, f_frsize=4096))  # 2 GB
+    list(loader.make_loader(ToyDataset(), sampler, collate, num_workers=2))
+    assert made[-1]["use_shared_memory"] is True
