@@ -366,6 +366,10 @@ def test_fused_attention_gets_a_per_query_mask_and_matches_the_matmul_path(fused
     np.testing.assert_allclose(fused, matmul, atol=1e-5)
     full = bias.expand([2, config.num_attention_heads, 6, 6])  # a bias given per head and query
     np.testing.assert_allclose(layer(hidden, full)[0].numpy(), fused, atol=1e-5)
+    layer.use_fused = True
+    np.testing.assert_allclose(layer(hidden, full)[0].numpy(), fused, atol=1e-5)
+    assert fused_on_cpu.masks[-1].shape == [2, config.num_attention_heads, 6, 6]
+    layer.use_fused = False
     # The masked keys really are ignored: changing them leaves the other positions' outputs alone.
     moved = hidden.numpy().copy()
     moved[0, 4:] += 3.0

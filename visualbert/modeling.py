@@ -128,7 +128,7 @@ def _on_cpu(tensor):
 
 
 def _kernel_mask(bias, batch, query_len, key_len, dtype):
-    """The additive bias as the fused kernels read it: a materialised [B, 1, Lq, Lk] in the query's dtype.
+    """The additive bias as the fused kernels read it: a materialised [B, 1 or heads, Lq, Lk] in the query's dtype.
 
     Flash attention reads mask rows ``Lk`` apart, so a [B, 1, 1, Lk] padding bias would hand query
     row r of sample b the padding of sample b + r; the memory-efficient kernel needs Lq rows. The
@@ -136,7 +136,7 @@ def _kernel_mask(bias, batch, query_len, key_len, dtype):
     instead of -inf.
     """
     bias = paddle.clip(bias.astype("float32"), min=float(paddle.finfo(dtype).min)).astype(dtype)
-    return bias.expand([batch, 1, query_len, key_len]).contiguous()
+    return bias.expand([batch, bias.shape[1], query_len, key_len]).contiguous()  # a bias per head keeps its heads
 
 
 class VisualBertSelfAttention(nn.Layer):
