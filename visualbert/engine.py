@@ -30,7 +30,7 @@ from . import rundir
 from .checkpoint import (gather_rng_states, list_checkpoints, resume_checkpoint, save_checkpoint, save_model,
                          update_trainer_state)
 from .loading import user_errors
-from .environment import global_sum, is_main, log0, own_output_dir
+from .environment import is_main, log0, own_output_dir
 from .loader import EpochBatchSampler, make_loader
 from .progress import Progress
 
@@ -243,7 +243,7 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
             # every loss term's units in the whole optimizer step, over all ranks (counted on the
             # host when the batch was made: reading them from the device would wait for it each step)
             local_units = [b.pop(LOSS_UNITS) for b in micro]
-            totals = global_sum(np.sum(local_units, axis=0))
+            totals = _step_totals(np.sum(local_units, axis=0), world)
             step_terms = paddle.zeros([len(loss_terms)], dtype="float32")  # stays on the device
             for b, units in zip(micro, local_units):
                 with autocast(args):
@@ -324,6 +324,17 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
     if world > 1:
         dist.barrier()
     return last_eval
+
+
+def _step_totals(local, world):
+    """Each loss term's units in the optimizer step over all ranks: host numbers with one process;
+    with several, a device tensor per term, summed without reading it back (no wait for the device).
+    In float32, n / total rounds exactly as the host's float64 quotient does once cast to float32."""
+    if world == 1:
+        return local.tolist()
+    totals = paddle.to_tensor(np.asarray(local, dtype="float32"))
+    dist.all_reduce(totals)
+    return [totals[i] for i in range(len(local))]
 
 
 class LossWindow:
