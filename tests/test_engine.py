@@ -320,3 +320,33 @@ def test_small_dev_shm_passes_worker_batches_through_a_pipe_and_says_so(monkeypa
     monkeypatch.setattr(loader.os, "statvfs", lambda path: Stat(f_blocks=2 * 262144, f_frsize=4096))  # 2 GB
     list(loader.make_loader(ToyDataset(), sampler, collate, num_workers=2))
     assert made[-1]["use_shared_memory"] is True
+
+
+def test_a_gpu_rank_saves_and_restores_only_its_own_devices_generator(monkeypatch):
+    """Simulated GPUs: rank 1 on device 1 of 4 visible saves one generator state, and restores it on
+    a machine where its device is 0 of 2 visible (paddle.get_rng_state held all 4 and then raised)."""
+
+    class Generator:
+        def __init__(self, i):
+            self.state = f"state of GPU {i}"
+
+        def get_state(self):
+            return self.state
+
+        def set_state(self, state):
+            self.state = state
+
+    first = {i: Generator(i) for i in range(4)}
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(checkpoint, "_own_device", lambda: ("gpu", 1))
+    monkeypatch.setattr(checkpoint, "_cuda_generator", lambda i: first[i])
+    monkeypatch.setattr(checkpoint.dist, "get_rank", lambda: 1)
+    saved = checkpoint.own_rng_state(dropout_seed=43)
+    assert (saved["rank"], saved["dropout_seed"], saved["device"], saved["gpu"]) == (1, 43, "gpu", "state of GPU 1")
+
+    second = {i: Generator(10 + i) for i in range(2)}
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(checkpoint, "_own_device", lambda: ("gpu", 0))
+    monkeypatch.setattr(checkpoint, "_cuda_generator", lambda i: second[i])
+    assert checkpoint.restore_rng_state("checkpoint-4", saved, dropout_seed=43) is None
+    assert [g.state for g in second.values()] == ["state of GPU 1", "state of GPU 11"]

@@ -74,14 +74,25 @@ def rng_file(rank):
     return f"rng_state_rank{rank}.pdparams"
 
 
+def _own_device():
+    """("gpu", this process's device id) on a GPU, else ("cpu", None)."""
+    place = paddle.framework._current_expected_place_()
+    if isinstance(place, paddle.CUDAPlace):
+        return "gpu", place.get_device_id()
+    return "cpu", None
+
+
+def _cuda_generator(device_id):
+    return paddle.framework.core.default_cuda_generator(device_id)
+
+
 def own_rng_state(dropout_seed):
     """This process's random generators: the CPU one and, on a GPU, the generator of its own device
     only (``paddle.get_rng_state`` returns one per visible GPU, which breaks on another machine)."""
-    place = paddle.framework._current_expected_place_()
-    on_gpu = isinstance(place, paddle.CUDAPlace)
-    return {"rank": dist.get_rank(), "dropout_seed": dropout_seed, "device": "gpu" if on_gpu else "cpu",
+    device, device_id = _own_device()
+    return {"rank": dist.get_rank(), "dropout_seed": dropout_seed, "device": device,
             "cpu": paddle.framework.core.default_cpu_generator().get_state(),
-            "gpu": paddle.framework.core.default_cuda_generator(place.get_device_id()).get_state() if on_gpu else None}
+            "gpu": _cuda_generator(device_id).get_state() if device == "gpu" else None}
 
 
 def gather_rng_states(dropout_seed):
@@ -98,8 +109,7 @@ def restore_rng_state(path, rng, dropout_seed):
     """Set this rank's generators from ``rng`` (its file of checkpoint ``path``). Where that cannot
     be exact (none saved for this rank, or saved on another kind of device) dropout starts afresh
     from ``dropout_seed``; returns a note on the latter."""
-    place = paddle.framework._current_expected_place_()
-    device = "gpu" if isinstance(place, paddle.CUDAPlace) else "cpu"
+    device, device_id = _own_device()
     if rng is None:  # saved by fewer ranks: resume_checkpoint says so once
         paddle.seed(dropout_seed)
         return None
@@ -109,7 +119,7 @@ def restore_rng_state(path, rng, dropout_seed):
                 "dropout starts afresh from seed + rank, so the resumed run is not bit-exact")
     paddle.framework.core.default_cpu_generator().set_state(rng["cpu"])
     if device == "gpu":
-        paddle.framework.core.default_cuda_generator(place.get_device_id()).set_state(rng["gpu"])
+        _cuda_generator(device_id).set_state(rng["gpu"])
     return None
 
 
