@@ -15,7 +15,9 @@ if [ ! -x "$_venv/bin/python" ] || [ "$(cat "$_venv/.requirements.md5" 2>/dev/nu
         grep -v -E '^[[:space:]]*paddlepaddle([[:space:]<>=!~;[]|$)' "$_root/requirements.txt" > "$_keep/requirements.txt"
         sed "s|^-r requirements.txt|-r $_keep/requirements.txt|" "$_root/requirements-dev.txt" > "$_keep/requirements-dev.txt"
         _reqs="$_keep/requirements-dev.txt"
-        echo "[setup] keeping the installed paddlepaddle-gpu $("$_venv/bin/python" -m pip show paddlepaddle-gpu 2>/dev/null | sed -n 's/^Version: //p') (requirements.txt asks for $(grep -E '^[[:space:]]*paddlepaddle' "$_root/requirements.txt"))"
+        _have="$("$_venv/bin/python" -m pip show paddlepaddle-gpu 2>/dev/null | sed -n 's/^Version: //p')"
+        _pin="$(grep -E '^[[:space:]]*paddlepaddle' "$_root/requirements.txt")"
+        echo "[setup] keeping the installed paddlepaddle-gpu $_have (requirements.txt asks for $_pin)"
     fi
     "$_venv/bin/python" -m pip install -q -r "$_reqs" || exit 1
     [ -n "${_keep:-}" ] && rm -rf "$_keep"

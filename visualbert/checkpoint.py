@@ -2,7 +2,8 @@
 
 ``checkpoint-<step>/`` holds the model (``from_pretrained`` loads it), the optimizer and LR scheduler,
 the grad scaler, each rank's own random generators (``rng_state_rank<r>.pdparams``: dropout draws
-differ per rank) and ``trainer_state.json`` (step, epoch, position in the epoch, best metric). It is written under a temporary name and renamed into place once complete, so a run killed
+differ per rank) and ``trainer_state.json`` (step, epoch, position in the epoch, best metric). It
+is written under a temporary name and renamed into place once complete, so a run killed
 while saving still has its previous checkpoint, and ``--resume latest`` finds only complete ones.
 
 Checkpoints are read back through ``safeload`` (``paddle.load`` is plain pickle, and checkpoints get
@@ -210,12 +211,16 @@ def resume_checkpoint(resume, output_dir, model, optimizer, scaler, dropout_seed
                      "afresh from seed + rank, so the resumed run is not bit-exact")
     elif parts["rng_ranks"] < world:
         notes.append(f"{chosen} holds the random states of {parts['rng_ranks']} rank(s), this run has {world}: "
-                     f"ranks {parts['rng_ranks']}-{world - 1} start their dropout afresh from seed + rank, "
+                     f"{_ranks(parts['rng_ranks'], world - 1)} start their dropout afresh from seed + rank, "
                      "so the resumed run is not bit-exact")
     note = next((n for n in notes if n), None)
     if note and rank == 0:
         print(f"note: {note}", flush=True)
     return chosen, state
+
+
+def _ranks(first, last):
+    return f"rank {first}" if first == last else f"ranks {first}-{last}"
 
 
 def _choose_checkpoint(resume, output_dir):

@@ -121,7 +121,6 @@ class CountLossUnits:
         return batch
 
 
-
 def _stops_in_one_line(train_fn):
     """Ctrl-C, a full disk or a bad file met while training end the run with one line. Nothing
     on disk is lost: checkpoints are renamed into place only once complete, so the last one loads.
