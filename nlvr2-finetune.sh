@@ -5,7 +5,7 @@ export DATA_DIR=${DATA_DIR:-./X_NLVR/}
 export LOG_DIR=${LOG_DIR:-./logs/nlvr2}
 . "$(dirname "$0")/tools/launch.sh"
 # the original ran on GPU 1,2 with batch 16 x accumulation 4 per GPU; GPUS=... picks others (README)
-plan_gpus "1,2" 16 4
+plan_gpus "1,2" 16 4 "$@"
 
 python -m paddle.distributed.launch $LAUNCH_GPUS --log_dir $LOG_DIR NLVR2/run_nlvr2.py \
     --input_dir $DATA_DIR \

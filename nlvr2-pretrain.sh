@@ -5,7 +5,7 @@ export DATA_DIR=${DATA_DIR:-./X_NLVR/}
 export LOG_DIR=${LOG_DIR:-./logs/nlvr2-pre}
 . "$(dirname "$0")/tools/launch.sh"
 # the original ran on GPU 4 with batch 8 x accumulation 1 per GPU; GPUS=... picks others (README)
-plan_gpus "4" 8 1
+plan_gpus "4" 8 1 "$@"
 
 python -m paddle.distributed.launch $LAUNCH_GPUS --log_dir $LOG_DIR run_pretrain.py \
     --input_dir $DATA_DIR \

@@ -5,7 +5,7 @@ export DATA_DIR=${DATA_DIR:-./X_COCO/}
 export LOG_DIR=${LOG_DIR:-./logs/vqa}
 . "$(dirname "$0")/tools/launch.sh"
 # the original ran on GPU 0 with batch 64 x accumulation 1 per GPU; GPUS=... picks others (README)
-plan_gpus "0" 64 1
+plan_gpus "0" 64 1 "$@"
 
 python -m paddle.distributed.launch $LAUNCH_GPUS --log_dir $LOG_DIR VQA2/run_vqa2.py \
     --input_dir $DATA_DIR \

@@ -5,7 +5,7 @@ export DATA_DIR=${DATA_DIR:-./X_COCO/}
 export LOG_DIR=${LOG_DIR:-./logs/vqa-pre}
 . "$(dirname "$0")/tools/launch.sh"
 # the original ran on GPU 3 with batch 16 x accumulation 1 per GPU; GPUS=... picks others (README)
-plan_gpus "3" 16 1
+plan_gpus "3" 16 1 "$@"
 
 python -m paddle.distributed.launch $LAUNCH_GPUS --log_dir $LOG_DIR run_pretrain.py \
     --input_dir $DATA_DIR \

@@ -56,6 +56,8 @@ def test_gpus_from_the_environment_and_what_cannot_keep_the_global_batch():
     assert gpu_plan.plan("1,2", 16, 4, ["0"])[:3] == (["0"], 16, 8)  # one GPU: twice the accumulation
     with pytest.raises(gpu_plan.PlanError, match="3 processes cannot share the original global batch of 64"):
         gpu_plan.plan("0", 64, 1, visible, requested="0,1,2")
+    assert gpu_plan.plan("1,2", 16, 4, ["0"], user_batch=True) == (
+        ["0"], 16, 4, "note: GPU 1,2 of the original is not visible here (visible: 0); using 0")
     with pytest.raises(gpu_plan.PlanError, match=r"GPUS=0,9: no visible GPU 9 \(visible: 0,1,2,3,4,5,6,7\)"):
         gpu_plan.plan("0", 64, 1, visible, requested="0,9")
     with pytest.raises(gpu_plan.PlanError, match="GPUS=0, but this machine has no CUDA GPU"):
@@ -106,5 +108,9 @@ def test_gpus_from_the_environment_and_a_refused_count(tmp_path):
     proc = run_script(tmp_path, "vqa-finetune.sh", 4, {"GPUS": "0,1,2"})
     assert proc.returncode == 1 and "LAUNCHED" not in proc.stdout
     assert proc.stderr.strip().startswith("error: 3 processes cannot share the original global batch of 64")
+    # a batch of the user's own counts instead: nothing to split, nothing to say
+    proc = run_script(tmp_path, "vqa-finetune.sh", 4, {"GPUS": "0,1,2"}, "--batch_size=20")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert "--gpus 0,1,2 " in proc.stdout and proc.stdout.splitlines()[0].endswith("--batch_size=20")
     proc = run_script(tmp_path, "vqa-pretrain.sh", 4)  # the original's GPU 3 exists: as it was, no line
     assert proc.returncode == 0 and proc.stderr == "" and "--gpus 3 " in proc.stdout

@@ -1,11 +1,12 @@
 """Which GPUs the six original scripts launch on, and the per-GPU batch that keeps their global batch.
 
-    python tools/gpu_plan.py ORIGINAL_IDS BATCH ACCUMULATION
+    python tools/gpu_plan.py ORIGINAL_IDS BATCH ACCUMULATION [the script's own flags]
 
 prints shell code for tools/launch.sh to evaluate: the assignments ``LAUNCH_GPUS``, ``BATCH`` and
 ``ACCUM``, with at most one line for stderr when the plan differs from the original's, or one error
 line and ``exit 1`` when no plan keeps the original global batch (BATCH x ACCUMULATION x the
-original's GPU count).
+original's GPU count). Where the script's flags set the batch themselves (``--batch_size``, ...),
+the user's batch counts and is left alone.
 
 - ``GPUS`` in the environment (``GPUS=0,1``) is used as given.
 - Otherwise the original's ids, where this machine shows them all. GPU ids are the labels Paddle's
@@ -47,8 +48,13 @@ def split_batch(global_batch, processes, batch):
     return size, per_process // size
 
 
-def plan(original_ids, batch, accumulation, visible, requested=None):
-    """(gpu ids or None for the CPU, per-process batch, accumulation, note or None)."""
+# flags that set the batch themselves: given any of them, the user's batch is the one that counts
+BATCH_FLAGS = ("--batch_size", "--train_batch_size", "--gradient_accumulation_steps")
+
+
+def plan(original_ids, batch, accumulation, visible, requested=None, user_batch=False):
+    """(gpu ids or None for the CPU, per-process batch, accumulation, note or None); with
+    ``user_batch`` the script's batch flags stay as they are (the user's own come after them)."""
     original = [x.strip() for x in original_ids.split(",")]
     global_batch = batch * accumulation * len(original)
     reasons = []
@@ -68,7 +74,7 @@ def plan(original_ids, batch, accumulation, visible, requested=None):
         ids = visible[:len(original)]
         reasons.append(f"GPU {original_ids} of the original is not visible here (visible: {','.join(visible)}); "
                        f"using {','.join(ids)}")
-    size, steps = split_batch(global_batch, len(ids) if ids else 1, batch)
+    size, steps = (batch, accumulation) if user_batch else split_batch(global_batch, len(ids) if ids else 1, batch)
     if (size, steps) != (batch, accumulation):
         reasons.append(f"batch {size} x accumulation {steps} per process keeps the original global batch "
                        f"of {global_batch}")
@@ -78,9 +84,11 @@ def plan(original_ids, batch, accumulation, visible, requested=None):
 def main(argv):
     """Prints shell code: the assignments, and the note or error as a line on stderr (paddle's
     import noise on the real stderr is dropped by launch.sh)."""
-    original_ids, batch, accumulation = argv[1], int(argv[2]), int(argv[3])
+    original_ids, batch, accumulation, script_flags = argv[1], int(argv[2]), int(argv[3]), argv[4:]
+    user_batch = any(flag.split("=")[0] in BATCH_FLAGS for flag in script_flags)
     try:
-        ids, size, steps, note = plan(original_ids, batch, accumulation, visible_gpus(), os.environ.get("GPUS"))
+        ids, size, steps, note = plan(original_ids, batch, accumulation, visible_gpus(), os.environ.get("GPUS"),
+                                      user_batch)
     except PlanError as e:
         print(f"echo {shlex.quote(f'error: {e}')} >&2; exit 1")
         return 0

@@ -4,10 +4,10 @@
 # from the environment, or as many visible GPUs as the original used, always with the original's
 # global batch (tools/gpu_plan.py; one line says what differs from the original). CUDA_VISIBLE_DEVICES
 # is left as it is: under a scheduler it names this job's GPUs.
-plan_gpus() {
+plan_gpus() {  # plan_gpus IDS BATCH ACCUMULATION "$@" (the script's flags: a batch given there is kept)
     # paddle's import noise is dropped; a failure of the planner itself is shown by running it again
-    _plan=$(python "$(dirname "$0")/tools/gpu_plan.py" "$1" "$2" "$3" 2>/dev/null) ||
-        { python "$(dirname "$0")/tools/gpu_plan.py" "$1" "$2" "$3" >/dev/null; exit 1; }
+    _plan=$(python "$(dirname "$0")/tools/gpu_plan.py" "$@" 2>/dev/null) ||
+        { python "$(dirname "$0")/tools/gpu_plan.py" "$@" >/dev/null; exit 1; }
     eval "$_plan"
 }
 
