@@ -23,12 +23,20 @@ if [[ " $* " != *" --device cpu "* ]]; then
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
 fi
 
-# The last --batch given wins, so a user's --batch replaces the 128/64 ladder below.
+# The last --batch given wins, so a user's --batch replaces the 128/64 ladder below. Only a run that
+# ran out of GPU memory is retried smaller: any other failure is reported as it is (a retry would
+# hide a real error behind a second attempt).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 for batch in 128 64; do
-    if "$python" benchmarks/bench_model.py mfu --batch "$batch" --out "$out" "$@"; then
+    if "$python" benchmarks/bench_model.py mfu --batch "$batch" --out "$out" "$@" 2>&1 | tee "$log"; then
         echo "gpu.sh: wrote $out"
         exit 0
     fi
-    echo "gpu.sh: batch $batch failed (out of memory?); trying a smaller one" >&2
+    if ! grep -q -i -E "out of memory|ResourceExhausted" "$log"; then
+        echo "gpu.sh: batch $batch failed (not out of memory; see the error above)" >&2
+        exit 1
+    fi
+    echo "gpu.sh: batch $batch ran out of GPU memory; trying a smaller one" >&2
 done
 exit 1

@@ -109,7 +109,7 @@ def test_crafted_model_weights_run_nothing(tmp_path, tiny_config):
     assert "model_state.pdparams: truncated or corrupt Paddle file" in one_line(e)
 
 
-@pytest.mark.parametrize("victim", ["model_state.pdparams", "optimizer.pdopt", "rng_state.pdparams", "scaler.pdparams"])
+@pytest.mark.parametrize("victim", ["model_state.pdparams", "optimizer.pdopt", "rng_state_rank0.pdparams", "scaler.pdparams"])
 def test_crafted_checkpoint_files_run_nothing(tmp_path, victim):
     _, args = toy_run(tmp_path, "run", save_steps=3)
     marker = tmp_path / "pwned"
@@ -289,7 +289,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
     assert "falling back to the previous checkpoint" in out and "resumed from" in out and "checkpoint-6" in out
     assert max_diff(params(straight), params(resumed)) <= 1e-6  # steps 7-9 redone exactly
     # a checkpoint named explicitly is not swapped for another one
-    with open(os.path.join(latest, "rng_state.pdparams"), "wb") as f:
+    with open(os.path.join(latest, "rng_state_rank0.pdparams"), "wb") as f:
         f.write(b"\x80\x04garbage")
     with pytest.raises(SystemExit) as e:
         toy_run(tmp_path, "run", save_steps=3, max_steps=9, save_total_limit=0, resume=latest)

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import ROOT
 
-# flags of other programs that README shows (Paddle's launcher, pip)
-OTHER_PROGRAMS = {"--gpus", "--log_dir", "--nproc_per_node", "--master", "--nnodes", "--rank", "--no-deps", "--help"}
+# flags of other programs that README shows (Paddle's launcher, pip, docker run)
+OTHER_PROGRAMS = {"--gpus", "--log_dir", "--nproc_per_node", "--master", "--nnodes", "--rank", "--no-deps", "--help",
+                  "--shm-size", "--ipc"}
 
 
 @pytest.mark.slow

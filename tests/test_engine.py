@@ -193,17 +193,160 @@ def test_kill_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_losses_are_read_from_the_device_once_per_logging_step(tmp_path, monkeypatch):
     """No host read of a loss per micro-batch (each waits for the device): one read of the whole
     window per logging step."""
-    floats, reads = [], []
-    real_float, real_sync = paddle.Tensor.__float__, engine.LossWindow.sync
+    floats, reads, numpys, counted_on = [], [], [], set()
+    real_float, real_int, real_numpy = paddle.Tensor.__float__, paddle.Tensor.__int__, paddle.Tensor.numpy
+    real_sync = engine.LossWindow.sync
     monkeypatch.setattr(paddle.Tensor, "__float__", lambda t: floats.append(t.shape) or real_float(t))
+    monkeypatch.setattr(paddle.Tensor, "__int__", lambda t: floats.append(t.shape) or real_int(t))
+    monkeypatch.setattr(paddle.Tensor, "numpy", lambda t, *a: numpys.append(t.shape) or real_numpy(t, *a))
 
     def sync(window):
         reads.append(len(window.pending))
         return real_sync(window)
 
     monkeypatch.setattr(engine.LossWindow, "sync", sync)
-    terms = {"loss": lambda b: b["units"].numpy().sum(), "plain_loss": lambda b: len(b["x"])}
+    real_gather = engine.gather_rng_states
+    monkeypatch.setattr(engine, "gather_rng_states", lambda *a: numpys.append("save") or real_gather(*a))
+    # loss units are counted on the host, on the batch's numpy arrays, before tensors are made
+    terms = {"loss": lambda b: counted_on.add(type(b["units"])) or b["units"].sum(), "plain_loss": lambda b: len(b["x"])}
     args = make_args(tmp_path, "reads", logging_steps=3, train_batch_size=8, gradient_accumulation_steps=2)
     engine.train(args, ToyModel(), ToyDataset(), collate, terms)
-    assert floats == []
+    assert floats == [] and counted_on == {np.ndarray}
     assert [n for n in reads if n] == [3, 3, 3]  # 9 steps of 2 micro-batches, a line every 3 steps
+    # before the one checkpoint (step 9), the only reads are the three windows' losses: nothing per
+    # step (with one process no collective either)
+    assert [list(shape) for shape in numpys[:numpys.index("save")]] == [[3, 2]] * 3
+
+
+def test_evaluation_runs_under_trainings_autocast_after_the_checkpoint_is_saved(tmp_path, monkeypatch):
+    """Evaluating in fp32 under AMP training is slower and takes other kernels; and a failed
+    evaluation must not cost the step's checkpoint."""
+    inside = []
+
+    class Recorded:
+        def __init__(self, args):
+            self.amp = (args.use_amp, args.amp_dtype)
+
+        def __enter__(self):
+            inside.append(self.amp)
+
+        def __exit__(self, *exc):
+            inside.pop()
+
+    monkeypatch.setattr(engine, "autocast", Recorded)
+    args = make_args(tmp_path, "eval", save_steps=3, eval_steps=3, use_amp=True, amp_dtype="bfloat16")
+    seen = []
+
+    def evaluate(model):
+        step = len(seen) * 3 + 3
+        seen.append((list(inside), os.path.isdir(os.path.join(args.output_dir, f"checkpoint-{step}"))))
+        return {"score": [0.5, 0.9, 0.7][len(seen) - 1]}
+
+    environment.set_seed(0)
+    engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, evaluate=evaluate, best_metric="score")
+    assert seen == [([(True, "bfloat16")], True)] * 3
+    # the best score found after saving is in that checkpoint's state, so a resume keeps it
+    best = [json.load(open(os.path.join(args.output_dir, f"checkpoint-{s}", "trainer_state.json")))["best"]
+            for s in (3, 6, 9)]
+    assert best == [0.5, 0.9, 0.9]
+
+    def broken(model):
+        raise RuntimeError("evaluation kernel failed")
+
+    args = make_args(tmp_path, "broken", save_steps=3, eval_steps=3)
+    with pytest.raises(RuntimeError):
+        engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, evaluate=broken, best_metric="score")
+    assert checkpoint.list_checkpoints(args.output_dir) == [os.path.join(args.output_dir, "checkpoint-3")]
+
+
+def test_each_rank_keeps_its_own_random_state_and_a_mismatch_is_one_line(tmp_path, monkeypatch, capsys):
+    """A checkpoint holds one file per rank with that rank's own generators (not one state per
+    visible GPU); one saved on another kind of device, or by fewer ranks, resumes with one line."""
+    from paddle.base.libpaddle import GeneratorState
+
+    from visualbert.safeload import load_paddle
+
+    _, args = run(tmp_path, "rng", dropout=0.3, save_steps=4)
+    saved = os.path.join(args.output_dir, "checkpoint-4")
+    rng = load_paddle(os.path.join(saved, "rng_state_rank0.pdparams"), rng_state=True)
+    assert (rng["rank"], rng["dropout_seed"], rng["device"], rng["gpu"]) == (0, args.seed, "cpu", None)
+    assert isinstance(rng["cpu"], GeneratorState)
+    assert [n for n in os.listdir(saved) if n.startswith("rng_state")] == ["rng_state_rank0.pdparams"]
+
+    # saved on a GPU, resumed on the CPU: one line, and the run goes on
+    paddle.save(dict(rng, device="gpu"), os.path.join(saved, "rng_state_rank0.pdparams"))
+    capsys.readouterr()
+    resumed = make_args(tmp_path, "rng", dropout=0.3, save_steps=4, resume=saved)
+    engine.train(resumed, ToyModel(dropout=0.3), ToyDataset(), collate, LOSS_TERMS)
+    notes = [l for l in capsys.readouterr().out.splitlines() if l.startswith("note:")]
+    assert notes == [f"note: {saved} holds random states saved on GPU, this run is on CPU; dropout starts afresh "
+                     "from seed + rank, so the resumed run is not bit-exact"]
+
+    # rank 1 of a larger run finds no file of its own: its dropout starts from seed + rank
+    monkeypatch.setattr(checkpoint.dist, "get_rank", lambda: 1)
+    parts = checkpoint.read_checkpoint(saved)
+    assert parts["rng"] is None and parts["rng_ranks"] == 1
+    checkpoint.restore_rng_state(saved, parts["rng"], dropout_seed=43)
+    drawn = paddle.rand([4]).numpy()
+    paddle.seed(43)
+    np.testing.assert_array_equal(drawn, paddle.rand([4]).numpy())
+
+
+def test_small_dev_shm_passes_worker_batches_through_a_pipe_and_says_so(monkeypatch, capsys):
+    """Docker's default 64 MB /dev/shm cannot hold the workers' batches (~52 MB each for BERT-base)."""
+    import collections
+
+    Stat = collections.namedtuple("Stat", "f_blocks f_frsize")
+    made = []
+
+    class Loader:
+        def __init__(self, dataset, **kw):
+            made.append(kw)
+
+        def __iter__(self):
+            return iter([])
+
+    monkeypatch.setattr(paddle.io, "DataLoader", Loader)
+    monkeypatch.setattr(loader, "_shm_said", [])
+    sampler = loader.EpochBatchSampler(8, 4, seed=0)
+    monkeypatch.setattr(loader.os, "statvfs", lambda path: Stat(f_blocks=16384, f_frsize=4096))  # 64 MB
+    for _ in range(2):
+        list(loader.make_loader(ToyDataset(), sampler, collate, num_workers=2))
+    assert [kw["use_shared_memory"] for kw in made] == [False, False]
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["note: /dev/shm holds only 64 MB (Docker's default is 64 MB), too little for the loader workers' "
+                   "batches; passing them through a pipe instead (slower). Give the container more "
+                   "(docker run --shm-size=8g, or --ipc=host)"]  # once per process
+    monkeypatch.setattr(loader.os, "statvfs", lambda path: Stat(f_blocks=2 * 262144, f_frsize=4096))  # 2 GB
+    list(loader.make_loader(ToyDataset(), sampler, collate, num_workers=2))
+    assert made[-1]["use_shared_memory"] is True
+
+
+def test_a_gpu_rank_saves_and_restores_only_its_own_devices_generator(monkeypatch):
+    """Simulated GPUs: rank 1 on device 1 of 4 visible saves one generator state, and restores it on
+    a machine where its device is 0 of 2 visible (paddle.get_rng_state held all 4 and then raised)."""
+
+    class Generator:
+        def __init__(self, i):
+            self.state = f"state of GPU {i}"
+
+        def get_state(self):
+            return self.state
+
+        def set_state(self, state):
+            self.state = state
+
+    first = {i: Generator(i) for i in range(4)}
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(checkpoint, "_own_device", lambda: ("gpu", 1))
+    monkeypatch.setattr(checkpoint, "_cuda_generator", lambda i: first[i])
+    monkeypatch.setattr(checkpoint.dist, "get_rank", lambda: 1)
+    saved = checkpoint.own_rng_state(dropout_seed=43)
+    assert (saved["rank"], saved["dropout_seed"], saved["device"], saved["gpu"]) == (1, 43, "gpu", "state of GPU 1")
+
+    second = {i: Generator(10 + i) for i in range(2)}
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(checkpoint, "_own_device", lambda: ("gpu", 0))
+    monkeypatch.setattr(checkpoint, "_cuda_generator", lambda i: second[i])
+    assert checkpoint.restore_rng_state("checkpoint-4", saved, dropout_seed=43) is None
+    assert [g.state for g in second.values()] == ["state of GPU 1", "state of GPU 11"]

@@ -215,6 +215,27 @@ def test_vqa_head_gathers_the_mask_token_and_both_losses():
         model(**batch, labels=paddle.to_tensor(targets), loss_type="mse")
 
 
+@pytest.mark.parametrize("loss_type", ["kl", "bce"])
+def test_vqa_loss_under_bf16_keeps_the_soft_scores_exact(loss_type, monkeypatch):
+    """Under bf16 AMP the logits come out in bf16; the soft targets (0.3, 0.6, 0.9) must not be
+    rounded to that dtype (0.3 -> 0.3008): the loss is computed in float32."""
+    model = make(vm.VisualBertForQuestionAnswering, num_labels=5)
+    batch = tensors(numpy_batch())
+    head = model.cls.forward
+    monkeypatch.setattr(model.cls, "forward", lambda x: head(x).astype("bfloat16"))  # what AMP hands back
+    targets = np.array([[0, 0.3, 1, 0, 0], [0.6, 0, 0, 0, 0.9]], np.float32)
+    out = model(**batch, labels=paddle.to_tensor(targets), loss_type=loss_type)
+    assert out.logits.dtype == paddle.bfloat16 and out.loss.dtype == paddle.float32
+    logits = out.logits.astype("float32").numpy().astype(np.float64)  # the bf16 scores, exactly
+    if loss_type == "kl":
+        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        safe = np.where(targets > 0, targets, 1)
+        expected = (np.where(targets > 0, targets * (np.log(safe) - log_p), 0)).sum() / B
+    else:
+        expected = np.mean(np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))) * 5
+    np.testing.assert_allclose(float(out.loss), expected, rtol=1e-6)
+
+
 def test_visual_reasoning_and_multiple_choice():
     batch = tensors(numpy_batch())
     nlvr2 = make(vm.VisualBertForVisualReasoning)
@@ -298,27 +319,102 @@ def test_released_name_loads_a_converted_copy_from_model_home(tmp_path, monkeypa
     np.testing.assert_array_equal(loaded.cls.weight.numpy(), model.cls.weight.numpy())
 
 
-def test_fused_attention_matches_batched_matmul_path():
-    # On CPU forward() always takes the matmul path; the fused path (what accelerators take) is
-    # called directly so the two stay checked against each other.
+class RecordedAttention:
+    """Stands in for F.scaled_dot_product_attention: records what reaches the kernel, then computes it."""
+
+    def __init__(self, kernel):
+        self.kernel, self.masks = kernel, []
+
+    def __call__(self, query, key, value, attn_mask=None, **kw):
+        self.masks.append(attn_mask)
+        return self.kernel(query, key, value, attn_mask=attn_mask, **kw)
+
+
+@pytest.fixture
+def fused_on_cpu(monkeypatch):
+    """The fused path as an accelerator in half precision takes it, run on the CPU in float32
+    (Paddle's CPU build has no fp16/bf16 matmul): the kernel call is recorded."""
+    import paddle.nn.functional as F
+
+    recorded = RecordedAttention(F.scaled_dot_product_attention)
+    monkeypatch.setattr(vm, "_FUSED_DTYPES", (paddle.float32,))
+    monkeypatch.setattr(vm, "_on_cpu", lambda tensor: False)
+    monkeypatch.setattr(vm.F, "scaled_dot_product_attention", recorded)
+    return recorded
+
+
+def test_fused_attention_gets_a_per_query_mask_and_matches_the_matmul_path(fused_on_cpu):
     config = tiny_config()
     paddle.seed(0)
     layer = vm.VisualBertSelfAttention(config)
     layer.eval()
     hidden = paddle.randn([2, 6, config.hidden_size])
-    bias = vm._mask_bias(paddle.to_tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]), "float32")
-    fused = layer._fused(hidden, bias, hidden).numpy()
-    np.testing.assert_allclose(layer(hidden, bias)[0].numpy(), fused, atol=1e-5)
+    keep = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    bias = vm._mask_bias(paddle.to_tensor(keep), "float32")
+    fused = layer(hidden, bias)[0].numpy()
+    # the kernel got [B, 1, Lq, Lk], every query row holding its own sample's padding: flash
+    # attention reads rows Lk apart, so a [B, 1, 1, Lk] bias would give row r sample b+r's padding
+    (mask,) = fused_on_cpu.masks
+    assert mask.shape == [2, 1, 6, 6] and mask.dtype == paddle.float32
+    expected = np.where(keep == 1, 0.0, np.finfo(np.float32).min)[:, None, None, :].repeat(6, axis=2)
+    np.testing.assert_array_equal(mask.numpy(), expected)
+
+    layer.use_fused = False
+    matmul = layer(hidden, bias)[0].numpy()
+    np.testing.assert_allclose(fused, matmul, atol=1e-5)
     full = bias.expand([2, config.num_attention_heads, 6, 6])  # a bias given per head and query
     np.testing.assert_allclose(layer(hidden, full)[0].numpy(), fused, atol=1e-5)
+    layer.use_fused = True
+    np.testing.assert_allclose(layer(hidden, full)[0].numpy(), fused, atol=1e-5)
+    assert fused_on_cpu.masks[-1].shape == [2, config.num_attention_heads, 6, 6]
+    layer.use_fused = False
     # The masked keys really are ignored: changing them leaves the other positions' outputs alone.
     moved = hidden.numpy().copy()
     moved[0, 4:] += 3.0
     np.testing.assert_allclose(layer(paddle.to_tensor(moved), bias)[0].numpy()[0, :4], fused[0, :4], atol=1e-5)
-    # Attending from a subset of positions gives those positions' rows, on both paths.
+    # Attending from a subset of positions gives those positions' rows, on both paths; the kernel's
+    # mask then has the subset's query length.
     queries = hidden[:, 2:4]
-    np.testing.assert_allclose(layer._fused(hidden, bias, queries).numpy(), fused[:, 2:4], atol=1e-5)
     np.testing.assert_allclose(layer(hidden, bias, query_states=queries)[0].numpy(), fused[:, 2:4], atol=1e-5)
+    layer.use_fused = True
+    np.testing.assert_allclose(layer(hidden, bias, query_states=queries)[0].numpy(), fused[:, 2:4], atol=1e-5)
+    assert fused_on_cpu.masks[-1].shape == [2, 1, 2, 6]
+
+
+def test_whole_model_through_the_fused_path_equals_the_matmul_path(fused_on_cpu):
+    model = make(vm.VisualBertModel)
+    batch = tensors(numpy_batch())
+    fused = model(**batch).last_hidden_state.numpy()
+    assert len(fused_on_cpu.masks) == model.config.num_hidden_layers
+    for layer in model.encoder.layer:
+        layer.attention.self.use_fused = False
+    np.testing.assert_allclose(model(**batch).last_hidden_state.numpy(), fused, atol=1e-5)
+
+
+def test_fused_kernel_only_in_half_precision_on_an_accelerator(monkeypatch):
+    import paddle.nn.functional as F
+
+    recorded = RecordedAttention(F.scaled_dot_product_attention)
+    monkeypatch.setattr(vm.F, "scaled_dot_product_attention", recorded)
+    monkeypatch.setattr(vm, "_on_cpu", lambda tensor: False)  # an accelerator, computing in float32
+    layer = vm.VisualBertSelfAttention(tiny_config())
+    hidden = paddle.randn([2, 8, layer.all_head_size])  # 8: where Paddle picks its memory-efficient kernel
+    layer(hidden, vm._mask_bias(paddle.ones([2, 8]), "float32"))
+    assert recorded.masks == []  # float32 takes the matmul path
+    for dtype in ("float16", "bfloat16"):
+        assert layer.takes_fused(paddle.zeros([1], dtype=dtype), output_attentions=False, head_mask=None)
+        assert not layer.takes_fused(paddle.zeros([1], dtype=dtype), output_attentions=True, head_mask=None)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_kernel_mask_in_half_precision_is_finite_and_per_query(dtype):
+    bias = vm._mask_bias(paddle.to_tensor([[1, 1, 0], [1, 0, 0]]), "float32")
+    mask = vm._kernel_mask(bias, batch=2, query_len=4, key_len=3, dtype=dtype)
+    assert mask.shape == [2, 1, 4, 3] and mask.dtype == getattr(paddle, dtype)
+    values = mask.astype("float32").numpy()
+    assert np.isfinite(values).all()
+    np.testing.assert_array_equal(values[:, 0, 3] == 0, [[True, True, False], [True, False, False]])
+    assert values[1, 0, 2, 1] == float(paddle.finfo(getattr(paddle, dtype)).min)
 
 
 @pytest.mark.parametrize("bypass", [False, True])

@@ -27,9 +27,10 @@ import paddle.distributed as dist
 from paddlenlp.transformers import LinearDecayWithWarmup
 
 from . import rundir
-from .checkpoint import list_checkpoints, resume_checkpoint, save_checkpoint, save_model
+from .checkpoint import (gather_rng_states, list_checkpoints, resume_checkpoint, save_checkpoint, save_model,
+                         update_trainer_state)
 from .loading import user_errors
-from .environment import global_sum, is_main, log0, own_output_dir
+from .environment import is_main, log0, own_output_dir
 from .loader import EpochBatchSampler, make_loader
 from .progress import Progress
 
@@ -51,16 +52,26 @@ def build_optimizer(model, args, total_steps):
 
 
 def allreduce_gradients(model):
-    """Sum gradients over ranks in one flat buffer (the losses are already weighted globally)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
+    """Sum gradients over ranks in one flat buffer (the losses are already weighted globally).
+
+    Every rank reduces the same list, every trainable parameter, in the same order: a rank whose
+    batches had nothing to learn from (no masked token) has no gradient for some or all of them and
+    contributes zeros, where skipping them would mismatch the buffers or leave the others waiting.
+    """
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    if not params:
         return
-    flat = paddle.concat([g.reshape([-1]) for g in grads])
+    flat = paddle.concat([(p.grad if p.grad is not None else paddle.zeros(p.shape, dtype=p.dtype)).reshape([-1])
+                          for p in params])
     dist.all_reduce(flat)
     offset = 0
-    for g in grads:
-        n = int(np.prod(g.shape))
-        g.set_value(flat[offset:offset + n].reshape(g.shape))
+    for p in params:
+        n = int(np.prod(p.shape))
+        reduced = flat[offset:offset + n].reshape(p.shape)
+        if p.grad is None:
+            p._set_grad_ivar(reduced.clone())
+        else:
+            p.grad.set_value(reduced)
         offset += n
 
 
@@ -71,6 +82,11 @@ def rank_drift(model):
     gathered = []
     dist.all_gather(gathered, stats)
     return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
+def autocast(args):
+    """The precision of training's forward passes, and of the evaluations made while training."""
+    return paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype, level="O1")
 
 
 def model_kwargs(model, batch, extra):
@@ -85,6 +101,24 @@ def model_kwargs(model, batch, extra):
 
 
 # ---------------------------------------------------------------------------- the loop
+
+LOSS_UNITS = "loss_units"  # the batch key CountLossUnits adds
+
+
+class CountLossUnits:
+    """``collate_fn``, plus the units of each loss term counted on the batch's numpy arrays (under
+    ``LOSS_UNITS``, plain floats, which the loader hands over as they are) before any tensor is made.
+
+    loss_terms: {name: fn(batch) -> units}; each fn must work on numpy arrays (``len``, ``.sum()``).
+    """
+
+    def __init__(self, collate_fn, loss_terms):
+        self.collate_fn, self.counts = collate_fn, list(loss_terms.values())
+
+    def __call__(self, samples):
+        batch = self.collate_fn(samples)
+        batch[LOSS_UNITS] = [float(count(batch)) for count in self.counts]
+        return batch
 
 
 def _stops_in_one_line(train_fn):
@@ -132,7 +166,8 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
     """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).
 
     loss_terms: {output field: fn(batch) -> number of units that field's mean is over}, e.g.
-        {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}.
+        {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}; called on the
+        collated numpy batch (see ``CountLossUnits``).
     evaluate: fn(model) -> {name: value}; runs every --eval_steps and at each epoch's end.
     best_metric: the key of evaluate's result that decides <output_dir>/best (higher is better).
     run_files: {file name: fn(path)} written into --output_dir by rank 0 once the run owns it
@@ -165,13 +200,18 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
         scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
 
     step, epoch, batches_done, best = 0, 0, 0, None
-    resume_from, state = resume_checkpoint(args.resume, args.output_dir, model, optimizer, scaler)
+    # ranks draw different dropout masks: each rank's generators continue from seed + rank (the
+    # checkpoint keeps every rank's own state, so a resume continues each of them exactly)
+    dropout_seed = args.seed + rank
+    resume_from, state = resume_checkpoint(args.resume, args.output_dir, model, optimizer, scaler, dropout_seed)
     if resume_from:
         step, epoch, batches_done, best = state["step"], state["epoch"], state["batches_done"], state.get("best")
         log0(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batches_done}")
-    elif world > 1:
-        for p in model.parameters():  # identical start on every rank whatever the init RNG did
-            dist.broadcast(p, src=0)
+    else:
+        if world > 1:
+            for p in model.parameters():  # identical start on every rank whatever the init RNG did
+                dist.broadcast(p, src=0)
+        paddle.seed(dropout_seed)
 
     metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
     writer = None
@@ -185,7 +225,6 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
     log0(f"training: {len(train_dataset)} samples, {world} rank(s) x batch {args.train_batch_size} x "
          f"accumulation {args.gradient_accumulation_steps}, {total_steps} optimizer steps")
 
-    amp_ctx = lambda: paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype, level="O1")  # noqa: E731
     progress = Progress("train", "step", total_steps, initial=step)
     window = LossWindow(list(loss_terms))
     no_loss = paddle.zeros([], dtype="float32")
@@ -195,17 +234,18 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
         if hasattr(train_dataset, "set_epoch"):
             train_dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, skip=batches_done)
-        it = iter(make_loader(train_dataset, sampler, collate_fn, args.num_workers))
+        it = iter(make_loader(train_dataset, sampler, CountLossUnits(collate_fn, loss_terms), args.num_workers))
         while step < total_steps:
             micro = _take(it, args.gradient_accumulation_steps)
             if not micro:
                 break
-            # every loss term's units in the whole optimizer step, over all ranks
-            local_units = [[float(fn(b)) for fn in loss_terms.values()] for b in micro]
-            totals = global_sum(np.sum(local_units, axis=0))
+            # every loss term's units in the whole optimizer step, over all ranks (counted on the
+            # host when the batch was made: reading them from the device would wait for it each step)
+            local_units = [b.pop(LOSS_UNITS) for b in micro]
+            totals = _step_totals(np.sum(local_units, axis=0), world)
             step_terms = paddle.zeros([len(loss_terms)], dtype="float32")  # stays on the device
             for b, units in zip(micro, local_units):
-                with amp_ctx():
+                with autocast(args):
                     out = model(**model_kwargs(model, b, forward_kwargs))
                 weighted = [out[name].astype("float32") * (n / total) if n > 0 else None
                             for name, n, total in zip(loss_terms, units, totals)]
@@ -249,13 +289,23 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
                 _log_metrics(metrics_path, writer, record)
                 progress.show(step, _progress_fields(record, losses))
 
-            if eval_now:
-                last_eval, best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
-                                            metrics_path, writer, progress)
+            # the checkpoint is written before evaluating: a failed evaluation never costs the step's
+            # checkpoint; the best score it finds is then added to that checkpoint's state
             state = {"step": step, "epoch": epoch + epoch_done, "batches_done": 0 if epoch_done else batches_done,
                      "best": best}
-            if is_main() and save_now:
-                save_checkpoint(args.output_dir, step, model, optimizer, scaler, state, args.save_total_limit)
+            saved = None
+            if save_now:
+                rng_states = gather_rng_states(dropout_seed)
+                if is_main():
+                    saved = save_checkpoint(args.output_dir, step, model, optimizer, scaler, state,
+                                            args.save_total_limit, rng_states)
+            if eval_now:
+                with autocast(args):  # the precision training runs in
+                    last_eval, new_best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
+                                                    metrics_path, writer, progress)
+                if saved and new_best != best:
+                    update_trainer_state(saved, best=new_best)
+                best = new_best
             if epoch_done:
                 break
         epoch, batches_done = epoch + 1, 0
@@ -273,6 +323,17 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
     if world > 1:
         dist.barrier()
     return last_eval
+
+
+def _step_totals(local, world):
+    """Each loss term's units in the optimizer step over all ranks: host numbers with one process;
+    with several, a device tensor per term, summed without reading it back (no wait for the device).
+    In float32, n / total rounds exactly as the host's float64 quotient does once cast to float32."""
+    if world == 1:
+        return local.tolist()
+    totals = paddle.to_tensor(np.asarray(local, dtype="float32"))
+    dist.all_reduce(totals)
+    return [totals[i] for i in range(len(local))]
 
 
 class LossWindow:

@@ -141,10 +141,11 @@ def log0(*msg):
 
 
 def global_sum(values):
-    """Sum a small list of numbers over ranks."""
+    """Sum a small list of numbers over ranks (with one process: no tensor, no device round trip)."""
+    if dist.get_world_size() == 1:
+        return np.asarray(values, dtype="float64").tolist()
     t = paddle.to_tensor(np.asarray(values, dtype="float64"))
-    if dist.get_world_size() > 1:
-        dist.all_reduce(t)
+    dist.all_reduce(t)
     return t.numpy().tolist()
 
 

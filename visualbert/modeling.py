@@ -109,11 +109,32 @@ class VisualBertEmbeddings(nn.Layer):
         return self.dropout(self.LayerNorm(embeddings))
 
 
+# Paddle's fused attention kernels are taken only in half precision: in float32 Paddle 3.3 picks its
+# memory-efficient kernel, which refuses a mask whose query dimension is not the query length
+# (and the CPU has no fused kernel at all: the call falls back to a slower composition).
+_FUSED_DTYPES = (paddle.float16, paddle.bfloat16)
+
+
+def _on_cpu(tensor):
+    return paddle.in_dynamic_mode() and tensor.place.is_cpu_place()
+
+
+def _kernel_mask(bias, batch, query_len, key_len, dtype):
+    """The additive bias as the fused kernels read it: a materialised [B, 1 or heads, Lq, Lk] in the query's dtype.
+
+    Flash attention reads mask rows ``Lk`` apart, so a [B, 1, 1, Lk] padding bias would hand query
+    row r of sample b the padding of sample b + r; the memory-efficient kernel needs Lq rows. The
+    bias is clipped to the dtype's range first, so fp16's -65504 stands in for float32's minimum
+    instead of -inf.
+    """
+    bias = paddle.clip(bias.astype("float32"), min=float(paddle.finfo(dtype).min)).astype(dtype)
+    return bias.expand([batch, bias.shape[1], query_len, key_len]).contiguous()  # a bias per head keeps its heads
+
+
 class VisualBertSelfAttention(nn.Layer):
-    # Paddle's fused scaled-dot-product attention on accelerators whenever the probabilities are
-    # not returned; set False to force the matmul path everywhere. On CPU Paddle has no fused
-    # kernel (the call falls back to a slower matmul/softmax composition), so the CPU always takes
-    # the matmul path (BENCHMARKS.md).
+    # Paddle's fused scaled-dot-product attention on accelerators in fp16/bf16 (AMP) whenever the
+    # probabilities are not returned; set False to force the matmul path everywhere. fp32 and the
+    # CPU always take the matmul path (see _FUSED_DTYPES and BENCHMARKS.md).
     use_fused = True
 
     def __init__(self, config):
@@ -126,23 +147,27 @@ class VisualBertSelfAttention(nn.Layer):
         self.value = nn.Linear(config.hidden_size, self.all_head_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def transpose_for_scores(self, x):
-        """[B, L, heads * size] -> [B, heads, L, size]."""
-        return x.reshape(x.shape[:2] + [self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
+    def split_heads(self, x):
+        """[B, L, heads * size] -> [B, L, heads, size] (the fused kernel's layout)."""
+        return x.reshape(x.shape[:2] + [self.num_attention_heads, self.attention_head_size])
 
-    def _fused(self, hidden_states, attention_mask, queries):
-        """The same math through Paddle's fused kernel, when the probabilities are not wanted.
+    def takes_fused(self, projected, output_attentions, head_mask):
+        """Whether this call goes through the fused kernel: an accelerator computing in fp16/bf16."""
+        return (self.use_fused and not output_attentions and head_mask is None
+                and projected.dtype in _FUSED_DTYPES and not _on_cpu(projected))
 
-        Checked against the matmul path to 1e-5 (tests/test_modeling.py).
+    def _fused(self, query_layer, key_layer, value_layer, attention_mask):
+        """The same math through Paddle's fused kernel ([B, L, heads, size] in, [B, Lq, hidden] out).
+
+        Checked against the matmul path, and the mask it is handed, in tests/test_modeling.py.
         """
-        heads, size = self.num_attention_heads, self.attention_head_size
-        context = F.scaled_dot_product_attention(
-            self.query(queries).reshape(queries.shape[:2] + [heads, size]),
-            self.key(hidden_states).reshape(hidden_states.shape[:2] + [heads, size]),
-            self.value(hidden_states).reshape(hidden_states.shape[:2] + [heads, size]),
-            attn_mask=attention_mask, dropout_p=self.dropout.p, training=self.training,
-        )
-        return context.reshape(queries.shape[:2] + [-1])
+        batch, query_len = query_layer.shape[:2]
+        mask = None
+        if attention_mask is not None:
+            mask = _kernel_mask(attention_mask, batch, query_len, key_layer.shape[1], query_layer.dtype)
+        context = F.scaled_dot_product_attention(query_layer, key_layer, value_layer, attn_mask=mask,
+                                                 dropout_p=self.dropout.p, training=self.training)
+        return context.reshape([batch, query_len, self.all_head_size])
 
     def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
                 query_states=None):
@@ -151,12 +176,12 @@ class VisualBertSelfAttention(nn.Layer):
         ``query_states`` [B, Lq, hidden]: attend from these instead of from every position (all of
         ``hidden_states`` still serve as keys and values)."""
         queries = hidden_states if query_states is None else query_states
-        on_cpu = paddle.in_dynamic_mode() and hidden_states.place.is_cpu_place()
-        if self.use_fused and not output_attentions and head_mask is None and not on_cpu:
-            return self._fused(hidden_states, attention_mask, queries), None
-        query_layer = self.transpose_for_scores(self.query(queries))
-        key_layer = self.transpose_for_scores(self.key(hidden_states))
-        value_layer = self.transpose_for_scores(self.value(hidden_states))
+        query_layer = self.split_heads(self.query(queries))
+        key_layer = self.split_heads(self.key(hidden_states))
+        value_layer = self.split_heads(self.value(hidden_states))
+        if self.takes_fused(query_layer, output_attentions, head_mask):
+            return self._fused(query_layer, key_layer, value_layer, attention_mask), None
+        query_layer, key_layer, value_layer = (x.transpose([0, 2, 1, 3]) for x in (query_layer, key_layer, value_layer))
 
         attention_scores = paddle.matmul(query_layer, key_layer, transpose_y=True)
         attention_scores = attention_scores / math.sqrt(self.attention_head_size)
@@ -577,11 +602,12 @@ class VisualBertForQuestionAnswering(VisualBertPretrainedModel):
 
         loss = None
         if labels is not None:
-            labels = labels.astype(logits.dtype)
+            # in float32: under bf16 AMP the soft scores would round (0.3 -> 0.3008) and so would the loss
+            scores, labels = logits.astype("float32"), labels.astype("float32")
             if loss_type == "kl":
-                loss = _soft_target_kl(logits, labels)
+                loss = _soft_target_kl(scores, labels)
             elif loss_type == "bce":
-                loss = F.binary_cross_entropy_with_logits(logits, labels) * self.num_labels
+                loss = F.binary_cross_entropy_with_logits(scores, labels) * self.num_labels
             else:
                 raise ValueError(f"loss_type must be 'kl' or 'bce', not {loss_type!r}")
         return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,

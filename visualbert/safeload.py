@@ -90,7 +90,7 @@ def load_paddle(path, rng_state=False):
     """``paddle.load`` for ``.pdparams`` / ``.pdopt`` files, without trusting the pickle.
 
     Tensors come back as numpy arrays (``set_state_dict`` takes them as they are); ``rng_state``
-    admits Paddle's generator states, which only ``rng_state.pdparams`` holds.
+    admits Paddle's generator states, which only a checkpoint's ``rng_state*.pdparams`` hold.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
