@@ -155,7 +155,9 @@ def add_feature_args(group):
 
 def add_vqa_json_args(group, sets):
     """Flags for VQA data in the official JSON format: ``--<set>_questions`` / ``--<set>_annotations``
-    for each of ``sets`` (plain ``--questions`` / ``--annotations`` for the empty name), and ``--image_key``."""
+    for each of ``sets`` (plain ``--questions`` / ``--annotations`` for the empty name), ``--image_key``
+    (and ``--<set>_image_key`` when there are two sets, whose images often lie in two folders) and
+    ``--image_map``."""
     for name in sets:
         prefix = f"--{name}_" if name else "--"
         what = f"{name} set" if name else "questions to predict"
@@ -166,8 +168,17 @@ def add_vqa_json_args(group, sets):
                                 + ("" if name != "eval" else " (needed to score them)")
                                 + (" (optional: prints the accuracy)" if not name else ""))
     group.add_argument("--image_key", default="{image_id}",
-                       help="template from a question's image_id to its feature key in --features, e.g. "
-                            "COCO_val2014_{image_id:012d} (default: {image_id})")
+                       help="template from a question's image_id (an integer, or a string such as grace_hopper) to "
+                            "its feature key in --features, e.g. COCO_val2014_{image_id:012d} or "
+                            "val2014/COCO_val2014_{image_id:012d} (default: {image_id})")
+    for name in sets if len(sets) > 1 else ():
+        group.add_argument(f"--{name}_image_key", default=None,
+                           help=f"the template for --{name}_questions only (default: --image_key), e.g. "
+                                f"{'train2014/COCO_train2014' if name == 'train' else 'val2014/COCO_val2014'}"
+                                "_{image_id:012d} for images extracted from COCO's folders")
+    group.add_argument("--image_map", default=None, metavar="FILE.json",
+                       help='a JSON object {"image_id": "feature key", ...} naming each image\'s key, instead of '
+                            "the templates")
 
 
 def add_predict_args(group, default_split, output_help):
