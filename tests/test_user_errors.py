@@ -1,5 +1,6 @@
 """Mistakes a user makes on the command line end in one line that names the fix, not a traceback."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -63,3 +64,65 @@ def test_a_feature_file_of_another_dimension_names_itself_the_file_that_set_the_
     assert "\n" not in message
     assert f"{features.path(examples[0]['image_key'])}: feature dim 2048, but {first[1]} has 7" in message
     assert message.endswith(f"(needed by train question_id {examples[0]['question_id']})")
+
+
+def test_own_images_refuses_a_folder_that_holds_files(tmp_path, capsys):
+    from visualbert.demo import main as demo_main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "grace_hopper.jpg").write_bytes(b"a user's photo")
+    assert demo_main(["--own_images", str(photos)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {photos}: not empty; --own_images draws its images") and "\n" not in err
+    assert os.listdir(photos) == ["grace_hopper.jpg"]
+
+
+def test_features_without_a_command_lists_its_commands(capsys):
+    from visualbert.features.__main__ import main as features_main
+
+    assert features_main([]) == 2
+    out = capsys.readouterr().out
+    for command in ("pack", "inspect", "import"):
+        assert f"\n    {command} " in out
+
+
+def test_features_inspect_reads_a_store_named_by_features(tmp_path, capsys):
+    from PIL import Image
+
+    from visualbert.extract import extract
+    from visualbert.features.__main__ import main as features_main
+
+    os.makedirs(tmp_path / "images")
+    for name in ("a", "b"):
+        Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "images" / f"{name}.png")
+    store = str(tmp_path / "store")
+    extract(str(tmp_path / "images"), store, backbone="patches", image_size=16, patch_size=8, num_workers=0,
+            progress=False)
+    assert features_main(["inspect", "--features", store, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["images"], report["dims"], report["rows_max"]) == (2, {"192": 2}, 4)
+    assert report["made_by"]["backbone"] == "patches"
+    with pytest.raises(SystemExit):
+        features_main(["inspect", "--features", store, "--input_dir", str(tmp_path)])
+    assert "pass either --features DIR, or --image_feature_type with --input_dir" in capsys.readouterr().err
+
+
+def test_predictions_go_beside_the_run_not_into_the_working_directory(tmp_path):
+    run = tmp_path / "run"
+    for sub in ("best", "model"):
+        os.makedirs(run / sub)
+        (run / sub / "config.json").write_text("{}")
+    (run / "run_config.json").write_text("{}")
+    assert cli.parse_predict_args("vqa2", "", ["--model_name_or_path", str(run / "best")]).output == str(run / "result_test.json")
+    assert cli.parse_predict_args("vqa2", "", ["--model_name_or_path", str(run), "--questions", "my/val_q.json"]
+                                  ).output == str(run / "result_val_q.json")
+    assert cli.parse_predict_args("nlvr2", "", ["--model_name_or_path", str(run / "model"), "--split", "dev"]
+                                  ).output == str(run / "predictions_dev.csv")
+    converted = tmp_path / "converted"
+    os.makedirs(converted)
+    (converted / "model_state.pdparams").write_bytes(b"")
+    assert cli.parse_predict_args("nlvr2", "", ["--model_name_or_path", str(converted / "model_state.pdparams")]
+                                  ).output == str(converted / "predictions_test1.csv")
+    with pytest.raises(SystemExit):
+        cli.parse_predict_args("vqa2", "", ["--model_name_or_path", "visualbert-vqa"])

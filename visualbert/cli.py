@@ -270,17 +270,38 @@ def parse_predict_args(task, description, argv=None):
     p = _parser(description)
     g = add_data_args(p, task)
     if task == "vqa2":
-        add_predict_args(g, "test", "result file to write (default: VQA2/result.json)")
+        add_predict_args(g, "test", "result file to write (default: result_<split>.json in the training run's "
+                                    "directory, the one holding the model/ or best/ predicted with, else beside the model; "
+                                    "<split> is the --questions file's name when given)")
         add_vqa_json_args(g, ("",))
         g.add_argument("--answer_vocab", default=None,
                        help="answer vocabulary file (default: the training run's answer_vocab.txt beside the model or in "
                             "its parent directory, else the shipped answers_vqa.txt)")
         add_model_args(p, default_model="logs/vqa")
     else:
-        add_predict_args(g, "test1", "predictions CSV (default: NLVR2/predictions_<split>.csv)")
+        add_predict_args(g, "test1", "predictions CSV (default: predictions_<split>.csv in the training run's "
+                                     "directory, the one holding the model/ or best/ predicted with, else beside the model)")
         add_model_args(p, default_model="logs/nlvr2")
     args = p.parse_args(argv)
     if not args.output:
-        args.output = (os.path.join("VQA2", "result.json") if task == "vqa2"
-                       else os.path.join("NLVR2", f"predictions_{args.split}.csv"))
+        args.output = default_prediction_output(p, task, args)
     return args
+
+
+def default_prediction_output(parser, task, args):
+    """Where predictions go without --output: into the training run's directory (the one holding the
+    model/ or best/ predicted with), else beside the model; never into the current directory, which
+    is often this source tree. A model given by name has no folder, so it needs --output."""
+    split = os.path.splitext(os.path.basename(args.questions))[0] if getattr(args, "questions", None) else args.split
+    name = f"result_{split}.json" if task == "vqa2" else f"predictions_{split}.csv"
+    from .loading import released_name
+
+    path = args.model_name_or_path
+    if os.path.isfile(path) and path.endswith(".json") or released_name(path) and not os.path.isdir(path):
+        parser.error(f"--model_name_or_path {path} is not a model folder, so there is no folder beside it for the "
+                     "predictions: pass --output")
+    folder = os.path.dirname(path) if os.path.isfile(path) else path  # a missing folder is refused when loading
+    parent = os.path.dirname(os.path.abspath(folder))
+    if os.path.basename(os.path.normpath(folder)) in ("model", "best") and os.path.isfile(os.path.join(parent, "run_config.json")):
+        folder = parent
+    return os.path.join(folder, name)

@@ -68,14 +68,14 @@ def _read_config(path, **changes):
         raise SystemExit(f"error: {path}: {e}") from None
 
 
-def _released_name(name):
+def released_name(name):
     name = name[len("uclanlp/"):] if name.startswith("uclanlp/") else name
     return name if name in modeling.RELEASED_MODELS else None
 
 
 def _checkpoint_config(name_or_path, path):
     """The config of the checkpoint at ``path``, checked before any weight is read."""
-    released = _released_name(path)
+    released = released_name(path)
     if released and not os.path.isdir(path):
         return modeling.VisualBertConfig(**modeling.VisualBertConfig.pretrained_init_configuration[released])
     if not os.path.isdir(path):
