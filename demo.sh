@@ -23,13 +23,13 @@ printf 'stage\tmetric\tseconds\toutputs\n' > "$SUMMARY"
 STAGES=$(grep -c '^stage "' "$0")
 STAGE_NO=0
 
-# What a stage shows on screen, from its full log: its setup lines, a progress line at each quarter of
-# training, the evaluations at those points, and what it wrote. The rest (the launcher's configuration,
-# a line per logging step) stays in the log file.
+# What a stage shows on screen, from its full log: the size of its training, a progress line at each
+# quarter of it with the evaluation at that point, and what it wrote. The rest (the launcher's
+# configuration, where the features come from, a line per logging step) stays in the log file.
 show_progress() {
     awk '
         function out(line) { print "      " line; fflush() }
-        /^(features|training|answer vocabulary|resumed|done|wrote|extracted|imported|own images|stopped|note|warning|error):/ \
+        /^(training|answer vocabulary|resumed|done|stopped|warning|error):/ \
             || /^(wrote|extracted|imported|error) / { out($0); next }
         /^train: step [0-9]+\/[0-9]+/ {
             split($3, at, "/"); quarter = int(4 * at[1] / at[2])

@@ -58,9 +58,8 @@ def test_the_screen_tells_the_story_and_the_logs_keep_the_rest(demo_run):
     headers = [line for line in lines if line.startswith("[")]
     stages = [line.split("]", 1)[1].split("  (full log: ")[0].strip() for line in headers]
     assert stages[:3] == ["demo data", "COCO-caption pretraining", "VQA2 fine-tuning"] and stages[-1] == "plots"
-    for header in headers:
-        log = clone / header.split("(full log: ")[1].rstrip(")")
-        assert log.is_file() and log.stat().st_size > 0, header
+    for header in headers:  # a stage that writes its result to a file (the scores) may log nothing
+        assert (clone / header.split("(full log: ")[1].rstrip(")")).is_file(), header
     pretraining_log = (clone / headers[1].split("(full log: ")[1].rstrip(")")).read_text()
     assert pretraining_log.count("train: step") > 20  # every logging step is in the log ...
     assert sum("train: step" in line for line in lines) <= 4 * len(headers)  # ... a few reach the screen
