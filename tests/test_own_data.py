@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_script
 from visualbert import cli, tasks
 from visualbert import datasets as D
 from visualbert.extract import extract
@@ -110,3 +111,23 @@ def test_a_template_that_cannot_format_an_id_is_one_line(tmp_path, template):
     with pytest.raises(ValueError) as e:
         D.read_vqa_json(q, image_key=template)
     assert str(e.value).startswith(f"--image_key {template!r}: cannot format image_id 7") and "\n" not in str(e.value)
+
+
+def test_training_and_prediction_on_string_image_ids_through_an_image_map(coco_store, tiny_config, tmp_path):
+    _, store = coco_store
+    names = {"rex": "train2014/COCO_train2014_000000000009", "tom": "train2014/COCO_train2014_000000000025",
+             "ada": "val2014/COCO_val2014_000000000007"}
+    mapping = write_json(tmp_path / "map.json", names)
+    train_q, train_a = vqa_files(tmp_path, "train", ("rex", "tom"))
+    val_q, val_a = vqa_files(tmp_path, "val", ("ada",))
+    run = tmp_path / "run"
+    fast = ["--device", "cpu", "--num_workers", "0"]
+    run_script(["VQA2/run_vqa2.py", "--train_questions", train_q, "--train_annotations", train_a, "--eval_questions",
+                val_q, "--eval_annotations", val_a, "--features", store, "--image_map", mapping, "--answer_vocab",
+                "build", "--model_name_or_path", tiny_config(0.0), "--output_dir", str(run), "--max_steps", "2",
+                "--batch_size", "2", *fast])
+    proc = run_script(["VQA2/run_predict.py", "--questions", val_q, "--annotations", val_a, "--features", store,
+                       "--image_map", mapping, "--model_name_or_path", str(run / "best"), *fast])
+    result = run / "result_val_q.json"  # beside the run, named after the questions file
+    assert f"wrote 1 answers to {result}" in proc.stdout
+    assert [r["question_id"] for r in json.loads(result.read_text())] == [101]
