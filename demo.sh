@@ -15,6 +15,8 @@ TINY=configs/visualbert-tiny.json
 TINY_PRE=configs/visualbert-tiny-demo.json
 # one process per core is faster than threads for a model this small; workers would compete
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# each stage's output goes through a pipe to its log and the screen: unbuffered, its lines arrive as they happen
+export PYTHONUNBUFFERED=1
 COMMON=(--device cpu --num_workers 0 --logging_steps 10 --seed 1)
 rm -rf "$OUT"
 mkdir -p "$OUT/logs"
@@ -48,13 +50,13 @@ stage() {  # stage NAME METRIC OUTPUTS -- command...: run with its output in a l
     log="$OUT/logs/$STAGE_NO-$(echo "$name" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-' | sed 's/-$//').log"
     echo
     echo "[$STAGE_NO/$STAGES] $name  (full log: $log)"
-    local t0=$SECONDS status=0
-    : > "$log"  # there before tail looks
-    "$@" > "$log" 2>&1 &
-    local pid=$!
-    tail -n +1 -f --pid=$pid "$log" | show_progress
-    wait $pid || status=$?
-    if [ $status -ne 0 ]; then
+    local t0=$SECONDS status
+    # in the foreground, so that Ctrl-C reaches the stage's processes too
+    set +e
+    "$@" 2>&1 | tee "$log" | show_progress
+    status=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -ne 0 ]; then
         echo "      FAILED (exit $status); the end of $log:"
         tail -n 20 "$log" | sed 's/^/      | /'
         exit $status
