@@ -41,7 +41,7 @@ def test_a_sequence_longer_than_the_position_table_is_refused(demo_dir, tiny_con
                                 "(max_position_embeddings); pass --max_seq_length 512 or less")
 
 
-@pytest.mark.parametrize("payload", [[{"image_id": 1, "caption": "a dog"}], "captions"])
+@pytest.mark.parametrize("payload", [[{"image_id": 1, "caption": "a dog"}], "captions", {"annotations": "a dog"}])
 def test_a_coco_captions_file_of_another_shape_is_one_line(tmp_path, payload):
     path = tmp_path / "captions_train2014.json"
     path.write_text(json.dumps(payload))

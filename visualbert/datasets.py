@@ -321,9 +321,9 @@ def read_coco_captions(path, split):
             coco = COCO(path)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except (KeyError, TypeError) as e:
+    except KeyError as e:
         raise ValueError(f"{path}: not a COCO caption file (missing {e})") from None
-    except AssertionError:  # pycocotools' only check: the file must hold a JSON object
+    except (AssertionError, TypeError):  # pycocotools asserts a JSON object; a list of strings fails on indexing
         raise ValueError(f'{path}: not a COCO caption file (expected a JSON object with an "annotations" list of '
                          '{"id", "image_id", "caption"})') from None
     examples = []
