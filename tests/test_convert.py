@@ -332,6 +332,17 @@ def test_wrong_head_names_missing_keys(tmp_path, capsys):
     assert "missing cls.bias, cls.weight" in err
 
 
+def test_a_task_head_other_than_the_checkpoints_is_refused(tmp_path, capsys):
+    err = run_cli_error(["--src", os.path.join(HF, "nlvr2"), "--head", "vqa"], capsys, tmp_path / "a")
+    assert err == (f"error: {os.path.join(HF, 'nlvr2')}: --head vqa does not match the checkpoint, which holds a nlvr2 "
+                   "head (VisualBertForVisualReasoning) whose classifier means nlvr2's labels; convert with --head "
+                   "nlvr2, or --head base to keep only the encoder")
+    err = run_cli_error(["--src", os.path.join(ORIGINAL, "vqa_wrapped.th"), "--config", "visualbert-nlvr2",
+                         "--head", "vqa"], capsys, tmp_path / "b")
+    assert "--config visualbert-nlvr2: --head vqa does not match the checkpoint" in err
+    assert cv.main(["--src", os.path.join(HF, "vqa"), "--head", "vqa", "--dst", str(tmp_path / "c")]) == 0
+
+
 def test_base_head_takes_the_encoder_of_a_head_checkpoint():
     model = cv.convert_hf(os.path.join(HF, "nlvr2"), head="base")
     nlvr2 = cv.convert_hf(os.path.join(HF, "nlvr2"))

@@ -80,11 +80,23 @@ def test_labels_are_decided_by_the_planted_regions(demo_dir):
     d2048 = demo._directions(np.random.default_rng([0, 1]), 2048)
     dnl = demo._directions(np.random.default_rng([0, 3]), 1024)
     f100 = open_features("coco_detectron_fix_100", coco)
+    kinds = collections.Counter()
     for ex in load_dataset("vqa2", "minival", input_dir=coco):
         feats = f100.get(ex["image_key"])
-        family = demo.COLORS if "color" in ex["question_str"] else demo.OBJECTS
+        seen = {"object": decode(feats, d2048, demo.OBJECTS), "color": decode(feats, d2048, demo.COLORS)}
+        words = ex["question_str"].rstrip("?").split()
         majority = collections.Counter(a.lower().strip(".").replace("a ", "") for a in ex["answers"]).most_common(1)[0][0]
-        assert decode(feats, d2048, family) == majority
+        if words[0] == "is":  # is the <object> <colour>? / is there a <object> ...? / is this a <object>?
+            kind = "color" if words[-1] in demo.COLORS else "object"
+            named = words[-1] if kind == "color" else next(w for w in words if w in demo.OBJECTS)
+            assert majority == ("yes" if named == seen[kind] else "no"), ex
+            kinds[f"yes/no {kind} {majority}"] += 1
+        else:
+            kind = "color" if "color" in ex["question_str"] else "object"
+            assert seen[kind] == majority, ex
+            kinds[kind] += 1
+    # every kind of question is asked, and a yes/no question is as often "no" as "yes"
+    assert len(kinds) == 6 and min(kinds.values()) >= 0.08 * sum(kinds.values()), kinds
     for ex in load_dataset("coco_captions", "val", input_dir=coco):
         # a caption names exactly the planted object and colour, which is what matching must compare
         feats, words = f100.get(ex["image_key"]), ex["caption"].replace(",", " ").split()

@@ -1,6 +1,7 @@
 """The evaluate command line, run as users run it: a subprocess, JSON on stdout, one-line errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,18 @@ def test_help(args, expected):
     assert proc.returncode == 0
     for word in expected:
         assert word in proc.stdout
+
+
+def test_nlvr2_reads_a_csv_saved_with_a_byte_order_mark_and_prints_rounded_scores(tmp_path):
+    labels = _dev_labels()
+    first = next(iter(labels))
+    labels[first] = "False" if labels[first] == "True" else "True"  # one wrong: 6981 / 6982 right
+    plain = tmp_path / "p.csv"
+    _write_predictions(plain, labels)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as spreadsheets save CSV
+    proc = evaluate("nlvr2", "--predictions", bom, "--labels", NLVR2_DEV)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["accuracy"] == round(6981 / 6982, 6) == 0.999857
+    assert not re.search(r"\d\.\d{7,}", proc.stdout), proc.stdout

@@ -239,3 +239,61 @@ def test_sigkill_midway_then_the_same_command_resumes(images, tmp_path):
     assert sorted(PackedStore(out).keys()) == sorted(PackedStore(fresh).keys())
     for key in PackedStore(fresh).keys():
         np.testing.assert_array_equal(PackedStore(out).get(key), PackedStore(fresh).get(key))
+
+
+def test_linked_folders_are_followed_and_a_loop_is_named_and_left_out(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    draw(str(elsewhere / "cats" / "c1.png"), seed=4)
+    root = tmp_path / "images"
+    draw(str(root / "a.png"), seed=5)
+    os.symlink(elsewhere / "cats", root / "cats")  # a folder linked in, not copied
+    os.symlink(root, root / "again")  # a link back to a folder the walk is inside
+    out, _ = E.extract(str(root), str(tmp_path / "feats"), backbone="patches", image_size=16, patch_size=8,
+                       num_workers=0, progress=False)
+    assert sorted(PackedStore(out).keys()) == ["a", "cats/c1"]
+    assert f"note: {root / 'again'}: left out, a link back to {root}, which holds it (a loop)" in capsys.readouterr().err
+
+
+def png_claiming(path, width, height):
+    """A 1 x 1 PNG whose header claims ``width`` x ``height`` pixels (as a decompression bomb's does, in a few bytes)."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(open(path, "rb").read())
+    ihdr = data[12:29]  # chunk type (4) + data (13): width, height, depth, colour, ...
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    open(path, "wb").write(bytes(data))
+
+
+def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, capsys):
+    draw(str(tmp_path / "images" / "a.png"))
+    png_claiming(str(tmp_path / "images" / "bomb.png"), 12000, 12000)
+    out = str(tmp_path / "feats")
+    assert E.main(["--image_dir", str(tmp_path / "images"), "--output_dir", out, "--backbone", "patches",
+                   "--image_size", "16", "--num_workers", "0"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error", "Traceback"))]
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'images' / 'bomb.png'}: cannot read image (12000 x "
+                                               "12000 pixels, more than the 89,478,485 this reads"), err
+    assert not os.path.exists(out)
+
+
+def test_imagenet_weights_without_network_is_one_line_naming_the_offline_choices(images, tmp_path, monkeypatch, capsys):
+    import paddle.vision.models.resnet as resnet
+
+    def no_network(*a, **kw):
+        raise ConnectionError("Failed to establish a new connection:\n[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(resnet, "get_weights_path_from_url", no_network)
+    root, _ = images
+    out = str(tmp_path / "feats")
+    assert E.main(["--image_dir", root, "--output_dir", out, "--backbone", "resnet50", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: --weights imagenet: downloading Paddle's ImageNet resnet50 weights failed "
+                             "(ConnectionError: Failed to establish a new connection: [Errno -3]")
+    for choice in ("--weights FILE.pdparams", "--weights none", "--backbone patches"):
+        assert choice in err[0]
+    assert not os.path.exists(out)

@@ -191,3 +191,18 @@ def test_imported_store_feeds_nlvr2_and_pretraining_through_features(demo_dir, t
     proc = run_script(["NLVR2/run_nlvr2.py", "--annotation_dir", str(nlvr / "annotations"), "--model_name_or_path",
                        tiny_config(0.0), "--output_dir", str(tmp_path / "x"), *fast], check=False)
     assert proc.returncode != 0 and "--input_dir (the data root with the features) is needed unless --features" in proc.stderr
+
+
+def test_npz_dir_follows_linked_folders_and_names_a_loop(tmp_path, capsys):
+    x = np.ones((2, 4), np.float32)
+    elsewhere = tmp_path / "elsewhere"
+    os.makedirs(elsewhere)
+    np.save(elsewhere / "img1.npy", x)
+    src = tmp_path / "src"
+    os.makedirs(src)
+    np.save(src / "img0.npy", x)
+    os.symlink(elsewhere, src / "linked")
+    os.symlink(src, src / "loop")
+    out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s"), dtype="float32", progress=False)
+    assert corrupt == [] and sorted(PackedStore(out).keys()) == ["img0", "linked/img1"]
+    assert f"note: {src / 'loop'}: left out, a link back to {src}, which holds it (a loop)" in capsys.readouterr().err

@@ -125,3 +125,28 @@ def test_single_run_gives_each_metric_its_own_colour(tmp_path, monkeypatch):
     losses = fig.axes[0].get_lines()
     assert sorted(line.get_label() for line in losses) == ["eval_loss", "loss", "masked_lm_loss"]
     assert len({line.get_color() for line in losses}) == 3
+
+
+def test_the_figure_names_the_run_labels_its_axes_and_ticks_whole_steps(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from visualbert.plot import draw_runs
+
+    records = [{"step": s, "loss": 1.0 / s, "lr": 1e-4} for s in (1, 2, 3)]  # few steps: a default axis ticks 1.5, 2.5
+    fig = draw_runs({str(tmp_path / "runs" / "vqa"): records})
+    try:
+        fig.canvas.draw()
+        assert fig._suptitle.get_text() == "vqa"
+        for ax in fig.axes:
+            assert ax.get_xlabel() == "optimizer step" and ax.get_ylabel()
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "learning rate"]
+    finally:
+        plt.close(fig)
+    fig = draw_runs({"a/vqa": records, "b/nlvr2": records})
+    try:
+        assert fig._suptitle.get_text() == "vqa vs nlvr2"
+        assert fig.axes[0].get_legend_handles_labels()[1] == ["vqa: loss", "nlvr2: loss"]
+    finally:
+        plt.close(fig)

@@ -48,7 +48,8 @@ def test_reader_maps_image_ids_to_store_keys_and_keeps_all_answers(tmp_path):
 
 @pytest.mark.parametrize("change, match", [
     (lambda qs, anns: anns.pop(), r"a.json: no annotation for question_id 3 of .*q.json"),
-    (lambda qs, anns: qs[1].update(image_id="7"), "question 1 \\(question_id 2\\): question_id and image_id must be integers"),
+    (lambda qs, anns: qs[1].update(image_id=7.5), "question 1 \\(question_id 2\\): image_id must be an integer or a non-empty string"),
+    (lambda qs, anns: qs[1].update(question_id="2"), "question 1 \\(question_id 2\\): question_id must be an integer"),
     (lambda qs, anns: qs[2].update(question_id=1), "question_id 1 appears twice"),
     (lambda qs, anns: qs[0].pop("question"), "q.json: questions entry 0 has no 'question'"),
     (lambda qs, anns: anns[1].update(answers=[]), "annotation 1 \\(question_id 2\\): \"answers\" must be a non-empty list"),

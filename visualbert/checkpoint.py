@@ -137,8 +137,25 @@ def _write_dir_atomically(final, tmp, write):
             raise OSError(e.errno, f"writing {final} failed ({e.strerror or e}); removed the partial {tmp}, "
                                    "what was saved before is intact") from None
         raise
+    if os.path.isdir(final) and _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous version; final held a complete one throughout
+        return
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+
+
+def _exchange(a, b):
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE): replacing ``model/`` by
+    remove-then-rename left no ``model/`` at all when the run was killed between the two. False where
+    the system or filesystem cannot (the caller then removes and renames)."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def list_checkpoints(output_dir):

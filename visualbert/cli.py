@@ -113,7 +113,9 @@ def add_feature_args(group):
 
 def add_vqa_json_args(group, sets):
     """Flags for VQA data in the official JSON format: ``--<set>_questions`` / ``--<set>_annotations``
-    for each of ``sets`` (plain ``--questions`` / ``--annotations`` for the empty name), and ``--image_key``."""
+    for each of ``sets`` (plain ``--questions`` / ``--annotations`` for the empty name), ``--image_key``
+    (and ``--<set>_image_key`` when there are two sets, whose images often lie in two folders) and
+    ``--image_map``."""
     for name in sets:
         prefix = f"--{name}_" if name else "--"
         what = f"{name} set" if name else "questions to predict"
@@ -124,8 +126,17 @@ def add_vqa_json_args(group, sets):
                                 + ("" if name != "eval" else " (needed to score them)")
                                 + (" (optional: prints the accuracy)" if not name else ""))
     group.add_argument("--image_key", default="{image_id}",
-                       help="template from a question's image_id to its feature key in --features, e.g. "
-                            "COCO_val2014_{image_id:012d} (default: {image_id})")
+                       help="template from a question's image_id (an integer, or a string such as grace_hopper) to "
+                            "its feature key in --features, e.g. COCO_val2014_{image_id:012d} or "
+                            "val2014/COCO_val2014_{image_id:012d} (default: {image_id})")
+    for name in sets if len(sets) > 1 else ():
+        group.add_argument(f"--{name}_image_key", default=None,
+                           help=f"the template for --{name}_questions only (default: --image_key), e.g. "
+                                f"{'train2014/COCO_train2014' if name == 'train' else 'val2014/COCO_val2014'}"
+                                "_{image_id:012d} for images extracted from COCO's folders")
+    group.add_argument("--image_map", default=None, metavar="FILE.json",
+                       help='a JSON object {"image_id": "feature key", ...} naming each image\'s key, instead of '
+                            "the templates")
 
 
 def add_predict_args(group, default_split, output_help):
@@ -220,19 +231,21 @@ def parse_predict_args(task, description, argv=None):
     p = _parser(description)
     g = add_data_args(p, task)
     if task == "vqa2":
-        add_predict_args(g, "test", "result file to write (default: VQA2/result.json)")
+        add_predict_args(g, "test", "result file to write (default: result_<split>.json in the training run's "
+                                    "directory, the one holding the model/ or best/ predicted with, else beside the model; "
+                                    "<split> is the --questions file's name when given)")
         add_vqa_json_args(g, ("",))
         g.add_argument("--answer_vocab", default=None,
                        help="answer vocabulary file (default: the training run's answer_vocab.txt beside the model or in "
                             "its parent directory, else the shipped answers_vqa.txt)")
         add_model_args(p, default_model="logs/vqa")
     else:
-        add_predict_args(g, "test1", "predictions CSV (default: NLVR2/predictions_<split>.csv)")
+        add_predict_args(g, "test1", "predictions CSV (default: predictions_<split>.csv in the training run's "
+                                     "directory, the one holding the model/ or best/ predicted with, else beside the model)")
         add_model_args(p, default_model="logs/nlvr2")
     args = p.parse_args(argv)
     if not args.output:
-        args.output = (os.path.join("VQA2", "result.json") if task == "vqa2"
-                       else os.path.join("NLVR2", f"predictions_{args.split}.csv"))
+        args.output = default_prediction_output(p, task, args)
     return args
 
 
@@ -341,3 +354,21 @@ def parse_vcr_predict_args(description, argv=None):
     args = p.parse_args(argv)
     args.output = args.output or os.path.join("VCR", f"predictions_{args.split}.csv")
     return args
+
+def default_prediction_output(parser, task, args):
+    """Where predictions go without --output: into the training run's directory (the one holding the
+    model/ or best/ predicted with), else beside the model; never into the current directory, which
+    is often this source tree. A model given by name has no folder, so it needs --output."""
+    split = os.path.splitext(os.path.basename(args.questions))[0] if getattr(args, "questions", None) else args.split
+    name = f"result_{split}.json" if task == "vqa2" else f"predictions_{split}.csv"
+    from .configuration import released_name
+
+    path = args.model_name_or_path
+    if os.path.isfile(path) and path.endswith(".json") or released_name(path) and not os.path.isdir(path):
+        parser.error(f"--model_name_or_path {path} is not a model folder, so there is no folder beside it for the "
+                     "predictions: pass --output")
+    folder = os.path.dirname(path) if os.path.isfile(path) else path  # a missing folder is refused when loading
+    parent = os.path.dirname(os.path.abspath(folder))
+    if os.path.basename(os.path.normpath(folder)) in ("model", "best") and os.path.isfile(os.path.join(parent, "run_config.json")):
+        folder = parent
+    return os.path.join(folder, name)

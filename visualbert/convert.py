@@ -45,6 +45,7 @@ HEADS = {name: head.model for name, head in {**modeling.HEADS, **VCR_HEADS}.item
 _WITH_DETECTOR = {"multiple_choice": "vcr", "pretraining": "vcr_pretraining", "vcr": "vcr",
                   "vcr_pretraining": "vcr_pretraining"}
 _HEAD_OF_ARCH = {cls.__name__: head for head, cls in HEADS.items()}
+_TASK_HEADS = ("vqa", "nlvr2", "multiple_choice", "region_alignment")
 _DECODER, _DECODER_BIAS = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"
 _MLM_BIAS = "cls.predictions.bias"
 _WORD_EMBEDDINGS = "visual_bert.embeddings.word_embeddings.weight"
@@ -95,13 +96,23 @@ def _config_from_dict(raw, source):
 
 
 def _head_for(head, raw, source):
+    """--head, else the head the config's ``architectures`` names.
+
+    A task head's classifier means its own task's labels: an NLVR2 checkpoint's 2-way true/false
+    layer would load into ``--head vqa`` as a 2-answer VQA head without complaint, so a task head
+    other than the checkpoint's own is refused (``base`` keeps the encoder of any checkpoint).
+    """
+    saved = next((_HEAD_OF_ARCH[a] for a in raw.get("architectures") or [] if a in _HEAD_OF_ARCH), None)
     if head is not None:
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        if head in _TASK_HEADS and saved in _TASK_HEADS and head != saved:
+            raise ValueError(f"{source}: --head {head} does not match the checkpoint, which holds a {saved} head "
+                             f"({HEADS[saved].__name__}) whose classifier means {saved}'s labels; convert with "
+                             f"--head {saved}, or --head base to keep only the encoder")
         return head
-    for arch in raw.get("architectures") or []:
-        if arch in _HEAD_OF_ARCH:
-            return _HEAD_OF_ARCH[arch]
+    if saved is not None:
+        return saved
     raise ValueError(f"{source}: cannot tell which head this checkpoint is for; pass --head ({', '.join(HEADS)})")
 
 
@@ -249,7 +260,7 @@ def convert_original(src, config, head=None):
         raise ValueError(f"{src}: an original .th checkpoint needs --config (one of {', '.join(RELEASED_MODELS)} "
                          "or a config.json)")
     raw = _released_or_json(config)
-    head = _head_for(head, raw, config)
+    head = _head_for(head, raw, f"--config {config}")
     state = {}
     for key, value in read_weights(src).items():
         new = _original_key(key)

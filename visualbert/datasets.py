@@ -36,7 +36,7 @@ from .features import coco_image_key, nlvr2_image_keys
 
 __all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "load_answer_vocab", "annotation_path",
            "example_image_keys", "describe_example", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2",
-           "read_vqa_json", "build_answer_vocab", "write_answer_vocab"]
+           "read_vqa_json", "read_image_map", "image_feature_key", "build_answer_vocab", "write_answer_vocab"]
 
 logger = logging.getLogger("visualbert.datasets")
 
@@ -179,15 +179,17 @@ def write_answer_vocab(path, answers):
     write_file(path, lambda f: f.writelines(a + "\n" for a in answers))
 
 
-def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}", split="custom"):
+def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}", split="custom", image_map=None):
     """Examples of a split in the official VQA JSON format, any split name.
 
     ``questions_path``: ``{"questions": [{"image_id", "question", "question_id"}, ...]}``;
     ``annotations_path`` (None for an unlabelled split): ``{"annotations": [{"question_id",
     "image_id", "answers": [{"answer", ...}], "answer_type", "question_type", ...}]}``, one per
     question. ``image_key`` is a ``str.format`` template from an ``image_id`` to a feature-store
-    key (``"COCO_val2014_{image_id:012d}"``). Examples carry the imdb reader's fields, plus the
-    ``answer_type`` / ``question_type`` of the annotations.
+    key (``"COCO_val2014_{image_id:012d}"``); ``image_map`` (a dict from :func:`read_image_map`),
+    when given, names each image's key instead. Image ids are integers as in the official format,
+    or strings (``"grace_hopper"``) for one's own photos. Examples carry the imdb reader's fields,
+    plus the ``answer_type`` / ``question_type`` of the annotations.
     """
     questions = _read_vqa_json_list(questions_path, "questions", ("image_id", "question", "question_id"))
     answers = {}
@@ -205,19 +207,17 @@ def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}",
     for index, q in enumerate(questions):
         where = f"{questions_path}: question {index} (question_id {q['question_id']})"
         qid, image_id = q["question_id"], q["image_id"]
-        if not isinstance(qid, int) or isinstance(qid, bool) or not isinstance(image_id, int) or isinstance(image_id, bool):
-            raise ValueError(f"{where}: question_id and image_id must be integers, as in the official format")
+        if not isinstance(qid, int) or isinstance(qid, bool):
+            raise ValueError(f"{where}: question_id must be an integer, as in the official format")
+        if not (isinstance(image_id, int) and not isinstance(image_id, bool) or isinstance(image_id, str) and image_id):
+            raise ValueError(f"{where}: image_id must be an integer or a non-empty string, found {image_id!r}")
         if qid in seen:
             raise ValueError(f"{where}: question_id {qid} appears twice")
         if not isinstance(q["question"], str) or not q["question"].strip():
             # str() would train on "None" or on digits without a word of complaint
             raise ValueError(f'{where}: "question" must be the question text, got {q["question"]!r}')
         seen.add(qid)
-        try:
-            key = image_key.format(image_id=image_id)
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"--image_key {image_key!r}: cannot format image_id {image_id} ({type(e).__name__}: {e}); "
-                             "the template may use only {image_id}") from None
+        key = image_feature_key(image_id, image_key, image_map, where)
         ann = None
         if annotations_path is not None:
             ann = answers.get(qid)
@@ -243,6 +243,48 @@ def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}",
         extra = next(q for q in answers if q not in seen)
         raise ValueError(f"{annotations_path}: question_id {extra} has an annotation but is not in {questions_path}")
     return examples
+
+
+def image_feature_key(image_id, template="{image_id}", image_map=None, where=None):
+    """The feature-store key of ``image_id``: ``image_map[str(image_id)]`` when a map is given, else
+    ``template.format(image_id=image_id)``; a template that cannot format this id is one line."""
+    if image_map is not None:
+        key = image_map.get(str(image_id))
+        if key is None:
+            raise ValueError(f"{where + ': ' if where else ''}--image_map {image_map.path} has no key for image_id "
+                             f"{image_id!r}")
+        return key
+    try:
+        return template.format(image_id=image_id)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"--image_key {template!r}: cannot format image_id {image_id!r} ({type(e).__name__}: {e}); "
+                         "the template may use only {image_id}, with a format that suits its type "
+                         "({image_id:012d} needs integer ids)") from None
+
+
+class ImageMap(dict):
+    """``--image_map``: image id (as a string) -> feature key, read from a JSON object; ``path`` names the file."""
+
+    def __init__(self, path, entries):
+        super().__init__(entries)
+        self.path = path
+
+
+def read_image_map(path):
+    """``--image_map FILE.json``: a JSON object from image ids to feature-store keys, checked."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: --image_map file not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f'{path}: --image_map must be a non-empty JSON object {{"image_id": "feature key", ...}}')
+    bad = next((k for k, v in data.items() if not isinstance(v, str) or not v), None)
+    if bad is not None:
+        raise ValueError(f"{path}: the key of image_id {bad!r} must be a non-empty string, found {data[bad]!r}")
+    return ImageMap(path, data)
 
 
 def _read_vqa_json_list(path, field, required):
@@ -276,8 +318,11 @@ def read_coco_captions(path, split):
             coco = COCO(path)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except (KeyError, TypeError) as e:
+    except KeyError as e:
         raise ValueError(f"{path}: not a COCO caption file (missing {e})") from None
+    except (AssertionError, TypeError):  # pycocotools asserts a JSON object; a list of strings fails on indexing
+        raise ValueError(f'{path}: not a COCO caption file (expected a JSON object with an "annotations" list of '
+                         '{"id", "image_id", "caption"})') from None
     examples = []
     for ann_id in sorted(coco.anns):
         ann = coco.anns[ann_id]

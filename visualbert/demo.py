@@ -20,8 +20,12 @@ regions, NLVR2 images 2 or 3 (any N >= 1 is legal in the real layouts too), whic
 How the labels are learnable: fixed random "concept" directions (one per word below, separate
 tables for the 2048- and 1024-dim spaces) are added to low-noise regions. A COCO image has one
 object (4 words: dog, cat, bus, car) and one colour (4 words: red, blue, ...) planted together in
-every region. VQA asks "what is in the picture?"-style questions (answer: the object) and "what
-color is it?"-style questions (answer: the colour); at least 6 of the 10 human answers are right.
+every region. VQA asks, per image, "what is in the picture?" (answer: the object), "what color is
+it?" (the colour), "is the <object> <colour>?" and "is there a <object> in the picture?" (yes / no;
+the named colour or object is the image's own half the time). At least 6 of the 10 human answers are
+right (8 for yes / no). The first two are answered from the image alone within an epoch; the yes /
+no ones need the named word matched with the image, which takes the tiny model most of the demo's
+VQA stage, so its accuracy curve shows learning throughout.
 Captions are two or three words naming exactly the image's colour and object ("a red dog", "dog
 red", ...), so a caption of another image differs from the image in 15 of 16 draws; that bounds
 caption-image matching accuracy near 0.97 (less the masked-LM corruption of the named words).
@@ -69,6 +73,11 @@ CONCEPT_NORM = 8.0
 
 OBJECT_QUESTIONS = ("what is in the picture?", "what is shown in this photo?", "what is this?")
 COLOR_QUESTIONS = ("what color is it?", "what color is the object?", "what is the color of the thing in the picture?")
+# Yes/no questions that name a colour or an object: the answer depends on matching that word with the
+# image, which a tiny model learns over the whole VQA stage, while the two questions above it answers
+# from the image alone within an epoch (then the stage was solved at step 40 of 288 and its curve flat).
+IS_COLOR_QUESTIONS = ("is the {o} {c}?", "is this {o} {c}?")
+IS_OBJECT_QUESTIONS = ("is there a {o} in the picture?", "is this a {o}?")
 # Short, so the two content words are not diluted among filler tokens the [CLS] summary must average over.
 CAPTIONS = ("{c} {o}", "a {c} {o}", "{o} {c}", "the {c} {o}", "{c} {o} here", "a {o}, {c}")
 # Statements about how many of the two images hold the object: a tiny model learns these from few
@@ -125,7 +134,8 @@ def _coco_images(rng, split, count):
 
 def _human_answers(rng, right, family):
     wrong = [w for w in family if w != right]
-    n_right = int(rng.integers(6, 11))
+    # Yes/no has one wrong answer, which four of ten humans would make worth full credit (min(1, n/3)).
+    n_right = int(rng.integers(8, 11) if len(family) == 2 else rng.integers(6, 11))
     answers = []
     for k in range(10):
         if k < n_right:
@@ -141,10 +151,8 @@ def _imdb_items(rng, split, images):
     items = []
     for img in images:
         name = f"COCO_{split}_{img['id']:012d}"
-        qs = [(OBJECT_QUESTIONS, img["object"], OBJECTS), (COLOR_QUESTIONS, img["color"], COLORS)]
         for k in range(SIZES["questions_per_image"]):
-            templates, right, family = qs[k % 2]
-            question = templates[int(rng.integers(len(templates)))]
+            question, right, family = _question(rng, k % 4, img)
             item = {"image_name": name, "image_id": img["id"], "question_id": img["id"] * 1000 + k,
                     "feature_path": name + ".npy", "question_str": question,
                     "question_tokens": question.rstrip("?").split()}
@@ -154,6 +162,20 @@ def _imdb_items(rng, split, images):
                 item["valid_answers"] = list(answers)
             items.append(item)
     return items
+
+
+def _question(rng, kind, img):
+    """(question, right answer, answer family) of one kind: 0 the object, 1 the colour, 2 "is the <object>
+    <colour>?", 3 "is there a <object>?"; the yes/no ones name the image's colour / object half the time."""
+    if kind < 2:
+        templates, right, family = (OBJECT_QUESTIONS, img["object"], OBJECTS) if kind == 0 else (
+            COLOR_QUESTIONS, img["color"], COLORS)
+        return templates[int(rng.integers(len(templates)))], right, family
+    own, others = (img["color"], COLORS) if kind == 2 else (img["object"], OBJECTS)
+    named = own if rng.random() < 0.5 else [w for w in others if w != own][int(rng.integers(len(others) - 1))]
+    templates = IS_COLOR_QUESTIONS if kind == 2 else IS_OBJECT_QUESTIONS
+    question = templates[int(rng.integers(len(templates)))].format(o=img["object"] if kind == 2 else named, c=named)
+    return question, "yes" if named == own else "no", ("yes", "no")
 
 
 def _write_imdb(path, items, has_answer, created):

@@ -137,6 +137,14 @@ def evaluate_vcr(predictions, labels):
             gold, predicted, "annot_ids", "predictions", "labels"))
     return metrics.vcr_scores(predicted, gold)
 
+def _rounded(value, digits=6):
+    """Scores as a reader wants them: 0.95625, not 0.9562500000000002 (the sums of per-question floats)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return value
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -219,7 +227,7 @@ def main(argv=None):
     except (OSError, ValueError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    json.dump(scores, sys.stdout, indent=2)
+    json.dump(_rounded(scores), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

@@ -1,7 +1,7 @@
 """Region features from your own images: ``python -m visualbert.extract``.
 
-Every ``.jpg`` / ``.jpeg`` / ``.png`` under ``--image_dir`` (recursively) becomes one entry of a
-packed feature store (:class:`visualbert.features.PackWriter`) at ``--output_dir``, keyed by its
+Every ``.jpg`` / ``.jpeg`` / ``.png`` under ``--image_dir`` (recursively, following linked folders) becomes
+one entry of a packed feature store (:class:`visualbert.features.PackWriter`) at ``--output_dir``, keyed by its
 path relative to the image directory without the extension (``shapes/0001.png`` -> ``shapes/0001``),
 which every training and prediction script reads through ``--features``.
 
@@ -35,12 +35,13 @@ import json
 import multiprocessing
 import os
 import sys
+import warnings
 
 import numpy as np
 
 from . import provenance
 from .argtypes import non_negative_int, positive_int
-from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore
+from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
 from .lifetime import init_worker, interrupts_in_one_line
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
@@ -61,9 +62,12 @@ def list_images(image_dir):
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"{image_dir}: --image_dir not found")
     found = {}
-    for root, dirs, files in os.walk(image_dir):
-        dirs.sort()
-        for name in sorted(files):
+
+    def say_loop(path, target):
+        print(f"note: {path}: left out, a link back to {target}, which holds it (a loop)", file=sys.stderr)
+
+    for root, files in walk_files(image_dir, on_loop=say_loop):
+        for name in files:
             stem, ext = os.path.splitext(name)
             if ext.lower() not in IMAGE_EXTENSIONS:
                 continue
@@ -106,11 +110,23 @@ def load_boxes(path, keys):
 
 
 def decode_image(path, size):
-    """(uint8 [size, size, 3], (width, height), None) or (None, None, why) for an unreadable file."""
+    """(uint8 [size, size, 3], (width, height), None) or (None, None, why) for an unreadable file.
+
+    An image of more than PIL's ``MAX_IMAGE_PIXELS`` (89 million) is refused from its header, before
+    decoding: a 17 KB PNG can claim 12000 x 12000 pixels and take gigabytes to decode (PIL itself only
+    warns below twice its limit).
+    """
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # the size check below says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            width, height = im.size
+            if width * height > Image.MAX_IMAGE_PIXELS:
+                return None, None, (f"{width} x {height} pixels, more than the {Image.MAX_IMAGE_PIXELS:,} this reads "
+                                    "(a decompression bomb?); scale it down first")
             pixels, (width, height) = resize_image(im, size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return None, None, f"{type(e).__name__}: {e}"
@@ -182,7 +198,14 @@ class Backbone:
         weights = weights or "imagenet"
         build = getattr(models, name)
         paddle.seed(0)  # --weights none: the same random network on every run, so a resumed store stays consistent
-        self.net = build(pretrained=weights == "imagenet", num_classes=0, with_pool=False)
+        try:
+            self.net = build(pretrained=weights == "imagenet", num_classes=0, with_pool=False)
+        except Exception as e:  # no network, a proxy, a truncated download: each its own type, all mean "no weights"
+            if weights != "imagenet":
+                raise
+            raise OSError(f"--weights imagenet: downloading Paddle's ImageNet {name} weights failed ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())}); without network pass --weights FILE.pdparams (a copy of those weights), --weights none "
+                          "(random, for trying the pipeline) or --backbone patches (no weights at all)") from None
         if weights not in ("imagenet", "none"):
             state = _load_weights(weights)
             own = self.net.state_dict()

@@ -562,7 +562,8 @@ def load_nlvr2_predictions(path) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file (expected CSV lines identifier,True|False)")
     predictions = {}
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig: spreadsheets save CSV with a byte-order mark, which would otherwise become part of line 1's identifier
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

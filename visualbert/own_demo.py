@@ -138,9 +138,10 @@ def run_own_images(out_dir, seed=0, config=None):
     """Write the demo data, run the four commands; returns {"accuracy", "seconds", "stages"}."""
     start = time.time()
     out_dir = os.path.abspath(out_dir)
-    for part in ("feats", "run", "result.json"):
-        if os.path.exists(os.path.join(out_dir, part)):
-            raise FileExistsError(f"{os.path.join(out_dir, part)} exists; pass an empty or new --own_images folder")
+    # the demo writes images/, questions, feats/, run/ there: a folder of the user's own photos must not receive them
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise FileExistsError(f"{out_dir}: {'not empty' if os.path.isdir(out_dir) else 'not a folder'}; --own_images "
+                              "draws its images and writes its questions, features and run there: pass a new or empty folder")
     write_shapes(out_dir, seed)
     # the demo config (initializer_range 0.1, 8 heads): at lr 2e-3 the default tiny config stayed near 0.7 here
     config = config or os.path.join(ROOT, "configs", "visualbert-tiny-demo.json")

@@ -14,6 +14,7 @@ import os
 import sys
 
 PANELS = ("losses", "learning rate", "eval metrics", "other")
+Y_LABELS = {"losses": "loss", "learning rate": "learning rate", "eval metrics": "score", "other": "value"}
 
 # Positions in training, not measurements of it: step is the x axis and epoch just restates it.
 _AXIS_KEYS = frozenset(("step", "epoch"))
@@ -82,46 +83,65 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def plot_runs(runs, out_path):
-    """Draw ``runs`` ({label: records}) into one PNG at ``out_path``; returns the panel titles.
+def run_name(run_dir):
+    """How a run is named in titles and legends: its directory's name (``logs/vqa`` -> ``vqa``)."""
+    return os.path.basename(os.path.normpath(os.fspath(run_dir))) or os.fspath(run_dir)
 
-    Only panels that have data are drawn, top to bottom in PANELS order.
-    """
+
+def draw_runs(runs):
+    """A matplotlib figure of ``runs`` ({label: records}): one panel per group in PANELS order that has
+    data, titled with the runs' names, axes labelled, steps on whole-number ticks. The caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on training machines
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     per_run = {label: series(records) for label, records in runs.items()}
     titles = [p for p in PANELS if any(p in groups for groups in per_run.values())]
     if not titles:
         raise ValueError(f"no numeric metrics besides step/epoch in {', '.join(runs)}")
+    names = [run_name(label) for label in runs]
+    if len(set(names)) < len(names):  # two runs of one name in different places: the paths tell them apart
+        names = [os.fspath(label) for label in runs]
     # Comparing runs, a run keeps its colour in every panel and a metric its line style in every run;
     # a single run gives each metric its own colour.
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(len(titles), 1, figsize=(9, 3.2 * len(titles)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(titles), 1, figsize=(9, 3.2 * len(titles) + 0.4), sharex=True, squeeze=False)
     axes = axes[:, 0]
+    fig.suptitle(" vs ".join(names))
+    for ax, title in zip(axes, titles):
+        keys = sorted(set().union(*(groups.get(title, {}) for groups in per_run.values())))
+        for run_index, (name, groups) in enumerate(zip(names, per_run.values())):
+            for key, (steps, values) in sorted(groups.get(title, {}).items()):
+                if len(runs) == 1:
+                    look = {"label": key}
+                else:
+                    look = {"label": f"{name}: {key}", "color": colours[run_index % len(colours)],
+                            "linestyle": _LINE_STYLES[keys.index(key) % len(_LINE_STYLES)]}
+                # Single points (one evaluation so far) are invisible as a line alone.
+                ax.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, **look)
+        ax.set_title(title)
+        ax.set_ylabel(Y_LABELS[title])
+        ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are counts: no tick at step 2.5
+        ax.tick_params(labelbottom=True)  # sharex hides all but the bottom panel's step numbers
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        if title == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(runs, out_path):
+    """Draw ``runs`` ({label: records}) into one PNG at ``out_path``; returns the panel titles."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_runs(runs)
     try:
-        for ax, title in zip(axes, titles):
-            keys = sorted(set().union(*(groups.get(title, {}) for groups in per_run.values())))
-            for run_index, (label, groups) in enumerate(per_run.items()):
-                for key, (steps, values) in sorted(groups.get(title, {}).items()):
-                    if len(runs) == 1:
-                        look = {"label": key}
-                    else:
-                        look = {"label": f"{label}: {key}", "color": colours[run_index % len(colours)],
-                                "linestyle": _LINE_STYLES[keys.index(key) % len(_LINE_STYLES)]}
-                    # Single points (one evaluation so far) are invisible as a line alone.
-                    ax.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, **look)
-            ax.set_title(title)
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-            if title == "learning rate":
-                ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-        axes[-1].set_xlabel("step")
-        fig.tight_layout()
         fig.savefig(out_path, dpi=100)
-        return [ax.get_title() for ax in axes]
+        return [ax.get_title() for ax in fig.axes]
     finally:
         plt.close(fig)
 

@@ -7,7 +7,7 @@ Per-example dict (names are HF VisualBERT's ``forward`` arguments):
 - targets: MLM ``labels`` int64 [T] (-100 where not masked; text positions only),
   ``sentence_image_labels`` int64 scalar (caption matching 1 = match; NLVR2 pretraining: its label),
   VQA ``labels`` float32 [num_answers] (official soft scores), NLVR2 ``labels`` int64 scalar (True = 1)
-- metadata, not model inputs: ``question_id`` (int), ``image_id``, ``identifier`` (str)
+- metadata, not model inputs: ``question_id`` (int), ``image_id`` (int, or str for own images), ``identifier`` (str)
 
 Inputs are built as the original code trained:
 
@@ -257,7 +257,8 @@ class VQADataset(_VisualTextDataset):
             labels[ids] = scores
             item["labels"] = labels
         item["question_id"] = np.int64(ex["question_id"])
-        item["image_id"] = np.int64(ex["image_id"])
+        # own photos may be named by string ids ("grace_hopper"); the collator hands strings on as a list
+        item["image_id"] = ex["image_id"] if isinstance(ex["image_id"], str) else np.int64(ex["image_id"])
         return item
 
 

@@ -6,6 +6,7 @@ here. The fine-tuning and prediction scripts share this code, so what training p
 evaluation and what ``run_predict.py`` writes and scores are the same computation.
 """
 import csv
+import itertools
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import paddle.nn.functional as F
 from . import engine, environment, loading, provenance, vcr_tasks
 from .atomic import write_file
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
-                       read_vqa_json, write_answer_vocab)
+                       read_image_map, read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
 from .lifetime import interrupts_in_one_line
 from .metrics import nlvr2_scores, vqa_accuracy
@@ -115,11 +116,13 @@ def load_for_finetuning(task, args):
         model, spatial = loading.load_task_model(HEAD[task], args.model_name_or_path, features,
                                                  cpu_kernels=args.cpu_kernels, num_labels=num_labels)
         train_ds = build(task, args.train_split, args, tokenizer, features, exclude_split=args.eval_split,
-                         examples=train_examples, answer_vocab=vocab, spatial=spatial)
+                         examples=train_examples, answer_vocab=vocab, spatial=spatial,
+                         key_origin=key_origin(args, "train"), labels_for="--train_split")
         eval_ds = None
         if args.eval_split:
             eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab,
-                            spatial=spatial)
+                            spatial=spatial, key_origin=key_origin(args, "eval"), labels_for="--eval_split")
+        check_sequence_length(args, model)
     return train_ds, eval_ds, record_provenance(model, args)
 
 
@@ -131,7 +134,8 @@ def load_for_prediction(task, args):
         features = open_task_features(args)
         examples = vocab = None
         if getattr(args, "questions", None):
-            examples = read_vqa_json(args.questions, args.annotations, args.image_key, split="questions")
+            template, image_map = vqa_image_keys(args)
+            examples = read_vqa_json(args.questions, args.annotations, template, split="questions", image_map=image_map)
             args.split = os.path.basename(args.questions)
         elif getattr(args, "annotations", None):
             raise ValueError("--annotations needs --questions")
@@ -139,12 +143,21 @@ def load_for_prediction(task, args):
             vocab = prediction_answer_vocab(args)
         model, spatial = loading.load_task_model(HEAD[task], args.model_name_or_path, features, new_head=False,
                                                  cpu_kernels=args.cpu_kernels)
+        check_sequence_length(args, model)
         dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab,
-                        spatial=spatial)
+                        spatial=spatial, key_origin=key_origin(args))
         if task == "vqa2" and model.config.num_labels != len(vocab):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
                              f"vocabulary has {len(vocab)}; pass the run's {ANSWER_VOCAB_FILE} as --answer_vocab")
     return dataset, model
+
+
+def check_sequence_length(args, model):
+    """Refuse a --max_seq_length the model's position table cannot index (else a mid-step Paddle error)."""
+    limit = model.config.max_position_embeddings
+    if args.max_seq_length > limit:
+        raise ValueError(f"--max_seq_length {args.max_seq_length}: {args.model_name_or_path} has positions for at most "
+                         f"{limit} tokens (max_position_embeddings); pass --max_seq_length {limit} or less")
 
 
 def open_task_features(args):
@@ -186,10 +199,12 @@ def vqa_json_examples(args):
             raise ValueError(f"--{name}_questions and --{name}_annotations go together (the answers are the labels)")
     if not args.train_questions:
         raise ValueError("--eval_questions needs --train_questions (the data to train on)")
-    train = read_vqa_json(args.train_questions, args.train_annotations, args.image_key, split="train")
+    template, image_map = vqa_image_keys(args, "train")
+    train = read_vqa_json(args.train_questions, args.train_annotations, template, split="train", image_map=image_map)
     if not args.eval_questions:
         return train, None
-    held_out = read_vqa_json(args.eval_questions, args.eval_annotations, args.image_key, split="eval")
+    template, image_map = vqa_image_keys(args, "eval")
+    held_out = read_vqa_json(args.eval_questions, args.eval_annotations, template, split="eval", image_map=image_map)
     ids = {ex["question_id"] for ex in held_out}
     kept = [ex for ex in train if ex["question_id"] not in ids]
     if len(kept) < len(train):
@@ -198,6 +213,24 @@ def vqa_json_examples(args):
     if not kept:
         raise ValueError(f"{args.train_questions}: no questions left after removing those of {args.eval_questions}")
     return kept, held_out
+
+
+def vqa_image_keys(args, name=""):
+    """(template, image map or None) that make the feature keys of set ``name``'s questions (train, eval,
+    or "" for prediction's --questions): ``--<name>_image_key``, falling back to ``--image_key``."""
+    template = getattr(args, f"{name}_image_key", None) if name else None
+    image_map = read_image_map(args.image_map) if getattr(args, "image_map", None) else None
+    return template or args.image_key, image_map
+
+
+def key_origin(args, name=""):
+    """How the feature keys of set ``name`` were made, for the line that says one is missing."""
+    if not getattr(args, f"{name}_questions" if name else "questions", None):
+        return None
+    if getattr(args, "image_map", None):
+        return f"--image_map {args.image_map}"
+    flag = f"--{name}_image_key" if name and getattr(args, f"{name}_image_key", None) else "--image_key"
+    return f"{flag} {vqa_image_keys(args, name)[0]!r}"
 
 
 def training_answer_vocab(args, train_examples):
@@ -236,23 +269,43 @@ def prediction_answer_vocab(args):
     return load_answer_vocab()
 
 
-def check_features_exist(dataset, features, name, split):
-    """Fail before any work when an image of ``split`` has no features (one line naming it)."""
+LABEL_FIELD = {"vqa2": "answers", "nlvr2": "label"}
+
+
+def check_labelled(examples, name, split, flag):
+    """Refuse to train or score on a split without labels (VQA test, NLVR2 test2) in one line."""
+    field = LABEL_FIELD.get(name)
+    if field and any(ex.get(field) is None for ex in examples):
+        raise ValueError(f"{flag} {split}: the {name} {split} split has no {'answers' if name == 'vqa2' else 'labels'} "
+                         f"(a test split is unlabelled), so it cannot be {'trained' if 'train' in flag else 'scored'} "
+                         "on; pick a labelled split (predict on it with run_predict.py)")
+
+
+def check_features_exist(dataset, features, name, split, key_origin=None):
+    """Fail before any work when an image of ``split`` has no features: one line naming it, a few keys
+    the store does have, and ``key_origin`` (the flag that made the keys) when given."""
     id_field = ID_FIELD[name]
     for ex in dataset:
         for key in example_image_keys(ex):
             if key not in features:
+                some = list(itertools.islice(features.keys(), 3))
+                have = f"; the features have keys such as {', '.join(map(repr, some))}" if some else ""
+                made = f"; the key was made with {key_origin}" if key_origin else ""
                 raise FileNotFoundError(f"{features.path(key)}: no region features for image {key} "
-                                        f"(needed by {name} {split} {id_field} {ex[id_field]})")
+                                        f"(needed by {name} {split} {id_field} {ex[id_field]}){have}{made}")
 
 
-def build(name, split, args, tokenizer, features, exclude_split=None, examples=None, answer_vocab=None, spatial=False):
-    """The examples of ``split`` (or the given ``examples``) as model-ready dataset, features checked up front;
-    ``spatial``: append each region's box geometry (the model's ``add_spatial_features``)."""
+def build(name, split, args, tokenizer, features, exclude_split=None, examples=None, answer_vocab=None, spatial=False,
+          key_origin=None, labels_for=None):
+    """The examples of ``split`` (or the given ``examples``) as model-ready dataset, features checked up
+    front; ``spatial``: append each region's box geometry (the model's ``add_spatial_features``);
+    ``labels_for`` (a flag such as --train_split) says the split must be labelled."""
     if examples is None:
         examples = load_dataset(name, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
                                 exclude_split=exclude_split)
-    check_features_exist(examples, features, name, split)
+    if labels_for:
+        check_labelled(examples, name, split, labels_for)
+    check_features_exist(examples, features, name, split, key_origin)
     if name == "vqa2":
         if answer_vocab is None:
             answer_vocab = load_answer_vocab(getattr(args, "answer_vocab", None))
@@ -283,6 +336,7 @@ def _pretrain(args):
             model, spatial = loading.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
                                                      cpu_kernels=args.cpu_kernels)
             model = record_provenance(model, args)
+            check_sequence_length(args, model)
             train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split,
                                         spatial=spatial)
             eval_ds = (pretrain_dataset(args, args.eval_split, tokenizer, features, spatial=spatial)
@@ -305,6 +359,8 @@ def _pretrain(args):
 def pretrain_dataset(args, split, tokenizer, features, exclude=None, spatial=False):
     examples = load_dataset(args.dataset, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
                             exclude_split=exclude)
+    if args.dataset == "nlvr2" and uses_matching(args):  # the label is trained on (VQA pretraining needs no answer)
+        check_labelled(examples, args.dataset, split, "--train_split" if split == args.train_split else "--eval_split")
     check_features_exist(examples, features, args.dataset, split)
     common = dict(max_seq_length=args.max_seq_length, mask_prob=args.mask_prob, seed=args.seed,
                   visual_dtype=args.feature_dtype, spatial=spatial)

@@ -32,7 +32,7 @@ Features must be finite: a NaN or Inf row would turn every prediction into the s
 without an error, so readers refuse it naming the image and the file.
 """
 from .layouts import (FEATURE_TYPES, Layout, check_split, coco_image_key, get_layout, nlvr2_image_keys,
-                      read_feature_file, source_stamp)
+                      read_feature_file, source_stamp, walk_files)
 from .pack import PackWriter, inspect_features, pack_features
 from .stores import (IMAGE_EXTENSIONS, PACK_FORMAT, PACK_VERSION, DirectoryFeatures, FeatureStore, PackedStore,
                      check_feature_dim, default_pack_dir, open_feature_dir, open_features)
@@ -52,4 +52,5 @@ __all__ = [
     "pack_features",
     "inspect_features",
     "read_feature_file",
+    "walk_files",
 ]

@@ -6,6 +6,7 @@ import sys
 from ..datasets import example_image_keys, load_dataset
 from ..lifetime import interrupts_in_one_line
 from . import FEATURE_TYPES, PackedStore, inspect_features, pack_features
+from .pack import inspect_store
 from .importers import import_features
 
 
@@ -27,7 +28,7 @@ def _run(argv):
     parser = argparse.ArgumentParser(prog="python -m visualbert.features",
                                      description="Region-feature stores: pack per-image .npy files into one memory-mapped store, import a "
                                                  "public feature release, or inspect a store.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{pack,inspect,import}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--image_feature_type", required=True, help=f"one of {', '.join(FEATURE_TYPES)}")
     common.add_argument("--input_dir", required=True, help="data root, e.g. ./X_COCO/ or ./X_NLVR/ (features under data/...)")
@@ -35,7 +36,14 @@ def _run(argv):
     p = sub.add_parser("pack", parents=[common], help="pack per-image .npy files into one memory-mapped store (resumable, atomic)")
     p.add_argument("--out", default=None, help="store directory (default: <feature root>/packed/<split or all>, found by readers automatically)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="on-disk dtype (default float16)")
-    i = sub.add_parser("inspect", parents=[common], help="counts, dims, rows min/mean/max, and ids missing for a dataset")
+    i = sub.add_parser("inspect", help="counts, dims, rows min/mean/max, and ids missing for a dataset",
+                       description="Inspect the features of --image_feature_type under --input_dir, or the packed store "
+                                   "--features names (as the training scripts' --features).")
+    i.add_argument("--image_feature_type", default=None, help=f"one of {', '.join(FEATURE_TYPES)} (with --input_dir)")
+    i.add_argument("--input_dir", default=None, help="data root, e.g. ./X_COCO/ or ./X_NLVR/ (features under data/...)")
+    i.add_argument("--split", default=None, help="one split directory (default: all splits of the type)")
+    i.add_argument("--features", default=None, metavar="DIR",
+                   help="instead: a packed store written by python -m visualbert.extract or features import")
     i.add_argument("--dataset", choices=["coco_captions", "vqa2", "nlvr2"], default=None,
                    help="report the images this dataset's --dataset_splits need but the store lacks")
     i.add_argument("--dataset_splits", default=None, help="comma-separated dataset splits for --dataset (e.g. train,minival)")
@@ -53,6 +61,13 @@ def _run(argv):
     m.add_argument("--output_dir", required=True, help="the packed store to write (resumable, published when complete)")
     m.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="on-disk dtype (default float16)")
     args = parser.parse_args(argv)
+    if args.command is None:  # a bare `python -m visualbert.features`: say what it can do
+        parser.print_help()
+        return 2
+    if args.command == "inspect" and bool(args.features) == bool(args.image_feature_type or args.input_dir):
+        i.error("pass either --features DIR, or --image_feature_type with --input_dir")
+    if args.command == "inspect" and not args.features and not (args.image_feature_type and args.input_dir):
+        i.error("--image_feature_type and --input_dir go together")
     try:
         if args.command == "import":
             out, corrupt = import_features(args.format, args.src, args.output_dir, dtype=args.dtype)
@@ -73,7 +88,10 @@ def _run(argv):
                 if not args.dataset_splits:
                     raise ValueError("--dataset needs --dataset_splits")
                 expected = _expected_keys(args.dataset, args.dataset_splits.split(","), args.input_dir, args.annotation_dir)
-            report = inspect_features(args.image_feature_type, args.input_dir, split=args.split, expected_keys=expected)
+            if args.features:
+                report = inspect_store(args.features, expected_keys=expected)
+            else:
+                report = inspect_features(args.image_feature_type, args.input_dir, split=args.split, expected_keys=expected)
             if args.json:
                 print(json.dumps(report))
             else:
@@ -81,6 +99,8 @@ def _run(argv):
                 print(f"  images: {report['images']} ({report['images_packed']} from packed stores {report['packed_stores']})")
                 print(f"  dims: {report['dims']}")
                 print(f"  rows per image: min {report['rows_min']}  mean {report['rows_mean']:.1f}  max {report['rows_max']}")
+                if report.get("made_by"):
+                    print("  made by: " + ", ".join(f"{k} {v}" for k, v in report["made_by"].items() if v is not None))
                 for line in report["bad_files"]:
                     print(f"  bad: {line}")
                 for path in report["changed_since_packing"]:

@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import provenance
 from ..safeload import RestrictedUnpickler, load_npy
+from .layouts import walk_files
 from .pack import PackWriter
 
 __all__ = ["FORMATS", "import_features"]
@@ -268,14 +269,17 @@ def _npz_dir(paths):
             yield None, root, _fail(f"{root}: not a directory (npz_dir reads a folder of .npy / .npz files)")
             continue
         found = []
-        for d, dirs, files in os.walk(root):
-            dirs.sort()
-            found += [os.path.join(d, n) for n in sorted(files) if n.endswith((".npy", ".npz"))]
+        for d, files in walk_files(root, on_loop=_say_loop):
+            found += [os.path.join(d, n) for n in files if n.endswith((".npy", ".npz"))]
         if not found:
             yield None, root, _fail(f"{root}: no .npy or .npz files")
         for path in found:
             key = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
             yield key, path, _npz_file(path)
+
+
+def _say_loop(path, target):
+    print(f"note: {path}: left out, a link back to {target}, which holds it (a loop)", file=sys.stderr)
 
 
 def _npz_file(path):

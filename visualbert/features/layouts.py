@@ -135,3 +135,26 @@ def npy_shape(path):
         if os.path.getsize(path) < expected:
             raise ValueError(f"{path}: truncated .npy ({os.path.getsize(path)} bytes, header promises {expected})")
     return shape, dtype
+
+
+def walk_files(top, on_loop=None):
+    """``(folder, sorted file names)`` of every folder under ``top``, in sorted order, following linked
+    folders (users link their image or feature folders in rather than copy them). A link back to a
+    folder the walk is already inside would never end: it is left out, and ``on_loop(path, target)``
+    (when given) is told which."""
+    chains = {top: (os.path.realpath(top),)}
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        chain = chains.pop(folder)
+        kept = []
+        for name in sorted(dirs):
+            path = os.path.join(folder, name)
+            target = os.path.realpath(path)
+            if target in chain:
+                if on_loop is not None:
+                    on_loop(path, target)
+                continue
+            chains[path] = chain + (target,)
+            kept.append(name)
+        dirs[:] = kept
+        yield folder, sorted(files)
+

@@ -346,3 +346,34 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
         report["expected"] = len(expected)
         report["missing"] = missing
     return report
+
+
+def inspect_store(directory, expected_keys=None):
+    """The report of :func:`inspect_features` for the packed store ``--features DIR`` names (written by
+    ``visualbert.extract`` or ``features import``), plus ``made_by``: how its features were made."""
+    from .stores import open_feature_dir
+
+    features = open_feature_dir(directory)
+    store = features.store
+    counts = np.array([store.rows(k) for k in store.keys()] or [0])
+    meta = store.meta
+    report = {
+        "image_feature_type": meta.get("image_feature_type") or "packed store",
+        "root": os.fspath(directory),
+        "packed_stores": [os.fspath(directory)],
+        "images": len(store),
+        "images_packed": len(store),
+        "dims": {str(store.dim): len(store)},
+        "rows_min": int(counts.min()),
+        "rows_mean": float(counts.mean()),
+        "rows_max": int(counts.max()),
+        "bad_files": [],
+        "changed_since_packing": [],
+        "made_by": meta.get("extracted") or meta.get("imported"),
+    }
+    if expected_keys is not None:
+        expected = list(dict.fromkeys(expected_keys))
+        report["expected"] = len(expected)
+        report["missing"] = [k for k in expected if k not in features]
+    return report
+

@@ -238,6 +238,7 @@ class FeatureStore:
                 if p.meta.get("image_feature_type") not in (None, image_feature_type):
                     raise ValueError(f"{p.directory}: packed store holds {p.meta.get('image_feature_type')}, not {image_feature_type}")
         self._dim = None
+        self._dim_source = None  # the file the dimension was read from, named when another file disagrees
 
     @property
     def dim(self):
@@ -252,6 +253,7 @@ class FeatureStore:
                 if len(shape) != 2:
                     raise ValueError(f"{first[1]}: expected a [N, D] feature array, found shape {tuple(shape)}")
                 self._dim = int(shape[1])
+                self._dim_source = first[1]
         return self._dim
 
     def where(self):
@@ -314,7 +316,9 @@ class FeatureStore:
         path = self.path(key)
         arr = read_feature_file(path, key)
         if self._dim is not None and arr.shape[1] != self._dim:
-            raise ValueError(f"{path}: feature dim {arr.shape[1]}, the other features of {self.image_feature_type} have {self._dim}")
+            source = self._dim_source or (self.packed[0].directory if self.packed else None)
+            raise ValueError(f"{path}: feature dim {arr.shape[1]}, but {source} has {self._dim} (the dimension the run "
+                             f"took for {self.image_feature_type}); one of the two files is not like the others")
         if self.max_regions is not None:
             arr = arr[: self.max_regions]
         return arr if dtype is None else arr.astype(dtype, copy=False)
