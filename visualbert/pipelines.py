@@ -144,13 +144,24 @@ def read_store_features(store_dir, key):
 
 
 class _Rows:
-    """The feature-store interface the training datasets read, over rows made in memory."""
+    """The feature-store interface the training datasets read, over rows (and their box geometry) made
+    in memory."""
 
-    def __init__(self, rows):
-        self.rows = rows
+    def __init__(self, rows, geometry):
+        self.rows, self.geometry = rows, geometry
+
+    @property
+    def has_boxes(self):
+        return all(self.geometry.get(key) is not None for key in self.rows)
+
+    def where(self):
+        return "the given features"
 
     def get(self, key, dtype=np.float32):
         return self.rows[key] if dtype is None else self.rows[key].astype(dtype, copy=False)
+
+    def boxes(self, key):
+        return self.geometry[key]
 
 
 def _run_settings(model_dir):
@@ -192,6 +203,8 @@ class _Pipeline:
         self.tokenizer = loading.tokenizer_from_args(settings)
         self.max_seq_length = settings.max_seq_length
         self.provenance = provenance.of_model(self.model_dir)
+        # a model trained with each region's box geometry appended reads it here too
+        self.spatial = bool(getattr(self.model.config, "add_spatial_features", False))
         self._weights = weights
         self._featurizer = None
         self.lock = threading.Lock()
@@ -276,8 +289,8 @@ class VisualQuestionAnswering(_Pipeline):
         made = self._features_of([p[0] for p in pairs], boxes)
         examples = [{"question_str": _question(q), "question_id": i, "image_id": 0, "image_key": str(k)}
                     for i, ((_, q), k) in enumerate(zip(pairs, made["keys"]))]
-        dataset = VQADataset(examples, self.tokenizer, _Rows(made["rows"]), answer_vocab=self.answer_vocab,
-                             max_seq_length=self.max_seq_length)
+        dataset = VQADataset(examples, self.tokenizer, _Rows(made["rows"], made["geometry"]),
+                             answer_vocab=self.answer_vocab, max_seq_length=self.max_seq_length, spatial=self.spatial)
         logits, attention = self._forward(dataset, output_attentions=explain)
         logits[:, 0] = -np.inf  # <unk>: never an answer, as in run_predict.py
         probs = _softmax(logits)
@@ -312,7 +325,8 @@ class VisualReasoning(_Pipeline):
                                   features2 if features2 is not None else image2], None)
         example = {"sentence": _question(statement), "identifier": "ask-0", "label": None,
                    "image_keys": made["keys"]}
-        dataset = NLVR2Dataset([example], self.tokenizer, _Rows(made["rows"]), max_seq_length=self.max_seq_length)
+        dataset = NLVR2Dataset([example], self.tokenizer, _Rows(made["rows"], made["geometry"]),
+                               max_seq_length=self.max_seq_length, spatial=self.spatial)
         logits, _ = self._forward(dataset)
         p_true = float(_softmax(logits)[0, 1])
         return {"answer": p_true >= 0.5, "score": p_true if p_true >= 0.5 else 1.0 - p_true}
