@@ -1,7 +1,7 @@
 """Every script's command line: the flag groups the scripts share, and each script's parser.
 
 The scripts parse with ``parse_pretrain_args`` / ``parse_finetune_args`` / ``parse_predict_args`` and
-hand the result to ``visualbert.tasks``; ``tools/cli_docs.py`` renders their --help into README.md.
+hand the result to ``visualbert.tasks``; ``tools/cli_docs.py`` renders their --help into docs/cli.md.
 """
 import argparse
 import os
