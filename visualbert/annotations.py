@@ -159,18 +159,12 @@ def _nlvr2_label(value, where, identifier):
     return text == "true"
 
 
-def read_nlvr2(path, need_label=True):
-    """The examples of an NLVR2 split as dicts ``identifier`` (str), ``sentence`` (str) and
-    ``label`` (bool, True = the sentence is true of the pair; None where absent), in file order.
-
-    Every line needs a label unless ``need_label`` is false (test2 was released without them).
-    Blank lines are skipped; identifiers must be unique.
-    """
+def _json_lines(path, expected):
+    """(line number, "file:line", object) of each non-blank line of a JSON-lines file; a missing file
+    or a line that is not a JSON object is one error naming the file (and line)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected an NLVR2 split, JSON lines with "
-                                "identifier, sentence and label)")
-    examples, first_seen = [], {}
+        raise FileNotFoundError(f"{path}: no such file (expected {expected})")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -182,26 +176,38 @@ def read_nlvr2(path, need_label=True):
                 raise ValueError(f"{where}: not a JSON object ({e.msg})") from None
             if not isinstance(item, dict):
                 raise ValueError(f"{where}: expected a JSON object, found {type(item).__name__}")
-            for field in ("identifier", "sentence"):
-                if field not in item:
-                    raise ValueError(f"{where}: no '{field}' field")
-                if not isinstance(item[field], str):
-                    raise ValueError(f"{where}: '{field}' must be a string, got {item[field]!r}")
-            identifier = item["identifier"]
-            if not _NLVR2_IDENTIFIER.fullmatch(identifier):
-                raise ValueError(f"{where}: NLVR2 identifier '{identifier}' is not of the form "
-                                 "<split>-<set>-<pair>-<sentence>")
-            label = item.get("label")
-            if label is None:
-                if need_label:
-                    raise ValueError(f'{where}: identifier {identifier} has no \'label\' (expected "True" or '
-                                     '"False"; only the unlabelled test2 split may lack it)')
-            else:
-                label = _nlvr2_label(label, where, identifier)
-            if identifier in first_seen:
-                raise ValueError(f"{where}: identifier {identifier} appears twice (also line {first_seen[identifier]})")
-            first_seen[identifier] = lineno
-            examples.append({"identifier": identifier, "sentence": item["sentence"], "label": label})
+            yield lineno, where, item
+
+
+def read_nlvr2(path, need_label=True):
+    """The examples of an NLVR2 split as dicts ``identifier`` (str), ``sentence`` (str) and
+    ``label`` (bool, True = the sentence is true of the pair; None where absent), in file order.
+
+    Every line needs a label unless ``need_label`` is false (test2 was released without them).
+    Blank lines are skipped; identifiers must be unique.
+    """
+    examples, first_seen = [], {}
+    for lineno, where, item in _json_lines(path, "an NLVR2 split, JSON lines with identifier, sentence and label"):
+        for field in ("identifier", "sentence"):
+            if field not in item:
+                raise ValueError(f"{where}: no '{field}' field")
+            if not isinstance(item[field], str):
+                raise ValueError(f"{where}: '{field}' must be a string, got {item[field]!r}")
+        identifier = item["identifier"]
+        if not _NLVR2_IDENTIFIER.fullmatch(identifier):
+            raise ValueError(f"{where}: NLVR2 identifier '{identifier}' is not of the form "
+                             "<split>-<set>-<pair>-<sentence>")
+        label = item.get("label")
+        if label is None:
+            if need_label:
+                raise ValueError(f'{where}: identifier {identifier} has no \'label\' (expected "True" or '
+                                 '"False"; only the unlabelled test2 split may lack it)')
+        else:
+            label = _nlvr2_label(label, where, identifier)
+        if identifier in first_seen:
+            raise ValueError(f"{where}: identifier {identifier} appears twice (also line {first_seen[identifier]})")
+        first_seen[identifier] = lineno
+        examples.append({"identifier": identifier, "sentence": item["sentence"], "label": label})
     if not examples:
         raise ValueError(f"{path}: no examples (expected JSON lines with identifier, sentence and label)")
     return examples
@@ -493,28 +499,15 @@ def read_vcr(path, need_labels=True):
     release (movie, question_orig, ...) are not needed and not kept. Blank lines are skipped;
     annot_ids must be unique.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected a VCR split, JSON lines with annot_id, objects, "
-                                "question, answer_choices, rationale_choices, ...)")
     items, first_seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not a JSON object ({e.msg})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected a JSON object, found {type(item).__name__}")
-            record = _vcr_item(item, where, need_labels)
-            annot_id = record["annot_id"]
-            if annot_id in first_seen:
-                raise ValueError(f"{where}: annot_id {annot_id} appears twice (also line {first_seen[annot_id]})")
-            first_seen[annot_id] = lineno
-            items.append(record)
+    for lineno, where, item in _json_lines(path, "a VCR split, JSON lines with annot_id, objects, question, "
+                                                 "answer_choices, rationale_choices, ..."):
+        record = _vcr_item(item, where, need_labels)
+        annot_id = record["annot_id"]
+        if annot_id in first_seen:
+            raise ValueError(f"{where}: annot_id {annot_id} appears twice (also line {first_seen[annot_id]})")
+        first_seen[annot_id] = lineno
+        items.append(record)
     if not items:
         raise ValueError(f"{path}: no items (expected VCR JSON lines)")
     return items

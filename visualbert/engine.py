@@ -17,8 +17,6 @@ import json
 import math
 import os
 import sys
-import signal
-import threading
 import time
 
 import numpy as np
@@ -29,8 +27,9 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from . import rundir
 from .checkpoint import (gather_rng_states, list_checkpoints, resume_checkpoint, save_checkpoint, save_model,
                          update_trainer_state)
-from .loading import user_errors
 from .environment import is_main, log0, own_output_dir
+from .lifetime import interrupts_in_one_line
+from .loading import user_errors
 from .loader import EpochBatchSampler, make_loader
 from .progress import Progress
 
@@ -123,39 +122,18 @@ class CountLossUnits:
 
 def _stops_in_one_line(train_fn):
     """Ctrl-C, a full disk or a bad file met while training end the run with one line. Nothing
-    on disk is lost: checkpoints are renamed into place only once complete, so the last one loads.
-
-    Ctrl-C is recognised by its signal, not by the exception type: Paddle hands a KeyboardInterrupt
-    raised inside an operator's backward back as its own error type.
-    """
+    on disk is lost: checkpoints are renamed into place only once complete, so the last one loads,
+    and the line names it."""
 
     @functools.wraps(train_fn)
     def run(args, *a, **kw):
-        interrupted = []
-
-        def on_sigint(signum, frame):
-            interrupted.append(signum)
-            raise KeyboardInterrupt
-
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
-        try:
-            with user_errors():
-                return train_fn(args, *a, **kw)
-        except BaseException as e:
-            from tqdm import tqdm as bars  # the class keeps every open bar
-
-            for bar in list(bars._instances):  # end a progress bar's line, so the message gets its own
-                bar.close()
-            if not (interrupted or isinstance(e, KeyboardInterrupt)):
-                raise
+        def last_checkpoint():
             ckpts = list_checkpoints(args.output_dir)
-            last = f"last checkpoint {ckpts[-1]} (continue with --resume latest)" if ckpts else "no checkpoint was written yet"
-            print(f"stopped: interrupted (SIGINT); {last}", file=sys.stderr, flush=True)
-            raise SystemExit(130) from None
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+            return (f"last checkpoint {ckpts[-1]} (continue with --resume latest)" if ckpts
+                    else "no checkpoint was written yet")
+
+        with interrupts_in_one_line(after=last_checkpoint), user_errors():
+            return train_fn(args, *a, **kw)
 
     return run
 
