@@ -73,3 +73,47 @@ def test_the_program_is_cached_beside_the_model_and_made_again_when_the_weights_
 def test_the_default_engine_is_paddle_inference_on_the_cpu_only():
     assert inference.default_engine("cpu") == "paddle_inference"
     assert inference.default_engine("gpu") == "dygraph"
+
+
+# Runs a script with paddle.inference.create_predictor wrapped: every predictor made leaves a line in MARKS.
+_WATCHED = """
+import os, runpy, sys
+import paddle.inference as pi
+real = pi.create_predictor
+def watched(config):
+    with open(os.environ["MARKS"], "a") as f:
+        f.write("predictor\\n")
+    return real(config)
+pi.create_predictor = watched
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.slow  # a tiny VQA training run and a prediction, each in its own process
+def test_training_and_its_evaluation_never_build_a_predictor_prediction_does(demo_dir, tiny_config, tmp_path):
+    from conftest import run_script
+
+    marks = tmp_path / "marks.txt"
+    out = tmp_path / "run"
+    fast = ["--device", "cpu", "--num_workers", "0", "--seed", "1"]
+    run_script(["-c", _WATCHED, "VQA2/run_vqa2.py", "--input_dir", str(demo_dir / "X_COCO"), "--output_dir", str(out),
+                "--model_name_or_path", tiny_config(0.0), "--train_split", "train", "--eval_split", "val",
+                "--batch_size", "64", "--max_steps", "3", "--save_steps", "1000", *fast], env={"MARKS": str(marks)})
+    assert (out / "best" / "eval_results.json").exists()  # it evaluated, on the dygraph model
+    assert not marks.exists()
+
+    run_script(["-c", _WATCHED, "VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"),
+                "--model_name_or_path", str(out / "best"), "--split", "val", "--output", str(tmp_path / "val.json"),
+                *fast], env={"MARKS": str(marks)})
+    assert marks.read_text() == "predictor\n"  # the default engine on the CPU
+    assert (out / "best" / "inference" / "model.pdiparams").exists()
+
+    # the demo's val split: every top answer of the predictor is the dygraph model's
+    run_script(["VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"), "--model_name_or_path",
+                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-dygraph.json"), "--engine",
+                "dygraph", *fast])
+    by_predictor = json.loads((tmp_path / "val.json").read_text())
+    assert len(by_predictor) > 100
+    assert by_predictor == json.loads((tmp_path / "val-dygraph.json").read_text())

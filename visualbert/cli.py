@@ -9,6 +9,7 @@ import os
 from .argtypes import fraction, int_range, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
 from .datasets import DEFAULT_FEATURE_TYPE
 from .features import FEATURE_TYPES
+from .inference import add_engine_arg
 from .tasks import PRETRAIN_SPLITS
 
 # ---------------------------------------------------------------------------- shared groups
@@ -226,6 +227,7 @@ def parse_predict_args(task, description, argv=None):
     else:
         add_predict_args(g, "test1", "predictions CSV (default: NLVR2/predictions_<split>.csv)")
         add_model_args(p, default_model="logs/nlvr2")
+    add_engine_arg(p)
     args = p.parse_args(argv)
     if not args.output:
         args.output = (os.path.join("VQA2", "result.json") if task == "vqa2"

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["ENGINES", "default_engine", "export", "InferenceModel", "load_inference_model", "INPUT_NAMES"]
+__all__ = ["ENGINES", "add_engine_arg", "default_engine", "export", "InferenceModel", "load_inference_model", "INPUT_NAMES"]
 
 ENGINES = ("dygraph", "paddle_inference")
 
@@ -37,6 +37,14 @@ def default_engine(device):
     """The engine a prediction command uses when none is named: Paddle Inference on the CPU (faster; see
     BENCHMARKS.md), the model as trained on a GPU."""
     return "paddle_inference" if device == "cpu" else "dygraph"
+
+
+def add_engine_arg(parser):
+    """The ``--engine`` switch of the prediction commands (run_predict.py, ask, serve)."""
+    parser.add_argument("--engine", default=None, choices=ENGINES,
+                        help="how the model runs: paddle_inference (the default on the CPU: exported once to "
+                             "<model>/inference/ and run by Paddle's deployment predictor with oneDNN, faster) or "
+                             "dygraph (the model as trained; the default on a GPU); same answers")
 
 
 def _fingerprint(model_dir):
@@ -148,14 +156,16 @@ def _stock_model(head, model_dir):
 def _save_program(model, prefix):
     import paddle
 
-    from . import cpu
+    from . import cpu, quiet
 
     cpu.restore(model)  # the program is made of Paddle's own operators; visualbert.cpu's ctypes kernels are not
     model.eval()
     program = _ProgramInputs.layer(model)
     program.eval()
-    paddle.jit.save(paddle.jit.to_static(program, full_graph=True), prefix,
-                    input_spec=_ProgramInputs.specs(model.config.visual_embedding_dim))
+    # saving any program makes Paddle's C++ warn about "input out tensor"s, which this program has none of
+    with quiet.native_stderr_without(("Paddle static graph(PIR) not support input out tensor",)):
+        paddle.jit.save(paddle.jit.to_static(program, full_graph=True), prefix,
+                        input_spec=_ProgramInputs.specs(model.config.visual_embedding_dim))
 
 
 class InferenceModel:
