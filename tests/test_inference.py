@@ -70,8 +70,9 @@ def test_the_program_is_cached_beside_the_model_and_made_again_when_the_weights_
     np.testing.assert_allclose(runner(**x).logits.numpy(), expected, atol=1e-4, rtol=0)
 
 
-def test_the_default_engine_is_paddle_inference_on_the_cpu_only():
+def test_the_default_engine_is_paddle_inference_for_questions_on_the_cpu_only():
     assert inference.default_engine("cpu") == "paddle_inference"
+    assert inference.default_engine("cpu", whole_split=True) == "dygraph"
     assert inference.default_engine("gpu") == "dygraph"
 
 
@@ -106,14 +107,13 @@ def test_training_and_its_evaluation_never_build_a_predictor_prediction_does(dem
 
     run_script(["-c", _WATCHED, "VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"),
                 "--model_name_or_path", str(out / "best"), "--split", "val", "--output", str(tmp_path / "val.json"),
-                *fast], env={"MARKS": str(marks)})
-    assert marks.read_text() == "predictor\n"  # the default engine on the CPU
+                "--engine", "paddle_inference", *fast], env={"MARKS": str(marks)})
+    assert marks.read_text() == "predictor\n"
     assert (out / "best" / "inference" / "model.pdiparams").exists()
 
     # the demo's val split: every top answer of the predictor is the dygraph model's
     run_script(["VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"), "--model_name_or_path",
-                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-dygraph.json"), "--engine",
-                "dygraph", *fast])
+                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-dygraph.json"), *fast])
     by_predictor = json.loads((tmp_path / "val.json").read_text())
     assert len(by_predictor) > 100
     assert by_predictor == json.loads((tmp_path / "val-dygraph.json").read_text())

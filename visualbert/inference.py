@@ -1,8 +1,10 @@
 """Prediction through Paddle Inference: a trained model exported once to a static program and run by
 Paddle's deployment predictor (oneDNN on the CPU), with answers equal to the training-time model's.
 
-``--engine paddle_inference`` (the default on the CPU for prediction, ``ask`` and ``serve``) uses it;
-``--engine dygraph`` runs the model as training does. The program is cached beside the weights in
+``--engine paddle_inference`` (the default on the CPU for one question at a time: ``ask``, ``serve``,
+``pipeline``) uses it; ``--engine dygraph`` runs the model as training does (on the CPU with
+``visualbert.cpu``'s kernels: the default for whole splits, ``run_predict.py``, where it measured
+faster; see BENCHMARKS.md). The program is cached beside the weights in
 ``<model>/inference/`` (written atomically: a temp dir renamed into place) together with the
 fingerprint of the weights and config it was made from; a changed model is exported again.
 
@@ -33,18 +35,21 @@ _PROGRAM = "model"
 _EXPORT_FORMAT = 1  # bump when what export() writes changes: older caches are then made again
 
 
-def default_engine(device):
-    """The engine a prediction command uses when none is named: Paddle Inference on the CPU (faster; see
-    BENCHMARKS.md), the model as trained on a GPU."""
-    return "paddle_inference" if device == "cpu" else "dygraph"
+def default_engine(device, whole_split=False):
+    """The engine a prediction command uses when none is named, the faster one as measured (BENCHMARKS.md,
+    BERT-base on 2 CPU threads): Paddle Inference for questions one at a time on the CPU (ask, serve,
+    pipeline), the dygraph model on visualbert.cpu's kernels for batches of a whole split
+    (``whole_split``: run_predict.py) and everywhere on a GPU."""
+    return "paddle_inference" if device == "cpu" and not whole_split else "dygraph"
 
 
 def add_engine_arg(parser):
     """The ``--engine`` switch of the prediction commands (run_predict.py, ask, serve)."""
     parser.add_argument("--engine", default=None, choices=ENGINES,
-                        help="how the model runs: paddle_inference (the default on the CPU: exported once to "
-                             "<model>/inference/ and run by Paddle's deployment predictor with oneDNN, faster) or "
-                             "dygraph (the model as trained; the default on a GPU); same answers")
+                        help="how the model runs: paddle_inference (exported once to <model>/inference/ and run "
+                             "by Paddle's deployment predictor with oneDNN; the default for ask and serve on the "
+                             "CPU, faster for one question) or dygraph (the model as trained; the default for "
+                             "run_predict.py, faster for batches, and on a GPU); same answers")
 
 
 def _fingerprint(model_dir):

@@ -420,7 +420,7 @@ def pipeline(task, model, device="cpu", weights=None, engine=None):
     """A callable for ``task`` (``visual-question-answering`` / ``vqa``, ``visual-reasoning`` / ``nlvr2``) over
     the trained model directory ``model`` (RUN/best, RUN/model, a checkpoint, or RUN itself).
 
-    ``engine``: ``"paddle_inference"`` (the default on the CPU: the model exported once to
+    ``engine``: ``"paddle_inference"`` (the default on the CPU, faster for a few questions: the model exported once to
     ``<model>/inference/`` and run by Paddle's deployment predictor) or ``"dygraph"`` (the model as
     trained; the default on a GPU). Both give the same answers (logits within 1e-4)."""
     if task not in TASKS:

@@ -150,7 +150,7 @@ def _prediction_engine(args):
     """--engine, or the default for the device prediction runs on (never a predictor in a training process:
     only the run_predict.py scripts come here)."""
     device = paddle.get_device().split(":")[0]
-    name = getattr(args, "engine", None) or inference.default_engine(device)
+    name = getattr(args, "engine", None) or inference.default_engine(device, whole_split=True)
     if name == "paddle_inference" and device != "cpu":
         raise ValueError("--engine paddle_inference runs on the CPU; pass --device cpu or --engine dygraph")
     if name == "paddle_inference" and dist.get_world_size() > 1:
