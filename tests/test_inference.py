@@ -117,3 +117,16 @@ def test_training_and_its_evaluation_never_build_a_predictor_prediction_does(dem
     by_predictor = json.loads((tmp_path / "val.json").read_text())
     assert len(by_predictor) > 100
     assert by_predictor == json.loads((tmp_path / "val-dygraph.json").read_text())
+
+
+def test_a_read_only_model_directory_caches_its_program_in_the_users_cache(tmp_path, tiny_config, monkeypatch):
+    head = modeling.VisualBertForVisualReasoning
+    _tiny_model(tiny_config, head, tmp_path / "model")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    writable = os.access
+    monkeypatch.setattr(inference.os, "access",
+                        lambda path, mode: False if os.path.samefile(path, tmp_path / "model") else writable(path, mode))
+    program = inference.export(str(tmp_path / "model"), head)
+    assert program.startswith(str(tmp_path / "cache" / "visualbert" / "inference"))
+    assert os.path.isfile(os.path.join(program, "model.pdiparams"))
+    assert "inference" not in os.listdir(tmp_path / "model")

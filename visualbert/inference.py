@@ -18,6 +18,7 @@ so ``engine.predict`` and the prediction steps in ``tasks`` run unchanged over i
 """
 import json
 import os
+import shutil
 import tempfile
 import threading
 
@@ -140,7 +141,13 @@ def export(model_dir, head, model=None):
                 json.dump(wanted, f)
 
         tmp = tempfile.mkdtemp(prefix=".tmp-inference-", dir=os.path.dirname(target))
-        _write_dir_atomically(target, tmp, write)
+        try:
+            _write_dir_atomically(target, tmp, write)
+        except OSError:
+            # another process exporting the same model renamed its program into place first: take that one
+            shutil.rmtree(tmp, ignore_errors=True)
+            if _read_fingerprint(target) != wanted:
+                raise
     return target
 
 
