@@ -188,8 +188,9 @@ def main(argv=None):
           "|---|---|---|---|---|---|")
     for measure, r in results["measures"].items():
         for row in r["rows"]:
+            rounds = ", ".join(map(str, row["per_round_ratios"]))
             print(f"| {measure} (batch {r['batch']}) | {row['name']} | {row['median_s']:.4f} | "
-                  f"{row['samples_per_s']:.2f} | {row['ratio']:.2f}x | {', '.join(map(str, row['per_round_ratios']))} |")
+                  f"{row['samples_per_s']:.2f} | {row['ratio']:.2f}x | {rounds} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

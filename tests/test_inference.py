@@ -124,8 +124,11 @@ def test_a_read_only_model_directory_caches_its_program_in_the_users_cache(tmp_p
     _tiny_model(tiny_config, head, tmp_path / "model")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     writable = os.access
-    monkeypatch.setattr(inference.os, "access",
-                        lambda path, mode: False if os.path.samefile(path, tmp_path / "model") else writable(path, mode))
+
+    def access(path, mode):  # the model's directory only: as if it were read-only
+        return False if os.path.samefile(path, tmp_path / "model") else writable(path, mode)
+
+    monkeypatch.setattr(inference.os, "access", access)
     program = inference.export(str(tmp_path / "model"), head)
     assert program.startswith(str(tmp_path / "cache" / "visualbert" / "inference"))
     assert os.path.isfile(os.path.join(program, "model.pdiparams"))

@@ -24,7 +24,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["ENGINES", "add_engine_arg", "default_engine", "export", "InferenceModel", "load_inference_model", "INPUT_NAMES"]
+__all__ = ["ENGINES", "INPUT_NAMES", "InferenceModel", "add_engine_arg", "default_engine", "export",
+           "load_inference_model"]
 
 ENGINES = ("dygraph", "paddle_inference")
 
