@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--images", help="the images to ask about (default: the demo's)")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--engine", choices=("dygraph", "paddle_inference"), default=None,
+                   help="the server's --engine (default: its own default, paddle_inference on the CPU)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args(argv)
 
@@ -51,9 +53,10 @@ def demo_model(work):
     return os.path.join(work, "run", "best"), os.path.join(work, "images")
 
 
-def start_server(model):
+def start_server(model, engine=None):
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "visualbert.serve", "--model", model, "--port", "0"], cwd=ROOT,
+    command = [sys.executable, "-m", "visualbert.serve", "--model", model, "--port", "0"]
+    proc = subprocess.Popen(command + (["--engine", engine] if engine else []), cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 300)
     line = proc.stdout.readline() if ready else ""
@@ -90,7 +93,7 @@ def main(argv=None):
         vqa = pipeline("vqa", model)
         want = {(n, q): vqa(image=data[n], question=q, top_k=1)[0]["answer"] for n in names for q in QUESTIONS}
         jobs = [(names[k % len(names)], QUESTIONS[k % len(QUESTIONS)]) for k in range(args.requests)]
-        proc, url = start_server(model)
+        proc, url = start_server(model, args.engine)
         try:
             for job in jobs[:10]:  # warm-up
                 post(url, data[job[0]], job[1])

@@ -8,12 +8,14 @@ VOCAB_FILE = os.path.join(DATA_DIR, "bert-base-uncased-vocab.txt")
 VQA_ANSWERS_FILE = os.path.join(DATA_DIR, "answers_vqa.txt")
 
 
-def pipeline(task, model, device="cpu", weights=None):
+def pipeline(task, model, device="cpu", weights=None, engine=None):
     """A trained model as a callable, in transformers' pipeline shape (see :mod:`visualbert.pipelines`)::
 
         vqa = pipeline("visual-question-answering", "runs/mine/best")
         vqa(image="photo.jpg", question="what is the man holding?", top_k=5)
+
+    ``engine``: ``"paddle_inference"`` (the default on the CPU) or ``"dygraph"``; see :mod:`visualbert.inference`.
     """
     from .pipelines import pipeline as make
 
-    return make(task, model, device=device, weights=weights)
+    return make(task, model, device=device, weights=weights, engine=engine)

@@ -16,6 +16,7 @@ import json
 import sys
 
 from visualbert import quiet
+from visualbert.inference import add_engine_arg
 
 __all__ = ["build_parser", "main"]
 
@@ -43,6 +44,7 @@ def build_parser():
                         "--features and no --image, one bar per region")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="where the model runs (default cpu)")
+    add_engine_arg(p)
     return p
 
 
@@ -92,7 +94,8 @@ def ask(args):
     elif args.image2 or args.key2:
         raise ValueError("--image2 / --key2 are for NLVR2 models; this is a VQA model")
 
-    pipe = pipelines.pipeline("nlvr2" if nlvr2 else "vqa", args.model, device=args.device, weights=args.weights)
+    pipe = pipelines.pipeline("nlvr2" if nlvr2 else "vqa", args.model, device=args.device, weights=args.weights,
+                              engine=args.engine)
     source = pipelines.read_store_features(args.features, args.key) if args.features else args.image
     if not args.features and not args.boxes:
         pipe.check_reproducible()

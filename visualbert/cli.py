@@ -9,6 +9,7 @@ import os
 from .argtypes import fraction, int_range, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
 from .datasets import DEFAULT_FEATURE_TYPE
 from .features import FEATURE_TYPES
+from .inference import add_engine_arg
 from .tasks import PRETRAIN_SPLITS
 
 # ---------------------------------------------------------------------------- shared groups
@@ -243,6 +244,7 @@ def parse_predict_args(task, description, argv=None):
         add_predict_args(g, "test1", "predictions CSV (default: predictions_<split>.csv in the training run's "
                                      "directory, the one holding the model/ or best/ predicted with, else beside the model)")
         add_model_args(p, default_model="logs/nlvr2")
+    add_engine_arg(p)
     args = p.parse_args(argv)
     if not args.output:
         args.output = default_prediction_output(p, task, args)

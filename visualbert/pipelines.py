@@ -22,6 +22,8 @@ or ``boxes=`` then. Inputs are built by the training datasets themselves (``VQAD
 an answer here is the answer prediction gives for the same image and question.
 
 Calls are serialised by a lock: one pipeline object may be shared by the threads of a server.
+On the CPU the model runs through Paddle Inference (``engine="paddle_inference"``, see
+:mod:`visualbert.inference`); the attention of ``explain`` comes from the dygraph model.
 """
 import argparse
 import io
@@ -144,24 +146,21 @@ def read_store_features(store_dir, key):
 
 
 class _Rows:
-    """The feature-store interface the training datasets read, over rows (and their box geometry) made
-    in memory."""
+    """The feature-store interface the training datasets read, over rows (and box geometry) made in memory."""
 
-    def __init__(self, rows, geometry):
-        self.rows, self.geometry = rows, geometry
-
-    @property
-    def has_boxes(self):
-        return all(self.geometry.get(key) is not None for key in self.rows)
-
-    def where(self):
-        return "the given features"
+    def __init__(self, rows, geometry=None):
+        self.rows = rows
+        self.geometry = geometry or {}
+        self.has_boxes = all(self.geometry.get(k) is not None for k in rows)
 
     def get(self, key, dtype=np.float32):
         return self.rows[key] if dtype is None else self.rows[key].astype(dtype, copy=False)
 
     def boxes(self, key):
         return self.geometry[key]
+
+    def where(self):
+        return "the given features"
 
 
 def _run_settings(model_dir):
@@ -190,21 +189,31 @@ def _quietly(fn, *args, **kwargs):
 class _Pipeline:
     head = None
 
-    def __init__(self, model, device="cpu", weights=None):
+    def __init__(self, model, device="cpu", weights=None, engine=None):
         import paddle
 
-        from . import loading
+        from . import inference, loading
 
         paddle.set_device(device)
+        self.engine = engine or inference.default_engine(device)
+        if self.engine not in inference.ENGINES:
+            raise ValueError(f"unknown engine '{self.engine}' (expected one of: {', '.join(inference.ENGINES)})")
+        if self.engine == "paddle_inference" and device != "cpu":
+            raise ValueError("the paddle_inference engine runs on the CPU; on a GPU use engine='dygraph'")
         self.model_dir = loading.resolve_model_path(os.fspath(model))
-        self.model = _quietly(loading.load_model, self.head, self.model_dir, new_head=False)
+        self.model = _quietly(loading.load_model, self.head, self.model_dir, new_head=False,
+                              cpu_kernels=self.engine == "dygraph")
         self.model.eval()
+        # the dygraph model: what draws the attention pictures (the predictor returns logits only)
+        self.dygraph = self.model
+        if self.engine == "paddle_inference":
+            self.model = inference.load_inference_model(self.head, self.model_dir, model=self.dygraph)
+        # a model trained with add_spatial_features takes each region's box geometry after its features
+        self.spatial = bool(getattr(self.dygraph.config, "add_spatial_features", False))
         settings = _run_settings(self.model_dir)
         self.tokenizer = loading.tokenizer_from_args(settings)
         self.max_seq_length = settings.max_seq_length
         self.provenance = provenance.of_model(self.model_dir)
-        # a model trained with each region's box geometry appended reads it here too
-        self.spatial = bool(getattr(self.model.config, "add_spatial_features", False))
         self._weights = weights
         self._featurizer = None
         self.lock = threading.Lock()
@@ -230,13 +239,15 @@ class _Pipeline:
         batch = dataset.collate_fn()([dataset[i] for i in range(len(dataset))])
         tensors = {k: paddle.to_tensor(v) for k, v in batch.items() if isinstance(v, np.ndarray)}
         with self.lock, paddle.no_grad():
-            out = self.model(**engine.model_kwargs(self.model, tensors, {"labels": None}),
-                             output_attentions=output_attentions)
-        attention = None
-        if output_attentions:
-            special = self.tokenizer.convert_tokens_to_ids(["[SEP]", "[MASK]", "[PAD]"])
-            attention = _attention_to_regions(out.attentions[-1].numpy(), batch, special)
-        return out.logits.astype("float32").numpy(), attention
+            logits = self.model(**engine.model_kwargs(self.model, tensors, {"labels": None})).logits
+            attention = None
+            if output_attentions:
+                # answers come from the engine either way; the attention alone from the dygraph model
+                out = self.dygraph(**engine.model_kwargs(self.dygraph, tensors, {"labels": None}),
+                                   output_attentions=True)
+                special = self.tokenizer.convert_tokens_to_ids(["[SEP]", "[MASK]", "[PAD]"])
+                attention = _attention_to_regions(out.attentions[-1].numpy(), batch, special)
+        return logits.astype("float32").numpy(), attention
 
 
 def _attention_to_regions(last_layer, batch, special_ids):
@@ -258,12 +269,12 @@ class VisualQuestionAnswering(_Pipeline):
 
     task = "visual-question-answering"
 
-    def __init__(self, model, device="cpu", weights=None):
+    def __init__(self, model, device="cpu", weights=None, engine=None):
         from .modeling import VisualBertForQuestionAnswering
         from .tasks import prediction_answer_vocab
 
         self.head = VisualBertForQuestionAnswering
-        super().__init__(model, device, weights)
+        super().__init__(model, device, weights, engine)
         self.answer_vocab = prediction_answer_vocab(argparse.Namespace(answer_vocab=None, model_name_or_path=self.model_dir))
         if self.model.config.num_labels != len(self.answer_vocab):
             raise ValueError(f"{self.model_dir} predicts {self.model.config.num_labels} answers, but its answer "
@@ -310,11 +321,11 @@ class VisualReasoning(_Pipeline):
 
     task = "visual-reasoning"
 
-    def __init__(self, model, device="cpu", weights=None):
+    def __init__(self, model, device="cpu", weights=None, engine=None):
         from .modeling import VisualBertForVisualReasoning
 
         self.head = VisualBertForVisualReasoning
-        super().__init__(model, device, weights)
+        super().__init__(model, device, weights, engine)
 
     def __call__(self, image=None, image2=None, statement=None, features=None, features2=None):
         from .processing import NLVR2Dataset
@@ -334,6 +345,8 @@ class VisualReasoning(_Pipeline):
 
 def _features_of(pipe, sources, boxes):
     """Each distinct source's rows, made once: images in one backbone batch, (rows, geometry) as given."""
+    from .configuration import SPATIAL_DIM
+
     keys, rows, geometry, images = [], {}, {}, {}
     to_make, seen = [], {}
     for src in sources:
@@ -346,9 +359,10 @@ def _features_of(pipe, sources, boxes):
                 rows[key] = np.asarray(src[0], dtype=np.float32)
                 geometry[key] = None if src[1] is None else np.asarray(src[1], dtype=np.float32)
                 images[key] = None
-                if rows[key].ndim != 2 or rows[key].shape[1] != pipe.model.config.visual_embedding_dim:
-                    raise ValueError(f"features have shape {tuple(rows[key].shape)}, the model needs "
-                                     f"[N, {pipe.model.config.visual_embedding_dim}]")
+                # a spatial model's projection also takes the SPATIAL_DIM box values the dataset appends
+                dim = pipe.model.config.visual_embedding_dim - (SPATIAL_DIM if pipe.spatial else 0)
+                if rows[key].ndim != 2 or rows[key].shape[1] != dim:
+                    raise ValueError(f"features have shape {tuple(rows[key].shape)}, the model needs [N, {dim}]")
             else:
                 to_make.append((key, src))
         keys.append(seen[ident])
@@ -402,9 +416,13 @@ TASKS = {"visual-question-answering": VisualQuestionAnswering, "vqa": VisualQues
          "visual-reasoning": VisualReasoning, "nlvr2": VisualReasoning}
 
 
-def pipeline(task, model, device="cpu", weights=None):
+def pipeline(task, model, device="cpu", weights=None, engine=None):
     """A callable for ``task`` (``visual-question-answering`` / ``vqa``, ``visual-reasoning`` / ``nlvr2``) over
-    the trained model directory ``model`` (RUN/best, RUN/model, a checkpoint, or RUN itself)."""
+    the trained model directory ``model`` (RUN/best, RUN/model, a checkpoint, or RUN itself).
+
+    ``engine``: ``"paddle_inference"`` (the default on the CPU, faster for a few questions: the model exported once to
+    ``<model>/inference/`` and run by Paddle's deployment predictor) or ``"dygraph"`` (the model as
+    trained; the default on a GPU). Both give the same answers (logits within 1e-4)."""
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}' (expected one of: {', '.join(TASKS)})")
-    return TASKS[task](model, device=device, weights=weights)
+    return TASKS[task](model, device=device, weights=weights, engine=engine)

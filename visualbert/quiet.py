@@ -16,7 +16,8 @@ two messages, the OMP lines dropped from what ``import paddle`` writes to sys.st
 passes), the root logger's level put back to what it was before ``import paddle``, and
 GLOG_minloglevel=1 (C++ warnings and errors still show) unless it is set already. ``stderr_without``
 serves the same purpose later: ``environment.setup_device`` drops the "Modified FLAGS detected" block that
-starting data parallel prints.
+starting data parallel prints; ``native_stderr_without`` drops a C++ line (``inference.export`` the
+``Paddle static graph(PIR) not support input out tensor`` warning that saving any program prints).
 """
 import contextlib
 import logging
@@ -48,6 +49,30 @@ class _Without:
 
     def __getattr__(self, name):  # flush, fileno, isatty, encoding, ...
         return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def native_stderr_without(fragments):
+    """Drop the lines containing any of ``fragments`` that C++ code writes to file descriptor 2 while the
+    block runs (glog writes there directly, past sys.stderr); every other line is written on after it."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(f in line for f in fragments)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 @contextlib.contextmanager

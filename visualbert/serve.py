@@ -27,6 +27,7 @@ import socket
 import sys
 
 from visualbert import quiet
+from visualbert.inference import add_engine_arg
 
 __all__ = ["create_app", "build_parser", "main", "FIELDS", "encode_multipart"]
 
@@ -197,6 +198,7 @@ def build_parser():
     p.add_argument("--max_question_chars", type=positive_int, default=500,
                    help="longest question accepted (default 500 characters)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="where the model runs (default cpu)")
+    add_engine_arg(p)
     return p
 
 
@@ -208,7 +210,8 @@ def main(argv=None):
     from .pipelines import FeaturesUnavailable, pipeline
 
     try:
-        pipe = pipeline("visual-question-answering", args.model, device=args.device, weights=args.weights)
+        pipe = pipeline("visual-question-answering", args.model, device=args.device, weights=args.weights,
+                        engine=args.engine)
         pipe.check_reproducible()
     except FeaturesUnavailable as e:
         print(f"error: {e}; the web page needs a model whose features can be made from an uploaded image",

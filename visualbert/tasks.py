@@ -13,9 +13,10 @@ import os
 
 import numpy as np
 import paddle
+import paddle.distributed as dist
 import paddle.nn.functional as F
 
-from . import engine, environment, loading, provenance, vcr_tasks
+from . import engine, environment, inference, loading, provenance, vcr_tasks
 from .atomic import write_file
 from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_image_map, read_vqa_json, write_answer_vocab)
@@ -141,14 +142,18 @@ def load_for_prediction(task, args):
             raise ValueError("--annotations needs --questions")
         if task == "vqa2":
             vocab = prediction_answer_vocab(args)
+        engine_name = _prediction_engine(args)
         model, spatial = loading.load_task_model(HEAD[task], args.model_name_or_path, features, new_head=False,
-                                                 cpu_kernels=args.cpu_kernels)
+                                                 cpu_kernels=args.cpu_kernels and engine_name == "dygraph")
         check_sequence_length(args, model)
         dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab,
                         spatial=spatial, key_origin=key_origin(args))
         if task == "vqa2" and model.config.num_labels != len(vocab):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
                              f"vocabulary has {len(vocab)}; pass the run's {ANSWER_VOCAB_FILE} as --answer_vocab")
+        if engine_name == "paddle_inference":
+            model = inference.load_inference_model(HEAD[task], loading.resolve_model_path(args.model_name_or_path),
+                                                   model=model)
     return dataset, model
 
 
@@ -158,6 +163,18 @@ def check_sequence_length(args, model):
     if args.max_seq_length > limit:
         raise ValueError(f"--max_seq_length {args.max_seq_length}: {args.model_name_or_path} has positions for at most "
                          f"{limit} tokens (max_position_embeddings); pass --max_seq_length {limit} or less")
+
+def _prediction_engine(args):
+    """--engine, or the default for the device prediction runs on (never a predictor in a training process:
+    only the run_predict.py scripts come here)."""
+    device = paddle.get_device().split(":")[0]
+    name = getattr(args, "engine", None) or inference.default_engine(device, whole_split=True)
+    if name == "paddle_inference" and device != "cpu":
+        raise ValueError("--engine paddle_inference runs on the CPU; pass --device cpu or --engine dygraph")
+    if name == "paddle_inference" and dist.get_world_size() > 1:
+        raise ValueError("--engine paddle_inference predicts in one process; pass --engine dygraph under "
+                         "paddle.distributed.launch")
+    return name
 
 
 def open_task_features(args):
