@@ -1,8 +1,12 @@
+import argparse
 import json
 import os
+import pickle
 import subprocess
 import sys
 
+import numpy as np
+import paddle
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,3 +80,145 @@ def shapes_vqa(tmp_path_factory):
     run_script(train)
     return {"dir": out, "images": out / "images", "feats": out / "feats", "run": out / "run",
             "model": out / "run" / "best"}
+
+
+# ---------------------------------------------------------------------------- a toy training run
+# The engine's behaviour (accumulation, resume, checkpoints, stops) on a model that trains in a blink.
+
+
+class ToyDataset(paddle.io.Dataset):
+    """Regression targets from a fixed linear map; `weights` lets one sample count more than one unit."""
+
+    def __init__(self, n=48, dim=6):
+        rng = np.random.default_rng(0)
+        self.x = rng.normal(size=(n, dim)).astype("float32")
+        self.y = (self.x @ rng.normal(size=(dim, 1))).astype("float32")[:, 0]
+        self.units = rng.integers(1, 4, size=n).astype("float32")
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i], "units": self.units[i]}
+
+
+def collate(items):
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+class ToyModel(paddle.nn.Layer):
+    def __init__(self, dim=6, dropout=0.0):
+        super().__init__()
+        self.hidden = paddle.nn.Linear(dim, 16)
+        self.norm = paddle.nn.LayerNorm(16)
+        self.dropout = paddle.nn.Dropout(dropout)
+        self.out = paddle.nn.Linear(16, 1)
+
+    def forward(self, x, y=None, units=None):
+        pred = self.out(self.dropout(paddle.tanh(self.norm(self.hidden(x)))))[:, 0]
+        # a unit-weighted mean, like the MLM loss is a mean over masked tokens
+        loss = ((pred - y) ** 2 * units).sum() / units.sum()
+        return {"loss": loss, "plain_loss": ((pred - y) ** 2).mean()}
+
+    def save_pretrained(self, path):
+        os.makedirs(path, exist_ok=True)
+        paddle.save(self.state_dict(), os.path.join(path, "model_state.pdparams"))
+
+
+LOSS_TERMS = {"loss": lambda b: float(b["units"].sum()), "plain_loss": lambda b: len(b["x"])}
+
+
+def make_args(tmp_path, name, **kw):
+    from visualbert import cli
+
+    parser = cli.add_training_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--output_dir", str(tmp_path / name), "--device", "cpu", "--num_workers", "0"])
+    args.train_batch_size = 16
+    args.learning_rate = 0.05
+    args.num_train_epochs = 3
+    args.logging_steps = 1
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
+
+
+def run(tmp_path, name, dropout=0.0, model=None, **kw):
+    """The toy regression run (48 samples, 3 epochs of 3 steps); returns (model, args)."""
+    from visualbert import engine, environment
+
+    args = make_args(tmp_path, name, **kw)
+    environment.set_seed(args.seed)
+    model = model or ToyModel(dropout=dropout)
+    engine.train(args, model, ToyDataset(), collate, LOSS_TERMS)
+    return model, args
+
+
+def params(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def max_diff(a, b):
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+class Killed(Exception):
+    pass
+
+
+def interrupted_run(tmp_path, monkeypatch, name, **settings):
+    """A run (save_steps=4) that dies right after writing checkpoint-4; returns its output dir."""
+    from visualbert import engine
+
+    real_save = engine.save_checkpoint
+
+    def save_then_die(output_dir, step, *a, **kw):
+        path = real_save(output_dir, step, *a, **kw)
+        if step == 4:
+            raise Killed
+        return path
+
+    monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(tmp_path, name, save_steps=4, **settings)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    return tmp_path / name
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+
+class Evil:
+    """Unpickling this runs a shell command that leaves a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def plant_payload(path, marker):
+    with open(path, "wb") as f:
+        pickle.dump({"weight": Evil(marker)}, f, protocol=4)
+
+
+def one_line(exc_info):
+    msg = str(exc_info.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def write_npy_features(root, keys, dim=8, rows=3):
+    """Per-image float32 .npy features of ``keys`` in the coco_detectron_fix_100 layout under ``root``."""
+    from visualbert.features import FEATURE_TYPES
+
+    layout = FEATURE_TYPES["coco_detectron_fix_100"]
+    rng = np.random.default_rng(0)
+    for key in keys:
+        path = layout.path(str(root), key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path, rng.normal(size=(rows, dim)).astype("float32"))
+    return layout
+
+
+KEYS = [f"COCO_val2014_{i:012d}" for i in range(1, 4)]

@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args  # noqa: E402  (tests/ is sys.path[0])
+from conftest import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args  # noqa: E402  (tests/ is sys.path[0])
 
 from visualbert import engine, environment
 

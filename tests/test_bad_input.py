@@ -3,7 +3,6 @@ and every failure is one line that names what is wrong, with nothing half-writte
 import errno
 import json
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -15,45 +14,14 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, run_script
-from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args, max_diff, params
+from conftest import (KEYS, LOSS_TERMS, ROOT, Evil, ToyDataset, ToyModel, collate, make_args, max_diff, one_line, params,
+                      plant_payload, run, run_script, write_npy_features)
 from visualbert import engine, environment, features as F, loading
 from visualbert import datasets as D
 from visualbert.features.__main__ import main as features_main
 from visualbert.checkpoint import read_checkpoint
 from visualbert.modeling import VisualBertConfig, VisualBertForPreTraining, VisualBertForVisualReasoning
 from visualbert.safeload import UnsafePickleError, load_paddle
-
-
-class _Evil:
-    """Unpickling this runs a shell command that leaves a marker file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def plant_payload(path, marker):
-    with open(path, "wb") as f:
-        pickle.dump({"weight": _Evil(marker)}, f, protocol=4)
-
-
-def one_line(exc_info):
-    msg = str(exc_info.value)
-    assert "\n" not in msg, msg
-    return msg
-
-
-def toy_run(tmp_path, name, **kw):
-    """The engine's toy regression run (48 samples, 3 epochs of 3 steps); returns (model, args)."""
-    model, dropout = kw.pop("model", None), kw.pop("dropout", 0.0)
-    args = make_args(tmp_path, name, **kw)
-    environment.set_seed(args.seed)
-    model = model or ToyModel(dropout=dropout)
-    engine.train(args, model, ToyDataset(), collate, LOSS_TERMS)
-    return model, args
 
 
 # ---------------------------------------------------------------------------- code execution
@@ -111,11 +79,11 @@ def test_crafted_model_weights_run_nothing(tmp_path, tiny_config):
 
 @pytest.mark.parametrize("victim", ["model_state.pdparams", "optimizer.pdopt", "rng_state_rank0.pdparams", "scaler.pdparams"])
 def test_crafted_checkpoint_files_run_nothing(tmp_path, victim):
-    _, args = toy_run(tmp_path, "run", save_steps=3)
+    _, args = run(tmp_path, "run", save_steps=3)
     marker = tmp_path / "pwned"
     plant_payload(os.path.join(args.output_dir, "checkpoint-9", victim), marker)
     with pytest.raises(SystemExit) as e:
-        toy_run(tmp_path, "run", save_steps=3, resume="latest")
+        run(tmp_path, "run", save_steps=3, resume="latest")
     assert one_line(e).startswith("error: ") and f"checkpoint-9/{victim}: refusing to load 'posix.system'" in str(e.value)
     assert not marker.exists()
 
@@ -127,7 +95,7 @@ def test_refused_pickle_met_while_training_is_one_line(tmp_path, monkeypatch):
                         (collate_fn([dataset[i] for i in batch]) for batch in sampler))
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.npy"
-    np.save(evil, np.array([_Evil(marker)], dtype=object), allow_pickle=True)
+    np.save(evil, np.array([Evil(marker)], dtype=object), allow_pickle=True)
 
     class ReadsFeatures(ToyDataset):
         def __getitem__(self, i):
@@ -145,17 +113,6 @@ def test_refused_pickle_met_while_training_is_one_line(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- silent wrong results
 
 
-def write_npy_features(root, keys, dim=8, rows=3):
-    layout = F.FEATURE_TYPES["coco_detectron_fix_100"]
-    rng = np.random.default_rng(0)
-    for key in keys:
-        path = layout.path(str(root), key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(path, rng.normal(size=(rows, dim)).astype("float32"))
-    return layout
-
-
-KEYS = [f"COCO_val2014_{i:012d}" for i in range(1, 4)]
 
 
 def test_non_finite_features_are_refused_naming_image_and_file(tmp_path):
@@ -256,20 +213,20 @@ class WiderToy(ToyModel):
 
 
 def test_resume_refuses_weights_that_do_not_fit(tmp_path):
-    _, args = toy_run(tmp_path, "run", save_steps=3, max_steps=3)
+    _, args = run(tmp_path, "run", save_steps=3, max_steps=3)
     with pytest.raises(SystemExit) as e:  # the model has weights the checkpoint lacks
-        toy_run(tmp_path, "run", save_steps=3, max_steps=3, resume="latest", model=WiderToy())
+        run(tmp_path, "run", save_steps=3, max_steps=3, resume="latest", model=WiderToy())
     assert one_line(e).startswith("error: not resumed: ") and "2 missing (extra.weight, extra.bias)" in str(e.value)
     weights = os.path.join(args.output_dir, "checkpoint-3", "model_state.pdparams")
     saved = paddle.load(weights)
     paddle.save(dict(saved, stray=paddle.ones([2])), weights)
     with pytest.raises(SystemExit) as e:
-        toy_run(tmp_path, "run", save_steps=3, max_steps=3, resume="latest")
+        run(tmp_path, "run", save_steps=3, max_steps=3, resume="latest")
     assert "1 unexpected (stray)" in one_line(e)
     saved["out.weight"] = paddle.ones([4, 1])
     paddle.save(saved, weights)
     with pytest.raises(SystemExit) as e:
-        toy_run(tmp_path, "run", save_steps=3, max_steps=3, resume="latest")
+        run(tmp_path, "run", save_steps=3, max_steps=3, resume="latest")
     assert "1 with other shapes (out.weight (4, 1) vs (16, 1))" in one_line(e)
 
 
@@ -277,13 +234,13 @@ def test_resume_refuses_weights_that_do_not_fit(tmp_path):
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
-    straight, _ = toy_run(tmp_path, "straight", dropout=0.3, save_steps=3)
-    _, args = toy_run(tmp_path, "run", dropout=0.3, save_steps=3, max_steps=9, save_total_limit=0)
+    straight, _ = run(tmp_path, "straight", dropout=0.3, save_steps=3)
+    _, args = run(tmp_path, "run", dropout=0.3, save_steps=3, max_steps=9, save_total_limit=0)
     latest = os.path.join(args.output_dir, "checkpoint-9")
     with open(os.path.join(latest, "optimizer.pdopt"), "r+b") as f:
         f.truncate(100)  # a torn copy
     capsys.readouterr()
-    resumed, _ = toy_run(tmp_path, "run", dropout=0.3, save_steps=3, max_steps=9, save_total_limit=0, resume="latest")
+    resumed, _ = run(tmp_path, "run", dropout=0.3, save_steps=3, max_steps=9, save_total_limit=0, resume="latest")
     out = capsys.readouterr().out
     assert f"warning: checkpoint {latest} is unreadable: {latest}/optimizer.pdopt: truncated or corrupt" in out
     assert "falling back to the previous checkpoint" in out and "resumed from" in out and "checkpoint-6" in out
@@ -292,7 +249,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
     with open(os.path.join(latest, "rng_state_rank0.pdparams"), "wb") as f:
         f.write(b"\x80\x04garbage")
     with pytest.raises(SystemExit) as e:
-        toy_run(tmp_path, "run", save_steps=3, max_steps=9, save_total_limit=0, resume=latest)
+        run(tmp_path, "run", save_steps=3, max_steps=9, save_total_limit=0, resume=latest)
     assert one_line(e).startswith(f"error: --resume {latest}: checkpoint {latest} is unreadable")
 
 
@@ -306,7 +263,7 @@ def test_disk_full_while_saving_removes_the_partial_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(paddle, "save", full_at_step_4)
     with pytest.raises(SystemExit) as e:
-        toy_run(tmp_path, "full", save_steps=2)
+        run(tmp_path, "full", save_steps=2)
     monkeypatch.setattr(paddle, "save", real_save)
     out = tmp_path / "full"
     msg = one_line(e)

@@ -1,5 +1,4 @@
 """The training loop on a toy model: accumulation equivalence, the LR schedule, exact resume."""
-import argparse
 import json
 import os
 
@@ -7,77 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
-from visualbert import checkpoint, cli, engine, environment, loader
-
-
-class ToyDataset(paddle.io.Dataset):
-    """Regression targets from a fixed linear map; `weights` lets one sample count more than one unit."""
-
-    def __init__(self, n=48, dim=6):
-        rng = np.random.default_rng(0)
-        self.x = rng.normal(size=(n, dim)).astype("float32")
-        self.y = (self.x @ rng.normal(size=(dim, 1))).astype("float32")[:, 0]
-        self.units = rng.integers(1, 4, size=n).astype("float32")
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "y": self.y[i], "units": self.units[i]}
-
-
-def collate(items):
-    return {k: np.stack([it[k] for it in items]) for k in items[0]}
-
-
-class ToyModel(paddle.nn.Layer):
-    def __init__(self, dim=6, dropout=0.0):
-        super().__init__()
-        self.hidden = paddle.nn.Linear(dim, 16)
-        self.norm = paddle.nn.LayerNorm(16)
-        self.dropout = paddle.nn.Dropout(dropout)
-        self.out = paddle.nn.Linear(16, 1)
-
-    def forward(self, x, y=None, units=None):
-        pred = self.out(self.dropout(paddle.tanh(self.norm(self.hidden(x)))))[:, 0]
-        # a unit-weighted mean, like the MLM loss is a mean over masked tokens
-        loss = ((pred - y) ** 2 * units).sum() / units.sum()
-        return {"loss": loss, "plain_loss": ((pred - y) ** 2).mean()}
-
-    def save_pretrained(self, path):
-        os.makedirs(path, exist_ok=True)
-        paddle.save(self.state_dict(), os.path.join(path, "model_state.pdparams"))
-
-
-LOSS_TERMS = {"loss": lambda b: float(b["units"].sum()), "plain_loss": lambda b: len(b["x"])}
-
-
-def make_args(tmp_path, name, **kw):
-    parser = cli.add_training_args(argparse.ArgumentParser())
-    args = parser.parse_args(["--output_dir", str(tmp_path / name), "--device", "cpu", "--num_workers", "0"])
-    args.train_batch_size = 16
-    args.learning_rate = 0.05
-    args.num_train_epochs = 3
-    args.logging_steps = 1
-    for k, v in kw.items():
-        setattr(args, k, v)
-    return args
-
-
-def run(tmp_path, name, dropout=0.0, **kw):
-    args = make_args(tmp_path, name, **kw)
-    environment.set_seed(args.seed)
-    model = ToyModel(dropout=dropout)
-    engine.train(args, model, ToyDataset(), collate, LOSS_TERMS)
-    return model, args
-
-
-def params(model):
-    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
-
-
-def max_diff(a, b):
-    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+from conftest import LOSS_TERMS, Killed, ToyDataset, ToyModel, collate, interrupted_run, make_args, max_diff, params, run
+from visualbert import checkpoint, engine, environment, loader
 
 
 def test_accumulation_equals_large_batch(tmp_path):
@@ -102,27 +32,6 @@ def test_schedule_reaches_zero_at_last_step(tmp_path):
     assert state["LR_Scheduler"]["last_epoch"] == total
     assert state["LR_Scheduler"]["last_lr"] == 0.0
     assert np.allclose(np.diff(lrs[2:]), -0.05 / 7)
-
-
-class Killed(Exception):
-    pass
-
-
-def interrupted_run(tmp_path, monkeypatch, name, **settings):
-    """A run (save_steps=4) that dies right after writing checkpoint-4; returns its output dir."""
-    real_save = engine.save_checkpoint
-
-    def save_then_die(output_dir, step, *a, **kw):
-        path = real_save(output_dir, step, *a, **kw)
-        if step == 4:
-            raise Killed
-        return path
-
-    monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        run(tmp_path, name, save_steps=4, **settings)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    return tmp_path / name
 
 
 def test_resume_is_exact_with_dropout(tmp_path, monkeypatch):

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import run_script
-from test_bad_input import KEYS, one_line, plant_payload, write_npy_features
+from conftest import KEYS, one_line, plant_payload, run_script, write_npy_features
 from visualbert import environment, features as F, loading
 from visualbert.modeling import VisualBertConfig, VisualBertForVisualReasoning
 from visualbert.torch_checkpoint import load_torch_file

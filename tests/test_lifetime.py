@@ -48,7 +48,7 @@ def wait_until_gone(pgid, seconds):
 TOY_RUN = """
 import os, sys, time, pathlib
 sys.path.insert(0, {tests!r})
-from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args
+from conftest import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args
 from visualbert import engine, environment
 
 class Slow(ToyDataset):

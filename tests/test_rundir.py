@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_script
-from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, interrupted_run, make_args, params, max_diff, run
+from conftest import LOSS_TERMS, ToyDataset, ToyModel, collate, interrupted_run, make_args, max_diff, params, run
 from visualbert import engine, rundir
 from visualbert.features import get_layout
 from visualbert.plot import read_metrics
@@ -108,7 +108,7 @@ def test_nonfinite_loss_found_at_a_save_step_between_log_lines(tmp_path):
 HOLDER = """
 import os, sys, time
 sys.path.insert(0, {tests!r})
-from test_engine import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args
+from conftest import LOSS_TERMS, ToyDataset, ToyModel, collate, make_args
 from visualbert import engine
 import pathlib
 
