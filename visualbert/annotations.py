@@ -159,24 +159,29 @@ def _nlvr2_label(value, where, identifier):
     return text == "true"
 
 
-def _json_lines(path, expected):
-    """(line number, "file:line", object) of each non-blank line of a JSON-lines file; a missing file
-    or a line that is not a JSON object is one error naming the file (and line)."""
+def _lines(path, expected):
+    """(line number, "file:line", text) of each non-blank line of a text file, in order; a missing file
+    is one error naming it and what was ``expected`` there."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file (expected {expected})")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not a JSON object ({e.msg})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected a JSON object, found {type(item).__name__}")
-            yield lineno, where, item
+            if line.strip():
+                yield lineno, f"{path}:{lineno}", line
+
+
+def _json_lines(path, expected):
+    """(line number, "file:line", object) of each non-blank line of a JSON-lines file; a line that is
+    not a JSON object is one error naming the file and line."""
+    for lineno, where, line in _lines(path, expected):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not a JSON object ({e.msg})") from None
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected a JSON object, found {type(item).__name__}")
+        yield lineno, where, item
 
 
 def read_nlvr2(path, need_label=True):
@@ -273,14 +278,8 @@ def parse_flickr30k_caption(line, where):
 
 def read_flickr30k_sentences(path):
     """The captions of one ``Sentences/<image_id>.txt``, in file order (blank lines skipped)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected the image's Flickr30K Entities captions)")
-    captions = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                captions.append(parse_flickr30k_caption(line, f"{path}:{lineno}"))
+    captions = [parse_flickr30k_caption(line, where)
+                for _, where, line in _lines(path, "the image's Flickr30K Entities captions")]
     if not captions:
         raise ValueError(f"{path}: no captions")
     return captions
@@ -371,18 +370,12 @@ def read_flickr30k_boxes(path):
 
 def read_flickr30k_image_list(path):
     """The image ids of an image list (``train.txt`` ...), one a line, in file order."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected a Flickr30K Entities image list, one image id a line)")
     ids = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            if not _IMAGE_ID.fullmatch(text):
-                raise ValueError(f"{path}:{lineno}: {text!r} is not an image id")
-            ids.append(text)
+    for _, where, line in _lines(path, "a Flickr30K Entities image list, one image id a line"):
+        text = line.strip()
+        if not _IMAGE_ID.fullmatch(text):
+            raise ValueError(f"{where}: {text!r} is not an image id")
+        ids.append(text)
     if not ids:
         raise ValueError(f"{path}: the image list is empty")
     return ids

@@ -16,6 +16,7 @@ import pickle
 import sys
 
 from visualbert import metrics
+from visualbert.argtypes import positive_int
 from visualbert.annotations import read_flickr30k, read_flickr30k_image_list
 
 
@@ -124,10 +125,6 @@ def draw_grounding(out_dir, phrases, predicted, image_dir=None):
     return written
 
 
-def _count(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return int(text)
 def evaluate_vcr(predictions, labels):
     """Q->A, QA->R and Q->AR accuracy of a VCR leaderboard CSV against a labelled split's jsonl."""
     gold = metrics.load_vcr_labels(labels)
@@ -136,6 +133,7 @@ def evaluate_vcr(predictions, labels):
         raise ValueError(f"{predictions} does not match {labels}: " + metrics.describe_id_mismatch(
             gold, predicted, "annot_ids", "predictions", "labels"))
     return metrics.vcr_scores(predicted, gold)
+
 
 def _rounded(value, digits=6):
     """Scores as a reader wants them: 0.95625, not 0.9562500000000002 (the sums of per-question floats)."""
@@ -195,7 +193,7 @@ def build_parser():
     flickr.add_argument("--draw", default=None, metavar="DIR",
                         help="also draw phrases into DIR: ground-truth boxes green, the top box red, the phrase "
                              "red in the caption below")
-    flickr.add_argument("--draw_count", type=_count, default=8, help="how many phrases --draw draws (default 8)")
+    flickr.add_argument("--draw_count", type=positive_int, default=8, help="how many phrases --draw draws (default 8)")
     flickr.add_argument("--image_dir", default=None,
                         help="the Flickr30K images (<image_id>.jpg) for --draw; without it, a grey canvas")
     vcr = tasks.add_parser(
