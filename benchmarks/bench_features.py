@@ -78,7 +78,7 @@ def cached_fraction(path):
 def run(examples, store, tokenizer, vocab, visual_dtype):
     import paddle
 
-    from visualbert.processing import VQADataset
+    from visualbert.inputs import VQADataset
 
     dataset = VQADataset(examples, tokenizer, store, vocab, max_seq_length=32, visual_dtype=visual_dtype)
     loader = paddle.io.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=WORKERS,
@@ -103,8 +103,8 @@ def main():
     parser.add_argument("--passes", type=int, default=2, help="measured passes per source, alternating")
     args = parser.parse_args()
 
-    from visualbert.datasets import load_answer_vocab
-    from visualbert.processing import get_tokenizer
+    from visualbert.examples import load_answer_vocab
+    from visualbert.inputs import get_tokenizer
 
     examples = make_data(args.workdir, args.num_images)
     keys = [ex["image_key"] for ex in examples]

@@ -62,7 +62,7 @@ def model_config(tiny):
 
 
 def make_inputs(task, batch, seed=0):
-    """One batch as numpy, padded to its longest text, as visualbert.processing.Collator does."""
+    """One batch as numpy, padded to its longest text, as visualbert.inputs.Collator does."""
     import numpy as np
 
     rng = np.random.default_rng([seed, TASKS.index(task)])

@@ -53,10 +53,10 @@ def main(argv=None):
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read once by paddle at import
     import paddle
 
-    from visualbert.datasets import load_answer_vocab
+    from visualbert.examples import load_answer_vocab
     from visualbert.features import open_features
     from visualbert.modeling import VisualBertConfig, VisualBertForQuestionAnswering
-    from visualbert.processing import get_tokenizer
+    from visualbert.inputs import get_tokenizer
 
     paddle.set_device("cpu")
     paddle.seed(0)
@@ -64,7 +64,7 @@ def main(argv=None):
 
     examples = make_data(args.workdir, args.num_images)
     dataset_args = (examples, get_tokenizer(), open_features(FEATURE_TYPE, args.workdir))
-    from visualbert.processing import VQADataset
+    from visualbert.inputs import VQADataset
 
     dataset = VQADataset(*dataset_args, answer_vocab=load_answer_vocab())
 

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from visualbert import annotations, datasets, metrics
+from visualbert import annotations, metrics
+from visualbert import examples as D
 from visualbert.safeload import UnsafePickleError
 
 HEADER = {"create_time": "x", "dataset_name": "vqa", "version": 1, "has_answer": True}
@@ -28,7 +29,7 @@ def write_imdb(path, elements):
 
 
 def training_answers(path):
-    return {ex["question_id"]: ex["answers"] for ex in datasets.read_vqa2_imdb(path, "val")}
+    return {ex["question_id"]: ex["answers"] for ex in D.read_vqa2_imdb(path, "val")}
 
 
 def scoring_answers(path):
@@ -82,7 +83,7 @@ def test_imdb_with_and_without_header_read_the_same(tmp_path):
 def test_bad_imdb_items_get_one_line_naming_file_and_item(tmp_path, elements, message):
     path = write_imdb(tmp_path / "imdb_bad.npy", elements)
     # the same line whether training or scoring reads the file
-    for read in (annotations.read_vqa_imdb, lambda p: datasets.read_vqa2_imdb(p, "val"), metrics.load_vqa_ground_truth):
+    for read in (annotations.read_vqa_imdb, lambda p: D.read_vqa2_imdb(p, "val"), metrics.load_vqa_ground_truth):
         with pytest.raises(ValueError) as error:
             read(path)
         text = str(error.value)
@@ -94,10 +95,10 @@ def test_needed_fields_are_named_when_missing(tmp_path):
     with pytest.raises(ValueError, match=r"imdb_test2015.npy: item 1 \(question_id 1\) has neither 'answers' nor 'valid_answers'"):
         metrics.load_vqa_ground_truth(path)
     with pytest.raises(ValueError, match=r"imdb_test2015.npy: item 2 \(question_id 2\) has no 'image_name'"):
-        datasets.read_vqa2_imdb(path, "test")
+        D.read_vqa2_imdb(path, "test")
     # the test split needs no answers: question 1 reads, with answers None
     fine = write_imdb(tmp_path / "imdb_ok.npy", [HEADER, item(1, answers=None)])
-    assert datasets.read_vqa2_imdb(fine, "test")[0]["answers"] is None
+    assert D.read_vqa2_imdb(fine, "test")[0]["answers"] is None
 
 
 class _RunsCode:
@@ -127,7 +128,7 @@ def test_nlvr2_training_and_scoring_read_the_same_labels(tmp_path):
     ])
     labels = metrics.load_nlvr2_labels(path)
     assert labels == {"dev-1-0-0": True, "dev-1-1-0": False, "dev-2-0-1": True}
-    examples = datasets.read_nlvr2(path, "dev")
+    examples = D.read_nlvr2(path, "dev")
     assert {ex["identifier"]: ex["label"] for ex in examples} == {k: int(v) for k, v in labels.items()}
     assert examples[1]["image_keys"] == ("dev-1-1-img0.png", "dev-1-1-img1.png")
 
@@ -147,7 +148,7 @@ def test_nlvr2_training_and_scoring_read_the_same_labels(tmp_path):
 ])
 def test_bad_nlvr2_lines_get_one_line_naming_file_and_line(tmp_path, rows, message):
     path = write_lines(tmp_path / "dev.json", rows)
-    for read in (annotations.read_nlvr2, lambda p: datasets.read_nlvr2(p, "dev"), metrics.load_nlvr2_labels):
+    for read in (annotations.read_nlvr2, lambda p: D.read_nlvr2(p, "dev"), metrics.load_nlvr2_labels):
         with pytest.raises(ValueError) as error:
             read(path)
         assert message in str(error.value) and "\n" not in str(error.value)

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 from visualbert import convert as cv
 from visualbert import modeling
 from visualbert.safeload import UnsafePickleError
-from visualbert.torch_checkpoint import load_torch_file
+from visualbert.torch_format import load_torch_file
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 HF = os.path.join(FIXTURES, "hf")
@@ -225,7 +225,7 @@ def test_original_checkpoint_without_tied_decoder(tmp_path):
     model.eval()
     assert_decoder_is_word_embeddings(model)
     check(run_region_alignment(model), "region_alignment")
-    # the legacy-format file as torch_checkpoint reads it, its decoder dropped, into an untied model
+    # the legacy-format file as torch_format reads it, its decoder dropped, into an untied model
     legacy = {k: v for k, v in cv.read_weights(os.path.join(ORIGINAL, "pretrain_legacy.th")).items()
               if k != "bert.cls.predictions.decoder.weight"}
     path = tmp_path / "pretrain.safetensors"

@@ -16,7 +16,7 @@ import pytest
 from test_convert import HF, RUNNERS, check
 from test_modeling import ALL_HEADS, make, numpy_batch, tensors
 
-from visualbert import cpu, loading
+from visualbert import cpu, pretrained
 from visualbert import modeling as vm
 from visualbert.cpu import kernels, layers, onednn
 
@@ -193,7 +193,7 @@ def test_importing_changes_no_process_setting():
 @pytest.mark.parametrize("cpu_kernels", [True, False])
 def test_scripts_load_the_model_onto_the_cpu_layers_unless_told_not_to(cpu_kernels, tiny_config):
     paddle.set_device("cpu")
-    model = loading.load_model(vm.VisualBertForVisualReasoning, tiny_config(), cpu_kernels=cpu_kernels)
+    model = pretrained.load_model(vm.VisualBertForVisualReasoning, tiny_config(), cpu_kernels=cpu_kernels)
     try:
         assert (type(model.cls) is layers.Linear) == cpu_kernels
     finally:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from visualbert import VQA_ANSWERS_FILE, demo
-from visualbert.datasets import load_answer_vocab, load_dataset
+from visualbert.examples import load_answer_vocab, load_dataset
 from visualbert.features import FEATURE_TYPES, open_features
 from visualbert.safeload import load_npy
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from visualbert.datasets import load_dataset
+from visualbert.examples import load_dataset
 
 pytestmark = pytest.mark.slow  # the whole demo, minutes
 

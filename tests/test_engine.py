@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from conftest import LOSS_TERMS, Killed, ToyDataset, ToyModel, collate, interrupted_run, make_args, max_diff, params, run
-from visualbert import checkpoint, engine, environment, loader
+from visualbert import checkpoint, engine, environment, batches
 
 
 def test_accumulation_equals_large_batch(tmp_path):
@@ -62,16 +62,16 @@ def test_nonfinite_loss_stops_with_last_checkpoint(tmp_path):
 
 
 def test_batch_sampler_shards_global_batches():
-    one = loader.EpochBatchSampler(10, 4, seed=3, rank=0, world_size=1)
-    r0 = loader.EpochBatchSampler(10, 2, seed=3, rank=0, world_size=2)
-    r1 = loader.EpochBatchSampler(10, 2, seed=3, rank=1, world_size=2)
+    one = batches.EpochBatchSampler(10, 4, seed=3, rank=0, world_size=1)
+    r0 = batches.EpochBatchSampler(10, 2, seed=3, rank=0, world_size=2)
+    r1 = batches.EpochBatchSampler(10, 2, seed=3, rank=1, world_size=2)
     for s in (one, r0, r1):
         s.set_epoch(1)
     for g, a, b in zip(one, r0, r1):
         assert sorted(g) == sorted(a + b)
     one.set_epoch(1, skip=2)
     assert len(list(one)) == 1 and len(one) == 1
-    epoch0 = list(loader.EpochBatchSampler(10, 4, seed=3))
+    epoch0 = list(batches.EpochBatchSampler(10, 4, seed=3))
     one.set_epoch(2)
     assert list(one) != epoch0  # reshuffled every epoch
     assert sorted(sum(list(one), [])) == list(range(10))
@@ -152,7 +152,7 @@ def test_evaluation_runs_under_trainings_autocast_after_the_checkpoint_is_saved(
         return {"score": [0.5, 0.9, 0.7][len(seen) - 1]}
 
     environment.set_seed(0)
-    engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, evaluate=evaluate, best_metric="score")
+    engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, scorer=evaluate, best_metric="score")
     assert seen == [([(True, "bfloat16")], True)] * 3
     # the best score found after saving is in that checkpoint's state, so a resume keeps it
     best = [json.load(open(os.path.join(args.output_dir, f"checkpoint-{s}", "trainer_state.json")))["best"]
@@ -164,7 +164,7 @@ def test_evaluation_runs_under_trainings_autocast_after_the_checkpoint_is_saved(
 
     args = make_args(tmp_path, "broken", save_steps=3, eval_steps=3)
     with pytest.raises(RuntimeError):
-        engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, evaluate=broken, best_metric="score")
+        engine.train(args, ToyModel(), ToyDataset(), collate, LOSS_TERMS, scorer=broken, best_metric="score")
     assert checkpoint.list_checkpoints(args.output_dir) == [os.path.join(args.output_dir, "checkpoint-3")]
 
 
@@ -216,18 +216,18 @@ def test_small_dev_shm_passes_worker_batches_through_a_pipe_and_says_so(monkeypa
             return iter([])
 
     monkeypatch.setattr(paddle.io, "DataLoader", Loader)
-    monkeypatch.setattr(loader, "_shm_said", [])
-    sampler = loader.EpochBatchSampler(8, 4, seed=0)
-    monkeypatch.setattr(loader.os, "statvfs", lambda path: Stat(f_blocks=16384, f_frsize=4096))  # 64 MB
+    monkeypatch.setattr(batches, "_shm_said", [])
+    sampler = batches.EpochBatchSampler(8, 4, seed=0)
+    monkeypatch.setattr(batches.os, "statvfs", lambda path: Stat(f_blocks=16384, f_frsize=4096))  # 64 MB
     for _ in range(2):
-        list(loader.make_loader(ToyDataset(), sampler, collate, num_workers=2))
+        list(batches.make_loader(ToyDataset(), sampler, collate, num_workers=2))
     assert [kw["use_shared_memory"] for kw in made] == [False, False]
     out = capsys.readouterr().out.splitlines()
     assert out == ["note: /dev/shm holds only 64 MB (Docker's default is 64 MB), too little for the loader workers' "
                    "batches; passing them through a pipe instead (slower). Give the container more "
                    "(docker run --shm-size=8g, or --ipc=host)"]  # once per process
-    monkeypatch.setattr(loader.os, "statvfs", lambda path: Stat(f_blocks=2 * 262144, f_frsize=4096))  # 2 GB
-    list(loader.make_loader(ToyDataset(), sampler, collate, num_workers=2))
+    monkeypatch.setattr(batches.os, "statvfs", lambda path: Stat(f_blocks=2 * 262144, f_frsize=4096))  # 2 GB
+    list(batches.make_loader(ToyDataset(), sampler, collate, num_workers=2))
     assert made[-1]["use_shared_memory"] is True
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from visualbert.datasets import load_dataset
+from visualbert.examples import load_dataset
 from visualbert.metrics import load_nlvr2_predictions
 from visualbert.plot import read_metrics
 

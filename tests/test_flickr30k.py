@@ -148,7 +148,7 @@ def test_iou_by_hand():
 
 def grounding_dataset(tmp_path, captions, detections, spatial=False):
     from visualbert.grounding import GroundingDataset
-    from visualbert.processing import get_tokenizer
+    from visualbert.inputs import get_tokenizer
 
     root = write_release(tmp_path / "release", captions)
     examples, _ = annotations.read_flickr30k(root, ["42"])
@@ -183,7 +183,7 @@ def test_phrase_without_a_matching_detection_has_no_target(tmp_path):
 
 def test_phrase_past_max_seq_length_is_one_line_naming_the_caption(tmp_path):
     from visualbert.grounding import GroundingDataset
-    from visualbert.processing import get_tokenizer
+    from visualbert.inputs import get_tokenizer
 
     root = write_release(tmp_path / "release", ["A man sits with [/EN#3/other a dog] ."])
     examples, _ = annotations.read_flickr30k(root, ["42"])
@@ -250,37 +250,37 @@ def test_spatial_features_append_the_stores_geometry(tmp_path):
 
 
 def test_spatial_features_on_for_configs_on_stores_with_boxes_and_as_a_checkpoint_says(tmp_path, tiny_config):
-    from visualbert import loading
+    from visualbert import pretrained
     from visualbert.modeling import VisualBertForRegionToPhraseAlignment
 
     boxed = open_feature_dir(write_store(tmp_path / "boxed", {"a": np.ones((2, 8))}, {"a": [[0, 0, 1, 1]] * 2}))
     plain = open_feature_dir(write_store(tmp_path / "plain", {"a": np.ones((2, 8))}))
     config = tiny_config()
-    assert loading.uses_spatial_features(config, boxed) is True
-    assert loading.uses_spatial_features(config, plain) is False
+    assert pretrained.uses_spatial_features(config, boxed) is True
+    assert pretrained.uses_spatial_features(config, plain) is False
     off = tmp_path / "off.json"
     off.write_text(json.dumps(dict(json.loads(open(config).read()), add_spatial_features=False)))
-    assert loading.uses_spatial_features(str(off), boxed) is False
+    assert pretrained.uses_spatial_features(str(off), boxed) is False
 
-    model, spatial = loading.load_task_model(VisualBertForRegionToPhraseAlignment, config, boxed)
+    model, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, config, boxed)
     assert spatial and model.config.visual_embedding_dim == 8 + 6 and model.config.add_spatial_features
     model.save_pretrained(str(tmp_path / "trained"))
-    reloaded, spatial = loading.load_task_model(VisualBertForRegionToPhraseAlignment, str(tmp_path / "trained"), boxed,
+    reloaded, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, str(tmp_path / "trained"), boxed,
                                                 new_head=False)
     assert spatial and reloaded.config.visual_embedding_dim == 14
     with pytest.raises(SystemExit, match="takes each region's box geometry .* keeps none"):
-        loading.uses_spatial_features(str(tmp_path / "trained"), plain)
+        pretrained.uses_spatial_features(str(tmp_path / "trained"), plain)
 
-    fresh, _ = loading.load_task_model(VisualBertForRegionToPhraseAlignment, str(off), boxed)
+    fresh, _ = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, str(off), boxed)
     fresh.save_pretrained(str(tmp_path / "no-boxes"))  # as a released checkpoint: no add_spatial_features
-    assert loading.uses_spatial_features(str(tmp_path / "no-boxes"), boxed) is False
+    assert pretrained.uses_spatial_features(str(tmp_path / "no-boxes"), boxed) is False
     # a checkpoint whose projection takes the features plus the 6 box values (a BERT converted with
     # --visual_embedding_dim D + 6) gets them, though its config does not say add_spatial_features
     bert = tmp_path / "bert.json"
     bert.write_text(json.dumps(dict(json.loads(open(config).read()), add_spatial_features=False,
                                     visual_embedding_dim=14)))
-    VisualBertForRegionToPhraseAlignment(loading._read_config(str(bert))).save_pretrained(str(tmp_path / "bert"))
-    assert loading.uses_spatial_features(str(tmp_path / "bert"), boxed) is True
+    VisualBertForRegionToPhraseAlignment(pretrained._read_config(str(bert))).save_pretrained(str(tmp_path / "bert"))
+    assert pretrained.uses_spatial_features(str(tmp_path / "bert"), boxed) is True
 
 
 def test_coco_keys_find_the_bare_image_ids_of_imported_coco_features(tmp_path):
@@ -361,7 +361,7 @@ def test_imgid2idx_pickle_goes_through_the_restricted_unpickler(tmp_path):
 def test_paper_recipe_coco_caption_pretraining_on_an_imported_store_then_grounding(demo_dir, tiny_config, tmp_path):
     """COCO captions over bottom-up-attention-style features keyed by bare image ids, from a checkpoint
     sized for the features + 6 box values (as a BERT converted with --visual_embedding_dim 2054), then Flickr30K."""
-    from visualbert import loading
+    from visualbert import pretrained
     from visualbert.demo_flickr30k import write_flickr30k
     from visualbert.modeling import VisualBertForPreTraining
 
@@ -374,7 +374,7 @@ def test_paper_recipe_coco_caption_pretraining_on_an_imported_store_then_groundi
     config = json.loads(open(tiny_config(0.0)).read())
     start = tmp_path / "start.json"
     start.write_text(json.dumps(dict(config, visual_embedding_dim=32 + 6)))
-    VisualBertForPreTraining(loading._read_config(str(start))).save_pretrained(str(tmp_path / "bert"))
+    VisualBertForPreTraining(pretrained._read_config(str(start))).save_pretrained(str(tmp_path / "bert"))
     fast = ["--device", "cpu", "--num_workers", "0", "--seed", "1", "--max_steps", "2", "--logging_steps", "1"]
     run_script(["run_pretrain.py", "--dataset", "coco_captions", "--features", store, "--annotation_dir", str(captions),
                 "--model_name_or_path", str(tmp_path / "bert"), "--output_dir", str(tmp_path / "pre"),

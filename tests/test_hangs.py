@@ -12,10 +12,10 @@ import paddle
 import pytest
 
 from conftest import run_script
-from visualbert.loader import EpochBatchSampler, make_loader
-from visualbert.datasets import describe_example, example_image_keys, load_dataset
+from visualbert.batches import EpochBatchSampler, make_loader
+from visualbert.examples import describe_example, example_image_keys, load_dataset
 from visualbert.features import open_features
-from visualbert.processing import ExampleError
+from visualbert.inputs import ExampleError
 
 TIMEOUT = 120  # seconds; each run takes a few
 FAULTS = ("truncated", "wrong_dim", "zero_rows")
@@ -196,7 +196,7 @@ def test_loader_without_workers_raises_other_errors_as_they_are():
 
 
 def test_dataset_error_names_file_and_example(demo_dir, tmp_path):
-    from visualbert.processing import NLVR2Dataset, get_tokenizer
+    from visualbert.inputs import NLVR2Dataset, get_tokenizer
 
     data = tmp_path / "X_NLVR"
     shutil.copytree(demo_dir / "X_NLVR", data)

@@ -12,9 +12,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from conftest import KEYS, one_line, plant_payload, run_script, write_npy_features
-from visualbert import environment, features as F, loading
+from visualbert import environment, features as F, pretrained
 from visualbert.modeling import VisualBertConfig, VisualBertForVisualReasoning
-from visualbert.torch_checkpoint import load_torch_file
+from visualbert.torch_format import load_torch_file
 
 
 # ---------------------------------------------------------------------------- weights by another door
@@ -29,8 +29,8 @@ def model_dir(tmp_path, tiny_config):
 
 
 def load_refusal(path):
-    with pytest.raises(SystemExit) as e, loading.user_errors():
-        loading.load_model(VisualBertForVisualReasoning, str(path))
+    with pytest.raises(SystemExit) as e, pretrained.user_errors():
+        pretrained.load_model(VisualBertForVisualReasoning, str(path))
     message = one_line(e)
     assert message.startswith("error: ")
     return message
@@ -64,7 +64,7 @@ def test_safetensors_weights_are_read_without_paddlenlp(model_dir):
     reference = VisualBertForVisualReasoning.from_pretrained(str(model_dir))
     state = {k: v.numpy() * 0 + 0.5 for k, v in reference.state_dict().items()}
     save_file(state, str(model_dir / "model.safetensors"))
-    loaded = loading.load_model(VisualBertForVisualReasoning, str(model_dir))
+    loaded = pretrained.load_model(VisualBertForVisualReasoning, str(model_dir))
     for value in loaded.state_dict().values():
         np.testing.assert_array_equal(value.numpy(), 0.5)
 
@@ -288,7 +288,7 @@ def test_imported_boxes_with_nan_or_inf_are_refused_naming_the_image(tmp_path, b
 
 @pytest.mark.parametrize("text", [None, 42, "  "])
 def test_question_text_that_is_not_text_is_refused_naming_file_and_question(tmp_path, text):
-    from visualbert.datasets import read_vqa_json
+    from visualbert.examples import read_vqa_json
 
     path = tmp_path / "q.json"
     path.write_text(json.dumps({"questions": [{"image_id": 1, "question": "what?", "question_id": 10},

@@ -1,4 +1,4 @@
-"""--model_name_or_path as the scripts load it (visualbert.loading.load_model): what loads, and the one-line
+"""--model_name_or_path as the scripts load it (visualbert.pretrained.load_model): what loads, and the one-line
 refusals of checkpoints for another task, bad configs and paths that lead nowhere."""
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from visualbert import loading, modeling
+from visualbert import pretrained, modeling
 
 SMALL = dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
              visual_embedding_dim=16)
@@ -45,7 +45,7 @@ def pretrain_run(tmp_path_factory):
 
 @pytest.mark.parametrize("new_head", [True, False])
 def test_checkpoint_for_another_task_names_both_heads(nlvr2_run, new_head):
-    message = refusal(lambda: loading.load_model(modeling.VisualBertForQuestionAnswering, str(nlvr2_run),
+    message = refusal(lambda: pretrained.load_model(modeling.VisualBertForQuestionAnswering, str(nlvr2_run),
                                              new_head=new_head, num_labels=5))
     assert str(nlvr2_run) in message
     assert "NLVR2 head (VisualBertForVisualReasoning)" in message
@@ -53,23 +53,23 @@ def test_checkpoint_for_another_task_names_both_heads(nlvr2_run, new_head):
 
 
 def test_fine_tuning_from_pretraining_starts_a_new_head(pretrain_run):
-    run, pretrained = pretrain_run
-    model = loading.load_model(modeling.VisualBertForQuestionAnswering, str(run), num_labels=5)
+    run, start = pretrain_run
+    model = pretrained.load_model(modeling.VisualBertForQuestionAnswering, str(run), num_labels=5)
     assert model.cls.weight.shape == [32, 5]
     np.testing.assert_array_equal(model.visual_bert.encoder.layer[0].output.dense.weight.numpy(),
-                                  pretrained.visual_bert.encoder.layer[0].output.dense.weight.numpy())
+                                  start.visual_bert.encoder.layer[0].output.dense.weight.numpy())
 
 
 def test_prediction_needs_the_trained_head(pretrain_run):
     run, _ = pretrain_run
-    message = refusal(lambda: loading.load_model(modeling.VisualBertForQuestionAnswering, str(run), new_head=False))
+    message = refusal(lambda: pretrained.load_model(modeling.VisualBertForQuestionAnswering, str(run), new_head=False))
     assert "pre-training heads (VisualBertForPreTraining)" in message and "fine-tuned" in message
 
 
 def test_same_head_with_other_label_count_is_refused(tmp_path):
     save(modeling.VisualBertForQuestionAnswering, tmp_path, num_labels=3)
-    assert loading.load_model(modeling.VisualBertForQuestionAnswering, str(tmp_path), num_labels=3).cls.weight.shape == [32, 3]
-    message = refusal(lambda: loading.load_model(modeling.VisualBertForQuestionAnswering, str(tmp_path), num_labels=7))
+    assert pretrained.load_model(modeling.VisualBertForQuestionAnswering, str(tmp_path), num_labels=3).cls.weight.shape == [32, 3]
+    message = refusal(lambda: pretrained.load_model(modeling.VisualBertForQuestionAnswering, str(tmp_path), num_labels=7))
     assert "3 outputs" in message and "needs 7" in message
 
 
@@ -82,7 +82,7 @@ def test_unknown_hidden_act_names_the_file_and_the_choices(tmp_path):
     scratch = tmp_path / "scratch.json"
     scratch.write_text(json.dumps({**SMALL, "hidden_act": "gelu_fast"}))
     for path, named in ((tmp_path, config_file), (scratch, scratch)):
-        message = refusal(lambda: loading.load_model(modeling.VisualBertForVisualReasoning, str(path)))
+        message = refusal(lambda: pretrained.load_model(modeling.VisualBertForVisualReasoning, str(path)))
         assert str(named) in message and "'gelu_fast'" in message
         assert all(name in message for name in ("gelu", "gelu_new", "relu", "tanh"))
 
@@ -94,7 +94,7 @@ def test_malformed_config_json_names_the_file_and_the_position(tmp_path):
     scratch = tmp_path / "scratch.json"
     shutil.copy(config_file, scratch)
     for path, named in ((tmp_path, config_file), (scratch, scratch)):
-        message = refusal(lambda: loading.load_model(modeling.VisualBertForVisualReasoning, str(path)))
+        message = refusal(lambda: pretrained.load_model(modeling.VisualBertForVisualReasoning, str(path)))
         assert str(named) in message and "line 4 column 3" in message
 
 
@@ -103,7 +103,7 @@ def test_paths_that_lead_nowhere_say_how_to_convert_and_download_nothing(tmp_pat
         raise AssertionError("from_pretrained must not be reached")
 
     monkeypatch.setattr(modeling.VisualBertForVisualReasoning, "from_pretrained", no_download)
-    load = loading.load_model
+    load = pretrained.load_model
     for missing in (tmp_path / "nowhere", tmp_path / "nowhere" / "model_state.pdparams", "someone/visualbert-vqa"):
         message = refusal(lambda: load(modeling.VisualBertForVisualReasoning, str(missing)))
         assert f"{missing}: no such file or directory" in message and "python -m visualbert.convert" in message

@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import run_script
 from visualbert import cli, tasks
-from visualbert import datasets as D
+from visualbert import examples as D
 from visualbert.extract import extract
 from visualbert.features import open_feature_dir
 

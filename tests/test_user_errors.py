@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from visualbert import cli, tasks
-from visualbert import datasets as D
+from visualbert import examples as D
 from visualbert.features import open_features
-from visualbert.processing import ExampleError, VQADataset, get_tokenizer
+from visualbert.inputs import ExampleError, VQADataset, get_tokenizer
 
 
 def one_line_exit(excinfo):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from visualbert import annotations, vcr_inputs
-from visualbert.processing import get_tokenizer
+from visualbert.inputs import get_tokenizer
 
 ITEM = {
     "annot_id": "val-0", "movie": "m", "objects": ["person", "person", "car", "person", "dog"],

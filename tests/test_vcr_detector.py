@@ -222,16 +222,16 @@ def test_bert_initialisation_of_a_vcr_model_starts_the_image_encoder_fresh(tmp_p
 
 def test_a_multiple_choice_checkpoint_without_encoder_is_taken_by_the_vcr_model(tmp_path):
     """A converted HuggingFace VCR model (no detector.*) still predicts and fine-tunes: same head, fresh encoder."""
-    from visualbert import loading
+    from visualbert import pretrained
 
     cv.convert(os.path.join(HF, "multiple_choice"), tmp_path / "mc")
-    model = loading.load_model(VisualBertForVCR, str(tmp_path / "mc"), new_head=False, cpu_kernels=False)
+    model = pretrained.load_model(VisualBertForVCR, str(tmp_path / "mc"), new_head=False, cpu_kernels=False)
     converted = load_file(os.path.join(HF, "multiple_choice", "model.safetensors"))
     np.testing.assert_array_equal(model.cls.weight.numpy(), converted["cls.weight"].T)
     assert model.detector.feature_dim == 2048  # the original's encoder, untrained
     cv.convert(os.path.join(HF, "nlvr2"), tmp_path / "nlvr2")
     with pytest.raises(SystemExit, match="an NLVR2 head .* needs a multiple-choice head with the VCR image encoder"):
-        loading.load_model(VisualBertForVCR, str(tmp_path / "nlvr2"), new_head=False, cpu_kernels=False)
+        pretrained.load_model(VisualBertForVCR, str(tmp_path / "nlvr2"), new_head=False, cpu_kernels=False)
 
 
 def test_imagenet_resnet_weights_start_the_image_encoder(tmp_path):

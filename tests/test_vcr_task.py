@@ -12,7 +12,7 @@ from PIL import Image
 
 from visualbert import annotations, metrics
 from visualbert.demo_vcr import VCR_COLORS, write_vcr_demo
-from visualbert.processing import ExampleError, get_tokenizer
+from visualbert.inputs import ExampleError, get_tokenizer
 from visualbert.vcr_dataset import VCRDataset, VCRPretrainDataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import pytest
 from conftest import run_script
 
 from visualbert import VQA_ANSWERS_FILE
-from visualbert import datasets as D
+from visualbert import examples as D
 from visualbert.own_demo import IMAGE_KEY, write_shapes
 
 FAST = ["--device", "cpu", "--num_workers", "0", "--seed", "1"]

@@ -15,7 +15,7 @@
   and each image's metadata JSON (``boxes`` with a detection score, ``segms`` polygons,
   ``width``, ``height``).
 
-``visualbert.datasets`` turns the records into training examples and ``visualbert.metrics`` into
+``visualbert.examples`` turns the records into training examples and ``visualbert.metrics`` into
 ground truth, so a file means the same to both: the same fallback from ``answers`` to
 ``valid_answers``, the same checks, the same error lines. Bad content is rejected with one line
 naming the file, the item (imdb: its index in the array, the header being item 0; NLVR2: its line

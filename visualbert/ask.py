@@ -55,15 +55,15 @@ def _positive_int(text):
 
 
 def _read_boxes(path):
-    from .loading import read_json
+    from .pretrained import read_json
 
     return read_json(path)
 
 
 def _is_nlvr2(model_dir):
-    from . import loading
+    from . import pretrained
 
-    config = loading.read_json(_config_path(loading.resolve_model_path(model_dir)))
+    config = pretrained.read_json(_config_path(pretrained.resolve_model_path(model_dir)))
     return (config.get("architectures") or [None])[0] == "VisualBertForVisualReasoning"
 
 

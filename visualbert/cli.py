@@ -7,7 +7,7 @@ import argparse
 import os
 
 from .argtypes import fraction, int_range, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
-from .datasets import DEFAULT_FEATURE_TYPE
+from .examples import DEFAULT_FEATURE_TYPE
 from .features import FEATURE_TYPES
 from .inference import add_engine_arg
 from .tasks import PRETRAIN_SPLITS

@@ -33,11 +33,11 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 from . import modeling
 from .environment import check_not_input, is_inside
 from .lifetime import interrupts_in_one_line
-from .loading import read_json
+from .pretrained import read_json
 from .configuration import released_name
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError, load_safetensors
-from .torch_checkpoint import load_torch_file
+from .torch_format import load_torch_file
 from .vcr_detector import BATCHNORM_BUFFERS, VCR_HEADS, detector_state_from_resnet
 
 HEADS = {name: head.model for name, head in {**modeling.HEADS, **VCR_HEADS}.items()}

@@ -29,8 +29,8 @@ from .checkpoint import (gather_rng_states, list_checkpoints, resume_checkpoint,
                          update_trainer_state)
 from .environment import is_main, log0, own_output_dir
 from .lifetime import interrupts_in_one_line
-from .loading import user_errors
-from .loader import EpochBatchSampler, make_loader
+from .pretrained import user_errors
+from .batches import EpochBatchSampler, make_loader
 from .progress import Progress
 
 
@@ -139,15 +139,15 @@ def _stops_in_one_line(train_fn):
 
 
 @_stops_in_one_line
-def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, best_metric=None,
+def train(args, model, train_dataset, collate_fn, loss_terms, scorer=None, best_metric=None,
           forward_kwargs=None, run_files=None):
     """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).
 
     loss_terms: {output field: fn(batch) -> number of units that field's mean is over}, e.g.
         {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}; called on the
         collated numpy batch (see ``CountLossUnits``).
-    evaluate: fn(model) -> {name: value}; runs every --eval_steps and at each epoch's end.
-    best_metric: the key of evaluate's result that decides <output_dir>/best (higher is better).
+    scorer: fn(model) -> {name: value}; runs every --eval_steps and at each epoch's end.
+    best_metric: the key of scorer's result that decides <output_dir>/best (higher is better).
     run_files: {file name: fn(path)} written into --output_dir by rank 0 once the run owns it
         (e.g. the answer vocabulary prediction reads); list them in ``rundir.RUN_OUTPUTS``.
     """
@@ -163,11 +163,11 @@ def train(args, model, train_dataset, collate_fn, loss_terms, evaluate=None, bes
     config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch, world_size=world,
                   argv=sys.argv, paddle_version=paddle.__version__)
     with own_output_dir(args, config, run_files or {}):
-        return _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate,
+        return _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, scorer,
                       best_metric, forward_kwargs)
 
 
-def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, evaluate, best_metric,
+def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, scorer, best_metric,
            forward_kwargs):
     world, rank = dist.get_world_size(), dist.get_rank()
     total_steps = config["total_steps"]
@@ -249,7 +249,7 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
 
             epoch_done = batches_done >= batches_per_epoch
             log_now = step % args.logging_steps == 0 or step == total_steps
-            eval_now = evaluate and ((args.eval_steps and step % args.eval_steps == 0) or
+            eval_now = scorer and ((args.eval_steps and step % args.eval_steps == 0) or
                                      (not args.eval_steps and epoch_done) or step == total_steps)
             save_now = step % args.save_steps == 0 or step == total_steps
             if log_now or eval_now or save_now:
@@ -279,7 +279,7 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
                                             args.save_total_limit, rng_states)
             if eval_now:
                 with autocast(args):  # the precision training runs in
-                    last_eval, new_best = _evaluate(args, model, evaluate, best_metric, best, step, epoch,
+                    last_eval, new_best = _score_and_keep_best(args, model, scorer, best_metric, best, step, epoch,
                                                     metrics_path, writer, progress)
                 if saved and new_best != best:
                     update_trainer_state(saved, best=new_best)
@@ -365,10 +365,10 @@ def _progress_fields(record, losses):
     return fields
 
 
-def _evaluate(args, model, evaluate, best_metric, best, step, epoch, metrics_path, writer, progress):
+def _score_and_keep_best(args, model, scorer, best_metric, best, step, epoch, metrics_path, writer, progress):
     model.eval()
     with paddle.no_grad():
-        result = evaluate(model)
+        result = scorer(model)
     model.train()
     record = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in result.items()}}
     _log_metrics(metrics_path, writer, record)

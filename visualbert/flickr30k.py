@@ -16,7 +16,7 @@ import os
 import numpy as np
 import paddle
 
-from . import engine, environment, loading
+from . import engine, environment, pretrained
 from .annotations import read_flickr30k, read_flickr30k_image_list
 from .grounding import GroundingDataset
 from .metrics import grounding_recall
@@ -26,7 +26,7 @@ from .atomic import write_file
 from .lifetime import interrupts_in_one_line
 from .tasks import open_task_features, record_provenance
 
-__all__ = ["finetune", "predict", "annotation_root", "load_split", "ranked_boxes", "grounding_evaluate",
+__all__ = ["finetune", "predict", "annotation_root", "load_split", "ranked_boxes", "score_grounding",
            "write_predictions"]
 
 
@@ -117,7 +117,7 @@ def recall_of(dataset, rows):
     return grounding_recall(phrases)
 
 
-def grounding_evaluate(model, dataset, batch_size, num_workers=0):
+def score_grounding(model, dataset, batch_size, num_workers=0):
     """What training reports: overall R@1/5/10 and the upper bound, as fractions."""
     overall = recall_of(dataset, ranked_boxes(model, dataset, batch_size, num_workers))["overall"]
     return {"recall_at_1": overall["R@1"] / 100, "recall_at_5": overall["R@5"] / 100,
@@ -156,19 +156,19 @@ def finetune(args):
 
 def _finetune(args):
     environment.setup_device(args)
-    with loading.user_errors():
-        tokenizer = loading.tokenizer_from_args(args)
+    with pretrained.user_errors():
+        tokenizer = pretrained.tokenizer_from_args(args)
         features = _open_features(args)
-        model, spatial = loading.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
+        model, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
                                                  features, cpu_kernels=args.cpu_kernels)
         model = record_provenance(model, args)
         train_ds = _dataset(args, args.train_split, tokenizer, features, spatial)
         eval_ds = _dataset(args, args.eval_split, tokenizer, features, spatial) if args.eval_split else None
-    evaluate = None
+    scorer = None
     if eval_ds is not None:
-        evaluate = lambda m: grounding_evaluate(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
+        scorer = lambda m: score_grounding(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
     return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                        evaluate=evaluate, best_metric="recall_at_1")
+                        scorer=scorer, best_metric="recall_at_1")
 
 
 def predict(args):
@@ -180,10 +180,10 @@ def predict(args):
 
 def _predict(args, written):
     environment.setup_device(args)
-    with loading.user_errors():
-        tokenizer = loading.tokenizer_from_args(args)
+    with pretrained.user_errors():
+        tokenizer = pretrained.tokenizer_from_args(args)
         features = _open_features(args)
-        model, spatial = loading.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
+        model, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
                                                  features, new_head=False, cpu_kernels=args.cpu_kernels)
         dataset = _dataset(args, args.split, tokenizer, features, spatial)
     with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):

@@ -19,7 +19,7 @@ first match, wrong when the words occur twice); here the markup's own word span 
 import numpy as np
 
 from .metrics import grounding_hits
-from .processing import Collator, ExampleError, _VisualTextDataset
+from .inputs import Collator, ExampleError, _VisualTextDataset
 
 __all__ = ["GroundingDataset", "GroundingCollator", "PHRASE_PAD"]
 

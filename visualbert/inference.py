@@ -58,7 +58,7 @@ def _fingerprint(model_dir):
     """What the exported program depends on: the config and every weight file (name, size, mtime)."""
     import paddle
 
-    from .loading import _WEIGHT_FILES
+    from .pretrained import _WEIGHT_FILES
 
     files = {}
     for name in sorted(os.listdir(model_dir)):
@@ -161,7 +161,7 @@ def _read_fingerprint(target):
 
 
 def _stock_model(head, model_dir):
-    from .loading import load_model
+    from .pretrained import load_model
 
     return load_model(head, model_dir, new_head=False, cpu_kernels=False)
 
@@ -237,7 +237,7 @@ class InferenceModel:
 def load_inference_model(head, model_dir, model=None, threads=None):
     """The InferenceModel of the model directory ``model_dir`` (exported first when no current cache is there).
     ``model``: its dygraph model when the caller loaded it already (its config is the predictor's)."""
-    from .loading import _checkpoint_config
+    from .pretrained import _checkpoint_config
 
     model_dir = os.fspath(model_dir)
     if not os.path.isdir(model_dir):

@@ -192,7 +192,7 @@ class _Pipeline:
     def __init__(self, model, device="cpu", weights=None, engine=None):
         import paddle
 
-        from . import inference, loading
+        from . import inference, pretrained
 
         paddle.set_device(device)
         self.engine = engine or inference.default_engine(device)
@@ -200,8 +200,8 @@ class _Pipeline:
             raise ValueError(f"unknown engine '{self.engine}' (expected one of: {', '.join(inference.ENGINES)})")
         if self.engine == "paddle_inference" and device != "cpu":
             raise ValueError("the paddle_inference engine runs on the CPU; on a GPU use engine='dygraph'")
-        self.model_dir = loading.resolve_model_path(os.fspath(model))
-        self.model = _quietly(loading.load_model, self.head, self.model_dir, new_head=False,
+        self.model_dir = pretrained.resolve_model_path(os.fspath(model))
+        self.model = _quietly(pretrained.load_model, self.head, self.model_dir, new_head=False,
                               cpu_kernels=self.engine == "dygraph")
         self.model.eval()
         # the dygraph model: what draws the attention pictures (the predictor returns logits only)
@@ -211,7 +211,7 @@ class _Pipeline:
         # a model trained with add_spatial_features takes each region's box geometry after its features
         self.spatial = bool(getattr(self.dygraph.config, "add_spatial_features", False))
         settings = _run_settings(self.model_dir)
-        self.tokenizer = loading.tokenizer_from_args(settings)
+        self.tokenizer = pretrained.tokenizer_from_args(settings)
         self.max_seq_length = settings.max_seq_length
         self.provenance = provenance.of_model(self.model_dir)
         self._weights = weights
@@ -292,7 +292,7 @@ class VisualQuestionAnswering(_Pipeline):
         """[{"answers", "geometry", "image"}] for [(image or (rows, geometry), question)] (``image``: the PIL
         image the features were made from, None for given rows); with ``explain`` also each region's share
         of the attention (``"attention"``)."""
-        from .processing import VQADataset
+        from .inputs import VQADataset
 
         top_k = int(top_k)
         if top_k < 1:
@@ -328,7 +328,7 @@ class VisualReasoning(_Pipeline):
         super().__init__(model, device, weights, engine)
 
     def __call__(self, image=None, image2=None, statement=None, features=None, features2=None):
-        from .processing import NLVR2Dataset
+        from .inputs import NLVR2Dataset
 
         if (image is None and features is None) or (image2 is None and features2 is None) or statement is None:
             raise ValueError("pass image=, image2= (or features=, features2=) and statement=")

@@ -16,15 +16,15 @@ import paddle
 import paddle.distributed as dist
 import paddle.nn.functional as F
 
-from . import engine, environment, inference, loading, provenance, vcr_tasks
+from . import engine, environment, inference, pretrained, provenance, vcr_tasks
 from .atomic import write_file
-from .datasets import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
+from .examples import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_image_map, read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
 from .lifetime import interrupts_in_one_line
 from .metrics import nlvr2_scores, vqa_accuracy
 from .modeling import VisualBertForPreTraining, VisualBertForQuestionAnswering, VisualBertForVisualReasoning
-from .processing import (CaptionPretrainDataset, NLVR2Dataset, NLVR2PretrainDataset, VQADataset,
+from .inputs import (CaptionPretrainDataset, NLVR2Dataset, NLVR2PretrainDataset, VQADataset,
                          VQAPretrainDataset)
 
 HEAD = {"vqa2": VisualBertForQuestionAnswering, "nlvr2": VisualBertForVisualReasoning}
@@ -54,13 +54,13 @@ def finetune(task, args):
 def _finetune(task, args):
     environment.setup_device(args)
     train_ds, eval_ds, model = load_for_finetuning(task, args)
-    evaluate = None
+    scorer = None
     if eval_ds is not None:
-        score = vqa_evaluate if task == "vqa2" else nlvr2_evaluate
-        evaluate = lambda m: score(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
+        score = score_vqa if task == "vqa2" else score_nlvr2
+        scorer = lambda m: score(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
     vqa = {"forward_kwargs": {"loss_type": args.loss}, "run_files": vqa_run_files(train_ds)} if task == "vqa2" else {}
     return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                        evaluate=evaluate, best_metric="vqa_accuracy" if task == "vqa2" else "accuracy", **vqa)
+                        scorer=scorer, best_metric="vqa_accuracy" if task == "vqa2" else "accuracy", **vqa)
 
 
 def predict(task, args):
@@ -102,8 +102,8 @@ def _predict(task, args, written):
 def load_for_finetuning(task, args):
     """Setup shared by the fine-tuning scripts: train split (evaluation questions removed), eval
     split (or None) and the model with a head sized for the task."""
-    with loading.user_errors():
-        tokenizer = loading.tokenizer_from_args(args)
+    with pretrained.user_errors():
+        tokenizer = pretrained.tokenizer_from_args(args)
         features = open_task_features(args)
         train_examples = eval_examples = None
         if getattr(args, "train_questions", None) or getattr(args, "eval_questions", None):
@@ -114,7 +114,7 @@ def load_for_finetuning(task, args):
                                           annotation_dir=args.annotation_dir, exclude_split=args.eval_split)
         vocab = training_answer_vocab(args, train_examples) if task == "vqa2" else None
         num_labels = len(vocab) if task == "vqa2" else 2
-        model, spatial = loading.load_task_model(HEAD[task], args.model_name_or_path, features,
+        model, spatial = pretrained.load_task_model(HEAD[task], args.model_name_or_path, features,
                                                  cpu_kernels=args.cpu_kernels, num_labels=num_labels)
         train_ds = build(task, args.train_split, args, tokenizer, features, exclude_split=args.eval_split,
                          examples=train_examples, answer_vocab=vocab, spatial=spatial,
@@ -130,8 +130,8 @@ def load_for_finetuning(task, args):
 def load_for_prediction(task, args):
     """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
     environment.setup_device(args)
-    with loading.user_errors():
-        tokenizer = loading.tokenizer_from_args(args)
+    with pretrained.user_errors():
+        tokenizer = pretrained.tokenizer_from_args(args)
         features = open_task_features(args)
         examples = vocab = None
         if getattr(args, "questions", None):
@@ -143,7 +143,7 @@ def load_for_prediction(task, args):
         if task == "vqa2":
             vocab = prediction_answer_vocab(args)
         engine_name = _prediction_engine(args)
-        model, spatial = loading.load_task_model(HEAD[task], args.model_name_or_path, features, new_head=False,
+        model, spatial = pretrained.load_task_model(HEAD[task], args.model_name_or_path, features, new_head=False,
                                                  cpu_kernels=args.cpu_kernels and engine_name == "dygraph")
         check_sequence_length(args, model)
         dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab,
@@ -152,7 +152,7 @@ def load_for_prediction(task, args):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
                              f"vocabulary has {len(vocab)}; pass the run's {ANSWER_VOCAB_FILE} as --answer_vocab")
         if engine_name == "paddle_inference":
-            model = inference.load_inference_model(HEAD[task], loading.resolve_model_path(args.model_name_or_path),
+            model = inference.load_inference_model(HEAD[task], pretrained.resolve_model_path(args.model_name_or_path),
                                                    model=model)
     return dataset, model
 
@@ -343,14 +343,14 @@ def pretrain(args):
 
 def _pretrain(args):
     environment.setup_device(args)
-    with loading.user_errors():
-        tokenizer = loading.tokenizer_from_args(args)
+    with pretrained.user_errors():
+        tokenizer = pretrained.tokenizer_from_args(args)
         if args.dataset == "vcr":  # images through the model's own encoder, no feature files
             model = vcr_tasks.pretrain_model(args)
             train_ds, eval_ds = vcr_tasks.pretrain_datasets(args, tokenizer, model)
         else:
             features = open_task_features(args)
-            model, spatial = loading.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
+            model, spatial = pretrained.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
                                                      cpu_kernels=args.cpu_kernels)
             model = record_provenance(model, args)
             check_sequence_length(args, model)
@@ -363,14 +363,14 @@ def _pretrain(args):
     if uses_matching(args):  # with --no_nlvr2_label the label is in the batch but never trained on
         loss_terms["sentence_image_loss"] = lambda b: len(b["input_ids"])
 
-    evaluate = None
+    scorer = None
     if eval_ds is not None:
         if len(eval_ds) > args.max_eval_samples:  # a fixed, seeded subset keeps evaluation short
             keep = np.random.default_rng(args.seed).choice(len(eval_ds), args.max_eval_samples, replace=False)
             eval_ds = paddle.io.Subset(eval_ds, sorted(keep.tolist()))
-        evaluate = pretrain_evaluate(args, eval_ds, train_ds.collate_fn())
-    return engine.train(args, model, train_ds, train_ds.collate_fn(), loss_terms, evaluate=evaluate,
-                        best_metric="mlm_accuracy" if evaluate else None, forward_kwargs={"predict_masked_only": True})
+        scorer = pretrain_scorer(args, eval_ds, train_ds.collate_fn())
+    return engine.train(args, model, train_ds, train_ds.collate_fn(), loss_terms, scorer=scorer,
+                        best_metric="mlm_accuracy" if scorer else None, forward_kwargs={"predict_masked_only": True})
 
 
 def pretrain_dataset(args, split, tokenizer, features, exclude=None, spatial=False):
@@ -417,11 +417,11 @@ def pretrain_eval_step(with_matching):
     return step
 
 
-def pretrain_evaluate(args, eval_ds, collate_fn):
+def pretrain_scorer(args, eval_ds, collate_fn):
     """Masked-LM loss and accuracy over the masked tokens, and matching accuracy, on eval_ds."""
     step = pretrain_eval_step(uses_matching(args))
 
-    def evaluate(model):
+    def score(model):
         rows = engine.predict(model, eval_ds, collate_fn, args.eval_batch_size, step)
         loss, count, right = (sum(r[i] for r in rows) for i in range(3))
         result = {"mlm_loss": loss / max(count, 1), "mlm_accuracy": right / max(count, 1)}
@@ -429,7 +429,7 @@ def pretrain_evaluate(args, eval_ds, collate_fn):
             result["matching_accuracy"] = float(np.mean([r[3] for r in rows]))
         return result
 
-    return evaluate
+    return score
 
 
 # ---------------------------------------------------------------------------- VQA2
@@ -459,7 +459,7 @@ def vqa_ground_truth(dataset):
             for ex in dataset.examples if ex.get("answers") is not None}
 
 
-def vqa_evaluate(model, dataset, batch_size, num_workers=0):
+def score_vqa(model, dataset, batch_size, num_workers=0):
     predictions = vqa_predict(model, dataset, batch_size, num_workers)
     scores = vqa_accuracy(predictions, vqa_ground_truth(dataset))
     return {"vqa_accuracy": scores["overall"]}
@@ -490,7 +490,7 @@ def nlvr2_labels(dataset):
     return {ex["identifier"]: bool(ex["label"]) for ex in dataset.examples if ex.get("label") is not None}
 
 
-def nlvr2_evaluate(model, dataset, batch_size, num_workers=0):
+def score_nlvr2(model, dataset, batch_size, num_workers=0):
     scores = nlvr2_scores(nlvr2_predict(model, dataset, batch_size, num_workers), nlvr2_labels(dataset))
     return {"accuracy": scores["accuracy"], "consistency": scores["consistency"]}
 

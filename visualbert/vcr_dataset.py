@@ -23,7 +23,7 @@ import numpy as np
 import paddle
 
 from .annotations import read_vcr_metadata
-from .processing import IGNORE_INDEX, ExampleError, _TextIds, mask_tokens
+from .inputs import IGNORE_INDEX, ExampleError, _TextIds, mask_tokens
 from .vcr_inputs import IMAGE_SIZE, class_ids, encode_pair, kept_objects, object_masks, prepare_image, render_example
 
 __all__ = ["VCRDataset", "VCRPretrainDataset", "VCRCollator"]

@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from . import engine, environment, loading
+from . import engine, environment, pretrained
 from .atomic import write_file
 from .annotations import read_vcr
 from .metrics import vcr_csv_rows, vcr_scores
@@ -48,7 +48,7 @@ def split_items(args, split, need_labels=True):
 
 
 def _load(cls, name_or_path, args, new_head):
-    model = loading.load_model(cls, name_or_path, new_head=new_head, cpu_kernels=args.cpu_kernels)
+    model = pretrained.load_model(cls, name_or_path, new_head=new_head, cpu_kernels=args.cpu_kernels)
     architecture = (getattr(model.config, "architectures", None) or [None])[0]
     if os.path.isdir(str(name_or_path)) and architecture not in _VCR_HEADS:
         environment.log0(f"note: {name_or_path} holds no VCR image encoder (detector.*); it starts untrained "
@@ -70,18 +70,18 @@ def _dataset(args, items, tokenizer, model, mode, train=False, answer=None):
 def finetune(args):
     """What VCR/run_vcr.py does: fine-tune Q->A (--mode answer) or QA->R (--mode rationale)."""
     environment.setup_device(args)
-    with loading.user_errors():
-        tokenizer = loading.tokenizer_from_args(args)
+    with pretrained.user_errors():
+        tokenizer = pretrained.tokenizer_from_args(args)
         model = _load(VisualBertForVCR, args.model_name_or_path, args, new_head=True)
         train_ds = _dataset(args, split_items(args, args.train_split), tokenizer, model, args.mode, train=True)
         eval_ds = None
         if args.eval_split:
             eval_ds = _dataset(args, split_items(args, args.eval_split), tokenizer, model, args.mode)
-    evaluate = None
+    scorer = None
     if eval_ds is not None:
-        evaluate = lambda m: {"accuracy": accuracy(m, eval_ds, args.batch_size, args.num_workers)}  # noqa: E731
+        scorer = lambda m: {"accuracy": accuracy(m, eval_ds, args.batch_size, args.num_workers)}  # noqa: E731
     return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                        evaluate=evaluate, best_metric="accuracy")
+                        scorer=scorer, best_metric="accuracy")
 
 
 def _probabilities_step(model, batch):
@@ -114,8 +114,8 @@ def predict(args):
     per answer (the context ending with answer 0, 1, 2, 3), as the leaderboard asks.
     """
     environment.setup_device(args)
-    with loading.user_errors():
-        tokenizer = loading.tokenizer_from_args(args)
+    with pretrained.user_errors():
+        tokenizer = pretrained.tokenizer_from_args(args)
         items = split_items(args, args.split, need_labels=False)
         answer_model = _load(VisualBertForVCR, args.answer_model, args, new_head=False)
         rationale_model = _load(VisualBertForVCR, args.rationale_model, args, new_head=False)

@@ -3,7 +3,7 @@ import argparse
 import json
 import sys
 
-from ..datasets import example_image_keys, load_dataset
+from ..examples import example_image_keys, load_dataset
 from ..lifetime import interrupts_in_one_line
 from . import FEATURE_TYPES, PackedStore, inspect_features, pack_features
 from .pack import inspect_store

@@ -4,8 +4,8 @@ import numpy as np
 import paddle
 import pytest
 
-from visualbert import processing as P
-from visualbert.datasets import load_answer_vocab
+from visualbert import inputs as P
+from visualbert.examples import load_answer_vocab
 
 
 class FakeStore:

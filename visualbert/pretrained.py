@@ -191,7 +191,7 @@ def user_errors():
 
 
 def tokenizer_from_args(args):
-    from .processing import get_tokenizer
+    from .inputs import get_tokenizer
 
     name = args.bert_model_name
     if name == "bert-base-uncased":

@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 
 from .lifetime import WorkerInit
-from .processing import ExampleError
+from .inputs import ExampleError
 
 # seconds the workers get to finish their batch and exit once the loader is done with them
 WORKER_EXIT_SECONDS = 5

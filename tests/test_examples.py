@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from visualbert import VQA_ANSWERS_FILE
-from visualbert import datasets as D
+from visualbert import examples as D
 from visualbert.features import FEATURE_TYPES
 
 NLVR2_DEV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "nlvr2_dev.json")
@@ -77,7 +77,7 @@ def test_minival_questions_are_removed_from_trainval_with_a_count(tmp_path, capl
     ann = tmp_path / "annotations"
     write_imdb(str(ann / "imdb_trainval2014.npy"), [imdb_item(q) for q in range(10)])
     write_imdb(str(ann / "imdb_minival2014.npy"), [imdb_item(q, split="val2014") for q in (2, 3, 4)])
-    with caplog.at_level(logging.WARNING, logger="visualbert.datasets"):
+    with caplog.at_level(logging.WARNING, logger="visualbert.examples"):
         trainval, minival = D.load_dataset("vqa2", ["trainval", "minival"], input_dir=str(tmp_path))
     assert sorted(ex["question_id"] for ex in trainval) == [0, 1, 5, 6, 7, 8, 9]
     assert len(minival) == 3

@@ -39,7 +39,7 @@ import collections
 import numpy as np
 import paddle
 
-from .datasets import describe_example, example_image_keys, load_answer_vocab
+from .examples import describe_example, example_image_keys, load_answer_vocab
 
 __all__ = ["TEXT_KEYS", "REGION_KEYS", "get_tokenizer", "Collator", "VQADataset", "NLVR2Dataset",
            "CaptionPretrainDataset", "VQAPretrainDataset", "NLVR2PretrainDataset", "vqa_targets", "mask_tokens"]

@@ -38,7 +38,7 @@ __all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "load_answer_voca
            "example_image_keys", "describe_example", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2",
            "read_vqa_json", "read_image_map", "image_feature_key", "build_answer_vocab", "write_answer_vocab"]
 
-logger = logging.getLogger("visualbert.datasets")
+logger = logging.getLogger("visualbert.examples")
 
 _Source = collections.namedtuple("_Source", "home_name files url md5 extract_to")
 
