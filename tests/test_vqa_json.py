@@ -47,7 +47,8 @@ def test_reader_maps_image_ids_to_store_keys_and_keeps_all_answers(tmp_path):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda qs, anns: anns.pop(), r"a.json: no annotation for question_id 3 of .*q.json"),
+    (lambda qs, anns: anns.pop(), r"q.json does not match .*a.json: 1 question ids in the questions file are not in "
+                                   r"the annotations \(e\.g\. 3\)"),
     (lambda qs, anns: qs[1].update(image_id=7.5), "question 1 \\(question_id 2\\): image_id must be an integer or a non-empty string"),
     (lambda qs, anns: qs[1].update(question_id="2"), "question 1 \\(question_id 2\\): question_id must be an integer"),
     (lambda qs, anns: qs[2].update(question_id=1), "question_id 1 appears twice"),
@@ -72,7 +73,7 @@ def test_reader_rejects_other_formats_and_bad_templates(tmp_path):
         D.read_vqa_json(a, None)
     with pytest.raises(ValueError, match=r"--image_key 'img_\{id\}': cannot format image_id 7"):
         D.read_vqa_json(q, a, image_key="img_{id}")
-    with pytest.raises(FileNotFoundError, match="nope.json: VQA questions file not found"):
+    with pytest.raises(FileNotFoundError, match=r"nope.json: no such file \(expected the official VQA questions format"):
         D.read_vqa_json(str(tmp_path / "nope.json"))
 
 

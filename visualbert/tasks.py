@@ -19,8 +19,9 @@ import paddle.nn.functional as F
 from . import engine, environment, inference, pretrained, provenance, vcr_tasks
 from .atomic import write_file
 from .examples import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
-                       read_image_map, read_vqa_json, write_answer_vocab)
+                       read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
+from .formats.vqa import read_image_map
 from .lifetime import interrupts_in_one_line
 from .metrics import nlvr2_scores, vqa_accuracy
 from .modeling import VisualBertForPreTraining, VisualBertForQuestionAnswering, VisualBertForVisualReasoning

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from visualbert import annotations, metrics
+from visualbert.formats import nlvr2, vqa
 from visualbert import examples as D
 from visualbert.safeload import UnsafePickleError
 
@@ -33,7 +33,7 @@ def training_answers(path):
 
 
 def scoring_answers(path):
-    return {qid: gt["answers"] for qid, gt in metrics.load_vqa_ground_truth(path).items()}
+    return {qid: gt["answers"] for qid, gt in vqa.read_vqa_ground_truth(path).items()}
 
 
 def test_empty_answers_fall_back_to_valid_answers_for_training_and_scoring(tmp_path):
@@ -52,12 +52,12 @@ def test_imdb_with_and_without_header_read_the_same(tmp_path):
     items = [item(5), item(6, answers=["red"] * 4 + ["blue"] * 6)]
     with_header = write_imdb(tmp_path / "with.npy", [HEADER] + items)
     without = write_imdb(tmp_path / "without.npy", items)
-    assert annotations.read_vqa_imdb(with_header) == annotations.read_vqa_imdb(without)
+    assert vqa.read_vqa_imdb(with_header) == vqa.read_vqa_imdb(without)
     assert training_answers(without) == training_answers(with_header) == {5: ["dog"] * 10, 6: ["red"] * 4 + ["blue"] * 6}
     assert scoring_answers(without) == scoring_answers(with_header)
     # a question's numpy integer id and array of answers are plain Python values once read
     numpy_valued = write_imdb(tmp_path / "numpy.npy", [item(7, question_id=np.int64(7), answers=np.array(["x"] * 10))])
-    (record,) = annotations.read_vqa_imdb(numpy_valued)
+    (record,) = vqa.read_vqa_imdb(numpy_valued)
     assert type(record["question_id"]) is int and record["answers"] == ["x"] * 10
 
 
@@ -83,7 +83,7 @@ def test_imdb_with_and_without_header_read_the_same(tmp_path):
 def test_bad_imdb_items_get_one_line_naming_file_and_item(tmp_path, elements, message):
     path = write_imdb(tmp_path / "imdb_bad.npy", elements)
     # the same line whether training or scoring reads the file
-    for read in (annotations.read_vqa_imdb, lambda p: D.read_vqa2_imdb(p, "val"), metrics.load_vqa_ground_truth):
+    for read in (vqa.read_vqa_imdb, lambda p: D.read_vqa2_imdb(p, "val"), vqa.read_vqa_ground_truth):
         with pytest.raises(ValueError) as error:
             read(path)
         text = str(error.value)
@@ -93,7 +93,7 @@ def test_bad_imdb_items_get_one_line_naming_file_and_item(tmp_path, elements, me
 def test_needed_fields_are_named_when_missing(tmp_path):
     path = write_imdb(tmp_path / "imdb_test2015.npy", [HEADER, item(1, answers=None), item(2, image_name=None)])
     with pytest.raises(ValueError, match=r"imdb_test2015.npy: item 1 \(question_id 1\) has neither 'answers' nor 'valid_answers'"):
-        metrics.load_vqa_ground_truth(path)
+        vqa.read_vqa_ground_truth(path)
     with pytest.raises(ValueError, match=r"imdb_test2015.npy: item 2 \(question_id 2\) has no 'image_name'"):
         D.read_vqa2_imdb(path, "test")
     # the test split needs no answers: question 1 reads, with answers None
@@ -109,7 +109,7 @@ class _RunsCode:
 def test_imdb_goes_through_the_restricted_unpickler(tmp_path):
     path = write_imdb(tmp_path / "evil.npy", [HEADER, _RunsCode()])
     with pytest.raises(UnsafePickleError, match="refusing to load"):
-        annotations.read_vqa_imdb(path)
+        vqa.read_vqa_imdb(path)
 
 
 # ---- NLVR2 ---------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_nlvr2_training_and_scoring_read_the_same_labels(tmp_path):
         "",
         {"identifier": "dev-2-0-1", "sentence": "c", "label": True},
     ])
-    labels = metrics.load_nlvr2_labels(path)
+    labels = nlvr2.read_nlvr2_labels(path)
     assert labels == {"dev-1-0-0": True, "dev-1-1-0": False, "dev-2-0-1": True}
     examples = D.read_nlvr2(path, "dev")
     assert {ex["identifier"]: ex["label"] for ex in examples} == {k: int(v) for k, v in labels.items()}
@@ -148,7 +148,7 @@ def test_nlvr2_training_and_scoring_read_the_same_labels(tmp_path):
 ])
 def test_bad_nlvr2_lines_get_one_line_naming_file_and_line(tmp_path, rows, message):
     path = write_lines(tmp_path / "dev.json", rows)
-    for read in (annotations.read_nlvr2, lambda p: D.read_nlvr2(p, "dev"), metrics.load_nlvr2_labels):
+    for read in (nlvr2.read_nlvr2, lambda p: D.read_nlvr2(p, "dev"), nlvr2.read_nlvr2_labels):
         with pytest.raises(ValueError) as error:
             read(path)
         assert message in str(error.value) and "\n" not in str(error.value)
@@ -156,6 +156,6 @@ def test_bad_nlvr2_lines_get_one_line_naming_file_and_line(tmp_path, rows, messa
 
 def test_nlvr2_test2_needs_no_label(tmp_path):
     path = write_lines(tmp_path / "test2.json", [{"identifier": "test2-0-1-2", "sentence": "x"}])
-    assert annotations.read_nlvr2(path, need_label=False) == [{"identifier": "test2-0-1-2", "sentence": "x", "label": None}]
+    assert nlvr2.read_nlvr2(path, need_label=False) == [{"identifier": "test2-0-1-2", "sentence": "x", "label": None}]
     with pytest.raises(FileNotFoundError, match=r"absent.json: no such file \(expected an NLVR2 split"):
-        annotations.read_nlvr2(tmp_path / "absent.json")
+        nlvr2.read_nlvr2(tmp_path / "absent.json")
