@@ -112,7 +112,7 @@ def test_imdb_without_header_or_missing_a_key(tmp_path):
         D.load_dataset("vqa2", "train", annotation_dir=str(tmp_path))
 
 
-def test_coco_captions_via_pycocotools(tmp_path):
+def test_coco_captions(tmp_path):
     ann = tmp_path / "annotations"
     ann.mkdir()
     data = {"images": [{"id": 9}, {"id": 25}],

@@ -6,7 +6,7 @@ Splits and files (looked up in ``annotation_dir``, else ``<input_dir>/annotation
 PaddleNLP's data home ``~/.paddlenlp/datasets/{COCOCaptions,VQA2,NLVR2}/annotations`` as in the
 original scripts, where a missing file is downloaded from their URL and md5-checked):
 
-- ``coco_captions``: train, val -> ``captions_{train,val}2014.json`` (COCO format, pycocotools).
+- ``coco_captions``: train, val -> ``captions_{train,val}2014.json`` (COCO format).
   Example: ``image_id, caption_id, caption, split, image_key``.
 - ``vqa2``: train, val, trainval, minival, test -> ``imdb_{train2014,val2014,trainval2014,
   minival2014,test2015}.npy`` (Pythia/MMF imdb, with or without the header dict at element 0).
@@ -23,14 +23,12 @@ the other splits of the same call; ``exclude_split`` removes another split's exa
 Each removal is logged with its count.
 """
 import collections
-import contextlib
-import io
-import json
 import logging
 import os
 
 from .atomic import write_file
 from .features import coco_image_key
+from .formats.coco import read_coco_captions as read_coco_captions_file
 from .formats.nlvr2 import nlvr2_image_names
 from .formats.nlvr2 import read_nlvr2 as read_nlvr2_lines
 from .formats.vqa import read_vqa_imdb, read_vqa_split
@@ -227,28 +225,9 @@ def image_feature_key(image_id, template="{image_id}", image_map=None, where=Non
 
 
 def read_coco_captions(path, split):
-    """One example per caption of a COCO caption json."""
-    from pycocotools.coco import COCO
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(path)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except KeyError as e:
-        raise ValueError(f"{path}: not a COCO caption file (missing {e})") from None
-    except (AssertionError, TypeError):  # pycocotools asserts a JSON object; a list of strings fails on indexing
-        raise ValueError(f'{path}: not a COCO caption file (expected a JSON object with an "annotations" list of '
-                         '{"id", "image_id", "caption"})') from None
-    examples = []
-    for ann_id in sorted(coco.anns):
-        ann = coco.anns[ann_id]
-        for field in ("image_id", "caption"):
-            if field not in ann:
-                raise ValueError(f"{path}: annotation id {ann_id} has no '{field}'")
-        examples.append({"image_id": int(ann["image_id"]), "caption_id": int(ann_id), "caption": str(ann["caption"]).strip(),
-                         "split": split, "image_key": coco_image_key(ann["image_id"], split)})
-    return examples
+    """One example per caption of a COCO caption file (see :func:`visualbert.formats.coco.read_coco_captions`)."""
+    return [dict(caption, split=split, image_key=coco_image_key(caption["image_id"], split))
+            for caption in read_coco_captions_file(path)]
 
 
 def read_vqa2_imdb(path, split):

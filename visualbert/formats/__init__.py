@@ -4,6 +4,7 @@
   file, integer ids, "True"/"False" labels, the line naming the ids two files disagree on.
 - :mod:`.vqa`: the Pythia/MMF imdb ``.npy``, the official questions and annotations JSON, the
   EvalAI result file, ``--image_map``.
+- :mod:`.coco`: COCO caption files.
 - :mod:`.nlvr2`: the example identifier (and the image names and sentence it names), the
   JSON-lines splits, the prediction CSV.
 - :mod:`.flickr30k`: Flickr30K Entities captions, boxes and image lists, the grounding predictions.
