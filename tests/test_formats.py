@@ -1,11 +1,12 @@
-"""The one reader of imdb and NLVR2 files: training (datasets) and scoring (metrics) see the same thing."""
+"""The one reader of each text format users bring: training (examples) and scoring (evaluate) see the same thing."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from visualbert.formats import nlvr2, vqa
+from visualbert.features import FEATURE_TYPES
+from visualbert.formats import coco, common, nlvr2, vqa
 from visualbert import examples as D
 from visualbert.safeload import UnsafePickleError
 
@@ -159,3 +160,125 @@ def test_nlvr2_test2_needs_no_label(tmp_path):
     assert nlvr2.read_nlvr2(path, need_label=False) == [{"identifier": "test2-0-1-2", "sentence": "x", "label": None}]
     with pytest.raises(FileNotFoundError, match=r"absent.json: no such file \(expected an NLVR2 split"):
         nlvr2.read_nlvr2(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("identifier", ["dev-850-0", "dev-850-0-0-1", "dev-850-0-x", "dev--0-1", 7])
+def test_one_nlvr2_identifier_parser_refuses_what_any_reader_refused(identifier):
+    # the image names, the sentence key and the splits all parse the identifier the same way (a
+    # three-field name used to give image names, a five-field one a sentence key)
+    for parse in (nlvr2.parse_nlvr2_identifier, nlvr2.nlvr2_image_names, nlvr2.nlvr2_sentence_key):
+        with pytest.raises(ValueError, match="is not of the form <split>-<set>-<pair>-<sentence>"):
+            parse(identifier)
+
+
+def test_nlvr2_identifier_gives_the_image_names_and_the_sentence():
+    assert nlvr2.parse_nlvr2_identifier("test1-12-3-1") == ("test1", "12", "3", "1")
+    assert nlvr2.nlvr2_image_names("test1-12-3-1") == ("test1-12-3-img0.png", "test1-12-3-img1.png")
+    assert nlvr2.nlvr2_sentence_key("test1-12-3-1") == "test1-12--1"
+    layout = FEATURE_TYPES["nlvr2_detectron_fix_144"]
+    assert layout.split_of("test1-12-3-img1.png") == "test1"
+    for key in ("test1-12-3-img2.png", "test1-12-img0.png", "dev"):  # the first field used to be taken as the split
+        with pytest.raises(ValueError, match=f"NLVR2 image name '{key}' is not of the form"):
+            layout.split_of(key)
+
+
+def test_nlvr2_predictions_name_file_line_and_identifier(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("\ufeffdev-1-0-0, TRUE \ndev-1-1-0,false\n")
+    assert nlvr2.read_nlvr2_predictions(path) == {"dev-1-0-0": True, "dev-1-1-0": False}
+    # the label reader's words for a value that is neither
+    path.write_text("dev-1-0-0,True\ndev-1-1-0,yes\n")
+    with pytest.raises(ValueError, match=r"p\.csv:2: prediction 'yes' of dev-1-1-0 is not \"True\" or \"False\""):
+        nlvr2.read_nlvr2_predictions(path)
+    # an identifier the splits would refuse is refused here too, rather than reported as "not in the labels"
+    path.write_text("dev-1-0-0,True\ndev-1-1,False\n")
+    with pytest.raises(ValueError, match=r"p\.csv:2: NLVR2 identifier 'dev-1-1' is not of the form"):
+        nlvr2.read_nlvr2_predictions(path)
+
+
+# ---- VQA questions and annotations JSON ----------------------------------------------------------
+
+def vqa_files(tmp_path, questions=None, annotations=None):
+    questions = questions or [{"image_id": 7, "question": "what?", "question_id": 1},
+                              {"image_id": 8, "question": "how many?", "question_id": 2}]
+    annotations = annotations or [{"question_id": q["question_id"], "image_id": q["image_id"], "answer_type": "other",
+                                   "question_type": "what", "answers": [{"answer": "dog"}] * 10} for q in questions]
+    q, a = tmp_path / "q.json", tmp_path / "a.json"
+    q.write_text(json.dumps({"questions": questions}))
+    a.write_text(json.dumps({"annotations": annotations}))
+    return str(q), str(a)
+
+
+@pytest.mark.parametrize("change, message", [
+    # what only training checked before: the scorer's questions file needed a question_id alone
+    (lambda qs, anns: qs[1].update(image_id=9), "a.json: question_id 2 has image_id 8, "),
+    (lambda qs, anns: qs[1].pop("image_id"), "q.json: questions entry 1 has no 'image_id'"),
+    (lambda qs, anns: qs[1].update(question=None), 'q.json: question 1 (question_id 2): "question" must be the question text'),
+    (lambda qs, anns: qs.append(dict(qs[0])), "q.json: question 2 (question_id 1): question_id 1 appears twice"),
+    # what only scoring checked before: training did not look at the annotations' ids
+    (lambda qs, anns: anns[1].update(question_id="2"), "a.json: annotation 1 (question_id 2): question_id must be an "
+                                                       "integer, got '2'"),
+    # new for both: a type that is not text would be a breakdown under a number
+    (lambda qs, anns: anns[0].update(answer_type=3), 'a.json: annotation 0 (question_id 1): "answer_type" must be a string'),
+    (lambda qs, anns: anns.pop(), "q.json does not match "),
+])
+def test_bad_vqa_json_is_the_same_line_for_training_and_scoring(tmp_path, change, message):
+    q, a = vqa_files(tmp_path)
+    qs, anns = json.load(open(q))["questions"], json.load(open(a))["annotations"]
+    change(qs, anns)
+    q, a = vqa_files(tmp_path, qs, anns)
+    for read in (lambda: D.read_vqa_json(q, a), lambda: vqa.read_vqa_ground_truth(a, q)):
+        with pytest.raises(ValueError) as error:
+            read()
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_training_and_scoring_read_the_same_answers_from_vqa_json(tmp_path):
+    q, a = vqa_files(tmp_path)
+    truth = vqa.read_vqa_ground_truth(a, q)
+    examples = D.read_vqa_json(q, a)
+    assert {ex["question_id"]: (ex["answers"], ex["question_str"]) for ex in examples} == {
+        qid: (gt["answers"], gt["question"]) for qid, gt in truth.items()}
+    # one's own annotations may leave out the image and the types: no breakdown, same answers
+    q, a = vqa_files(tmp_path, annotations=[{"question_id": 1, "answers": [{"answer": "cat"}]},
+                                            {"question_id": 2, "answers": [{"answer": "2"}]}])
+    assert vqa.read_vqa_ground_truth(a, q)[1] == {"answers": ["cat"], "answer_type": None, "question_type": None,
+                                                  "question": "what?"}
+    assert D.read_vqa_json(q, a)[1]["answers"] == ["2"]
+
+
+# ---- JSON with one line of error, ids -------------------------------------------------------------
+
+def test_read_json_names_the_file_the_place_and_what_was_expected(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text('{"a": 1,\n  "b": }')
+    with pytest.raises(ValueError) as error:
+        common.read_json(path, "a thing")
+    assert str(error.value) == f"{path}: not valid JSON (Expecting value at line 2 column 8); expected a thing"
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(ValueError, match=r"x.json: not valid JSON \(not UTF-8 text: byte 0xff at offset 7\); expected"):
+        common.read_json(path, "a thing")
+    with pytest.raises(FileNotFoundError, match=r"nope.json: no such file \(expected a thing\)"):
+        common.read_json(tmp_path / "nope.json", "a thing")
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}')  # a byte-order mark, as spreadsheets and some editors write
+    assert common.read_json(path, "a thing") == {"a": 1}
+
+
+def test_coco_captions_ids_are_integers_and_unique(tmp_path):
+    path = tmp_path / "captions_val2014.json"
+    good = [{"id": 2, "image_id": 25, "caption": " b "}, {"id": 1, "image_id": 9, "caption": "a"}]
+    path.write_text(json.dumps({"images": [], "annotations": good}))
+    assert coco.read_coco_captions(path) == [{"caption_id": 1, "image_id": 9, "caption": "a"},
+                                             {"caption_id": 2, "image_id": 25, "caption": "b"}]
+    for annotations, message in (
+            (good + [{"id": 3, "image_id": "9", "caption": "c"}], "annotation 2 (id 3): image_id must be an integer, got '9'"),
+            (good + [dict(good[0])], "annotation 2 (id 2): caption id 2 appears twice"),
+            (good + [{"id": 3, "image_id": 9}], "annotation 2 has no 'caption'"),
+            ([["a"]], "annotation 0 is a list, expected an object")):
+        path.write_text(json.dumps({"annotations": annotations}))
+        with pytest.raises(ValueError) as error:
+            coco.read_coco_captions(path)
+        assert str(error.value) == f"{path}: {message}"
+    path.write_text(json.dumps(["a caption"]))
+    with pytest.raises(ValueError, match='not a COCO caption file \\(expected a JSON object with an "annotations" list'):
+        coco.read_coco_captions(path)
