@@ -214,7 +214,7 @@ def vqa_files(tmp_path, questions=None, annotations=None):
     (lambda qs, anns: qs[1].update(image_id=9), "a.json: question_id 2 has image_id 8, "),
     (lambda qs, anns: qs[1].pop("image_id"), "q.json: questions entry 1 has no 'image_id'"),
     (lambda qs, anns: qs[1].update(question=None), 'q.json: question 1 (question_id 2): "question" must be the question text'),
-    (lambda qs, anns: qs.append(dict(qs[0])), "q.json: question 2 (question_id 1): question_id 1 appears twice"),
+    (lambda qs, anns: qs.append(dict(qs[0])), "q.json: question 2 (question_id 1): question_id 1 appears twice (also question 0)"),
     # what only scoring checked before: training did not look at the annotations' ids
     (lambda qs, anns: anns[1].update(question_id="2"), "a.json: annotation 1 (question_id 2): question_id must be an "
                                                        "integer, got '2'"),
@@ -272,7 +272,7 @@ def test_coco_captions_ids_are_integers_and_unique(tmp_path):
                                              {"caption_id": 2, "image_id": 25, "caption": "b"}]
     for annotations, message in (
             (good + [{"id": 3, "image_id": "9", "caption": "c"}], "annotation 2 (id 3): image_id must be an integer, got '9'"),
-            (good + [dict(good[0])], "annotation 2 (id 2): caption id 2 appears twice"),
+            (good + [dict(good[0])], "annotation 2 (id 2): id 2 appears twice (also annotation 0)"),
             (good + [{"id": 3, "image_id": 9}], "annotation 2 has no 'caption'"),
             ([["a"]], "annotation 0 is a list, expected an object")):
         path.write_text(json.dumps({"annotations": annotations}))

@@ -68,6 +68,14 @@ def integer_id(value, where, name="question_id"):
     return operator.index(value)
 
 
+def note_unique(first_seen, key, place, where, what):
+    """Record that id ``key`` (a ``what``: "question_id", "identifier") is at ``place`` ("line 3",
+    "item 1"); one that ``first_seen`` already holds is one line naming both places."""
+    if key in first_seen:
+        raise ValueError(f"{where}: {what} {key} appears twice (also {first_seen[key]})")
+    first_seen[key] = place
+
+
 def true_or_false(value, where, what, identifier):
     """An NLVR2 label or prediction: a JSON boolean, or the text "True"/"False" in any case and with
     any surrounding spaces (the official scorer lowercases both sides); anything else is one line

@@ -11,7 +11,7 @@
 import collections
 import re
 
-from .common import json_lines, text_lines, true_or_false
+from .common import json_lines, note_unique, text_lines, true_or_false
 
 # Each field is free of hyphens and the sentence field is a number, so a name split differently
 # (a missing field, an extra one) is refused rather than read as another pair.
@@ -82,9 +82,7 @@ def read_nlvr2(path, need_label=True):
                                  '"False"; only the unlabelled test2 split may lack it)')
         else:
             label = true_or_false(label, where, "label", identifier)
-        if identifier in first_seen:
-            raise ValueError(f"{where}: identifier {identifier} appears twice (also line {first_seen[identifier]})")
-        first_seen[identifier] = lineno
+        note_unique(first_seen, identifier, f"line {lineno}", where, "identifier")
         examples.append({"identifier": identifier, "sentence": item["sentence"], "label": label})
     if not examples:
         raise ValueError(f"{path}: no examples (expected JSON lines with identifier, sentence and label)")

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .common import json_lines, read_json, require_file
+from .common import json_lines, note_unique, read_json, require_file
 
 # them (no spaces), in COCO id order. Class id = index + 1; 0 is the whole-image box.
 VCR_OBJECT_CLASSES = (
@@ -92,9 +92,7 @@ def read_vcr(path, need_labels=True):
                                                  "answer_choices, rationale_choices, ..."):
         record = _vcr_item(item, where, need_labels)
         annot_id = record["annot_id"]
-        if annot_id in first_seen:
-            raise ValueError(f"{where}: annot_id {annot_id} appears twice (also line {first_seen[annot_id]})")
-        first_seen[annot_id] = lineno
+        note_unique(first_seen, annot_id, f"line {lineno}", where, "annot_id")
         items.append(record)
     if not items:
         raise ValueError(f"{path}: no items (expected VCR JSON lines)")
@@ -164,7 +162,7 @@ def read_vcr_predictions(path):
     """A leaderboard CSV (header ``VCR_CSV_COLUMNS``) as ``{annot_id: {"answer", "rationale"}}``,
     the form :func:`vcr_csv_rows` writes."""
     path = require_file(path, "the VCR leaderboard CSV: annot_id, answer_0..3, rationale_conditioned_on_a{i}_{j}")
-    predictions = {}
+    predictions, first_seen = {}, {}
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f)
         header = next(rows, None)
@@ -184,8 +182,7 @@ def read_vcr_predictions(path):
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"{where}: a probability is not finite")
             annot_id = row[0]
-            if annot_id in predictions:
-                raise ValueError(f"{where}: annot_id {annot_id} appears twice")
+            note_unique(first_seen, annot_id, f"line {lineno}", where, "annot_id")
             k = VCR_NUM_CHOICES
             predictions[annot_id] = {"answer": values[:k],
                                      "rationale": [values[k * (i + 1):k * (i + 2)] for i in range(k)]}

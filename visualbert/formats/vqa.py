@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from ..safeload import load_npy
-from .common import check_ids_match, integer_id, read_json, require_file
+from .common import check_ids_match, integer_id, note_unique, read_json, require_file
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,9 +106,7 @@ def read_vqa_imdb(path, need=()):
                     raise ValueError(f"{where} has neither 'answers' nor 'valid_answers' (expected the human "
                                      "answers; a test-split imdb has none)")
                 raise ValueError(f"{where} has no '{field}'")
-        if qid in first_seen:
-            raise ValueError(f"{where}: question_id {qid} appears twice (also item {first_seen[qid]})")
-        first_seen[qid] = index
+        note_unique(first_seen, qid, f"item {index}", where, "question_id")
         questions.append(record)
     if not questions:
         raise ValueError(f"{path}: the imdb holds no questions")
@@ -150,13 +148,11 @@ def read_vqa_questions(path):
     """The questions of a questions JSON as dicts ``question_id`` (int), ``image_id`` (int or str) and
     ``question`` (the text), in file order; question ids must be unique."""
     path = os.fspath(path)
-    questions, seen = [], set()
+    questions, first_seen = [], {}
     for index, q in enumerate(_official_list(path, "questions", _QUESTIONS, ("image_id", "question", "question_id"))):
         where = f"{path}: question {index} (question_id {q['question_id']})"
         qid = integer_id(q["question_id"], where)
-        if qid in seen:
-            raise ValueError(f"{where}: question_id {qid} appears twice")
-        seen.add(qid)
+        note_unique(first_seen, qid, f"question {index}", where, "question_id")
         if not isinstance(q["question"], str) or not q["question"].strip():
             # str() would train on "None" or on digits without a word of complaint
             raise ValueError(f'{where}: "question" must be the question text, got {q["question"]!r}')
