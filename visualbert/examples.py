@@ -26,16 +26,15 @@ import collections
 import logging
 import os
 
-from .atomic import write_file
 from .features import coco_image_key
 from .formats.coco import read_coco_captions as read_coco_captions_file
 from .formats.nlvr2 import nlvr2_image_names
 from .formats.nlvr2 import read_nlvr2 as read_nlvr2_lines
 from .formats.vqa import read_vqa_imdb, read_vqa_split
 
-__all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "load_answer_vocab", "annotation_path",
+__all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "annotation_path",
            "example_image_keys", "describe_example", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2",
-           "read_vqa_json", "image_feature_key", "build_answer_vocab", "write_answer_vocab"]
+           "read_vqa_json", "image_feature_key", "build_answer_vocab"]
 
 logger = logging.getLogger("visualbert.examples")
 
@@ -132,29 +131,6 @@ def _download(name, source, home, path):
                                 "put the file there or pass --annotation_dir") from None
 
 
-def load_answer_vocab(path=None):
-    """The VQA answer vocabulary as a list (index = class id); the shipped 3,129 answers by default.
-
-    Index 0 must be ``<unk>``: the model's head and the metric both rely on it.
-    """
-    if path is None:
-        from . import VQA_ANSWERS_FILE
-
-        path = VQA_ANSWERS_FILE
-    with open(path, encoding="utf-8") as f:
-        answers = [line.rstrip("\r\n") for line in f]
-    while answers and answers[-1] == "":
-        answers.pop()
-    if not answers:
-        raise ValueError(f"{path}: empty answer vocabulary")
-    if answers[0] != "<unk>":
-        raise ValueError(f"{path}: line 1 must be '<unk>', found {answers[0]!r}")
-    if len(set(answers)) != len(answers):
-        dup = collections.Counter(answers).most_common(1)[0][0]
-        raise ValueError(f"{path}: answer {dup!r} appears more than once")
-    return answers
-
-
 def build_answer_vocab(examples, top_k=None):
     """``<unk>`` then the ``top_k`` (default: all) answers of ``examples`` by how many humans gave them.
 
@@ -171,11 +147,6 @@ def build_answer_vocab(examples, top_k=None):
         raise ValueError("cannot build an answer vocabulary: the training questions have no answers")
     ranked = sorted(counts, key=lambda a: (-counts[a], a))
     return ["<unk>"] + ranked[: top_k if top_k is not None else len(ranked)]
-
-
-def write_answer_vocab(path, answers):
-    """One answer per line, as :func:`load_answer_vocab` reads it (complete or not at all)."""
-    write_file(path, lambda f: f.writelines(a + "\n" for a in answers))
 
 
 def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}", split="custom", image_map=None):

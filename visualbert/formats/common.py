@@ -68,11 +68,12 @@ def integer_id(value, where, name="question_id"):
     return operator.index(value)
 
 
-def note_unique(first_seen, key, place, where, what):
+def note_unique(first_seen, key, place, where, what, shown=None):
     """Record that id ``key`` (a ``what``: "question_id", "identifier") is at ``place`` ("line 3",
-    "item 1"); one that ``first_seen`` already holds is one line naming both places."""
+    "item 1"); one that ``first_seen`` already holds is one line naming both places (and the key
+    as ``shown``, when given)."""
     if key in first_seen:
-        raise ValueError(f"{where}: {what} {key} appears twice (also {first_seen[key]})")
+        raise ValueError(f"{where}: {what} {key if shown is None else shown} appears twice (also {first_seen[key]})")
     first_seen[key] = place
 
 

@@ -11,6 +11,8 @@ scores, and the ``--image_map`` of one's own images.
   non-empty strings (``"grace_hopper"``) for one's own photos.
 - Result file: a JSON list of ``{"question_id": int, "answer": str}``, one per question.
 - Image map: a JSON object from image ids to feature-store keys.
+- Answer vocabulary (``answers_vqa.txt``, a run's ``answer_vocab.txt``): one answer a line, the
+  line number minus one being the class id; line 1 is ``<unk>``.
 
 Training (``visualbert.examples``) and scoring (``visualbert.evaluate``) read the files here, so
 a file means the same to both: the same fallback from ``answers`` to ``valid_answers``, the same
@@ -20,6 +22,7 @@ import os
 
 import numpy as np
 
+from ..atomic import write_file
 from ..safeload import load_npy
 from .common import check_ids_match, integer_id, note_unique, read_json, require_file
 
@@ -281,3 +284,37 @@ def read_image_map(path):
     if bad is not None:
         raise ValueError(f"{path}: the key of image_id {bad!r} must be a non-empty string, found {data[bad]!r}")
     return ImageMap(path, data)
+
+
+# --------------------------------------------------------------------------------------------
+# Answer vocabulary
+# --------------------------------------------------------------------------------------------
+
+def read_answer_vocab(path=None):
+    """The VQA answer vocabulary as a list (index = class id); the shipped 3,129 answers by default.
+
+    Index 0 must be ``<unk>``: the model's head and the metric both rely on it. Blank lines at the
+    end are ignored; each answer appears once.
+    """
+    if path is None:
+        from .. import VQA_ANSWERS_FILE
+
+        path = VQA_ANSWERS_FILE
+    path = require_file(path, "an answer vocabulary, one answer a line, <unk> first")
+    with open(path, encoding="utf-8-sig") as f:
+        answers = [line.rstrip("\r\n") for line in f]
+    while answers and answers[-1] == "":
+        answers.pop()
+    if not answers:
+        raise ValueError(f"{path}: empty answer vocabulary")
+    if answers[0] != "<unk>":
+        raise ValueError(f"{path}: line 1 must be '<unk>', found {answers[0]!r}")
+    first_seen = {}
+    for lineno, answer in enumerate(answers, start=1):
+        note_unique(first_seen, answer, f"line {lineno}", f"{path}:{lineno}", "answer", shown=repr(answer))
+    return answers
+
+
+def write_answer_vocab(path, answers):
+    """One answer per line, as :func:`read_answer_vocab` reads it (complete or not at all)."""
+    write_file(path, lambda f: f.writelines(a + "\n" for a in answers))
