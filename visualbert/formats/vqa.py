@@ -1,5 +1,5 @@
 """VQA2: the Pythia/MMF imdb, the official questions and annotations JSON, the result file EvalAI
-scores, and the ``--image_map`` of one's own images.
+scores, the ``--image_map`` of one's own images and the answer vocabulary.
 
 - imdb ``.npy``: a pickled object array with one dict per question, usually after a header dict
   (creation time, version, ...) at element 0; files without the header work too. Read through
