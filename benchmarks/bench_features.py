@@ -103,7 +103,7 @@ def main():
     parser.add_argument("--passes", type=int, default=2, help="measured passes per source, alternating")
     args = parser.parse_args()
 
-    from visualbert.examples import load_answer_vocab
+    from visualbert.formats.vqa import read_answer_vocab
     from visualbert.inputs import get_tokenizer
 
     examples = make_data(args.workdir, args.num_images)
@@ -112,7 +112,7 @@ def main():
     packed = open_features(FEATURE_TYPE, args.workdir)
     files = [per_image.path(k) for k in keys]
     bin_path = os.path.join(packed.packed[0].directory, "features.bin")
-    tokenizer, vocab = get_tokenizer(), load_answer_vocab()
+    tokenizer, vocab = get_tokenizer(), read_answer_vocab()
     sources = (("per_image_npy", per_image, files, "float32"), ("packed_fp16_as_fp32", packed, [bin_path], "float32"),
                ("packed_fp16_as_fp16", packed, [bin_path], "float16"))
     results = {name: [] for name, *_ in sources}

@@ -53,7 +53,7 @@ def main(argv=None):
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read once by paddle at import
     import paddle
 
-    from visualbert.examples import load_answer_vocab
+    from visualbert.formats.vqa import read_answer_vocab
     from visualbert.features import open_features
     from visualbert.modeling import VisualBertConfig, VisualBertForQuestionAnswering
     from visualbert.inputs import get_tokenizer
@@ -66,7 +66,7 @@ def main(argv=None):
     dataset_args = (examples, get_tokenizer(), open_features(FEATURE_TYPE, args.workdir))
     from visualbert.inputs import VQADataset
 
-    dataset = VQADataset(*dataset_args, answer_vocab=load_answer_vocab())
+    dataset = VQADataset(*dataset_args, answer_vocab=read_answer_vocab())
 
     loader_rate(dataset)  # warm page cache and worker start-up paths
     loader = [loader_rate(dataset) for _ in range(args.passes)]

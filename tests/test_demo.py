@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from visualbert import VQA_ANSWERS_FILE, demo
-from visualbert.examples import load_answer_vocab, load_dataset
+from visualbert.examples import load_dataset
+from visualbert.formats.vqa import read_answer_vocab
 from visualbert.features import FEATURE_TYPES, open_features
 from visualbert.safeload import load_npy
 
@@ -56,7 +57,7 @@ def test_layout_and_every_example_has_features(demo_dir):
 
 def test_imdb_files_have_the_header_and_all_real_keys(demo_dir):
     ann = demo_dir / "X_COCO" / "annotations"
-    vocab = set(load_answer_vocab())
+    vocab = set(read_answer_vocab())
     for name in ("train2014", "minival2014", "test2015"):
         arr = load_npy(ann / f"imdb_{name}.npy")
         assert arr.dtype == object and isinstance(arr[0], dict) and "version" in arr[0] and "question_id" not in arr[0]

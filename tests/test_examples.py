@@ -8,6 +8,7 @@ import pytest
 from visualbert import VQA_ANSWERS_FILE
 from visualbert import examples as D
 from visualbert.features import FEATURE_TYPES
+from visualbert.formats.vqa import read_answer_vocab
 
 NLVR2_DEV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "nlvr2_dev.json")
 
@@ -52,13 +53,18 @@ def test_real_nlvr2_dev_parses_and_maps_every_line_to_its_two_image_keys(tmp_pat
 
 
 def test_answer_vocab_is_the_real_3129_with_unk_first(tmp_path):
-    vocab = D.load_answer_vocab()
+    vocab = read_answer_vocab()
     assert len(vocab) == 3129 and vocab[0] == "<unk>" and len(set(vocab)) == 3129
-    assert D.load_answer_vocab(VQA_ANSWERS_FILE) == vocab
+    assert read_answer_vocab(VQA_ANSWERS_FILE) == vocab
     bad = tmp_path / "answers.txt"
     bad.write_text("yes\nno\n")
     with pytest.raises(ValueError, match=r"answers.txt: line 1 must be '<unk>', found 'yes'"):
-        D.load_answer_vocab(str(bad))
+        read_answer_vocab(str(bad))
+    bad.write_text("\ufeff<unk>\nyes\na dog\nno\na dog\n\n")  # a byte-order mark is not part of <unk>
+    with pytest.raises(ValueError, match=r"answers.txt:5: answer 'a dog' appears twice \(also line 3\)"):
+        read_answer_vocab(str(bad))
+    with pytest.raises(FileNotFoundError, match=r"nope.txt: no such file \(expected an answer vocabulary"):
+        read_answer_vocab(str(tmp_path / "nope.txt"))
 
 
 def test_vqa2_imdb_skips_header_falls_back_to_valid_answers_and_test_has_none(tmp_path):
@@ -112,7 +118,7 @@ def test_imdb_without_header_or_missing_a_key(tmp_path):
         D.load_dataset("vqa2", "train", annotation_dir=str(tmp_path))
 
 
-def test_coco_captions_via_pycocotools(tmp_path):
+def test_coco_captions(tmp_path):
     ann = tmp_path / "annotations"
     ann.mkdir()
     data = {"images": [{"id": 9}, {"id": 25}],

@@ -10,6 +10,7 @@ import pytest
 
 from visualbert import features as F
 from visualbert.features.__main__ import main as features_main
+from visualbert.formats.nlvr2 import nlvr2_image_names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +59,7 @@ def test_each_layout_maps_keys_to_the_seed_paths_and_reads_any_row_count(tmp_pat
     np.testing.assert_array_equal(capped.get(key), a144[:144])
 
     snl = F.open_features("nlvr2_detectron_fix_144", root)
-    lk, rk = F.nlvr2_image_keys("dev-850-0-0")
+    lk, rk = nlvr2_image_names("dev-850-0-0")
     assert (lk, rk) == ("dev-850-0-img0.png", "dev-850-0-img1.png")
     got = snl.get(lk)
     assert got.dtype == np.float32 and got.shape == (3, 4)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_script
 from visualbert.examples import load_dataset
-from visualbert.metrics import load_nlvr2_predictions
+from visualbert.formats.nlvr2 import read_nlvr2_predictions
 from visualbert.plot import read_metrics
 
 pytestmark = pytest.mark.slow  # every test here runs the scripts end to end
@@ -98,7 +98,7 @@ def test_nlvr2_prediction_csv_is_complete_and_scores_as_training(nlvr2_run, demo
                            str(out / "best"), "--split", split, "--output", str(csv_path), "--device", "cpu"])
         printed = json.loads(proc.stdout.strip().splitlines()[-1])
         ids = [ex["identifier"] for ex in load_dataset("nlvr2", split, input_dir=str(demo_dir / "X_NLVR"))]
-        assert sorted(load_nlvr2_predictions(str(csv_path))) == sorted(ids)
+        assert sorted(read_nlvr2_predictions(str(csv_path))) == sorted(ids)
         labels = demo_dir / "X_NLVR" / "annotations" / f"{split}.json"
         scored = json.loads(run_script(["-m", "visualbert.evaluate", "nlvr2", "--predictions", str(csv_path),
                                         "--labels", str(labels)]).stdout)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from visualbert import annotations, evaluate, metrics
+from visualbert import evaluate, metrics
+from visualbert.formats import flickr30k as flickr30k_format
 from visualbert.features import PackWriter, open_feature_dir
 
 REAL_CAPTION = ("[/EN#18/people A child] in [/EN#19/clothing a pink dress] is climbing up [/EN#20/other a set of "
@@ -55,7 +56,7 @@ def write_store(path, rows_by_key, boxes_by_key=None):
 
 
 def test_real_caption_line_gives_phrases_with_word_and_character_spans():
-    caption = annotations.parse_flickr30k_caption(REAL_CAPTION, "x.txt:1")
+    caption = flickr30k_format.parse_flickr30k_caption(REAL_CAPTION, "x.txt:1")
     assert caption["sentence"] == "A child in a pink dress is climbing up a set of stairs in an entry way ."
     got = [(p["entity_id"], p["types"], p["text"], p["first_word"], p["last_word"]) for p in caption["phrases"]]
     assert got == [(18, ["people"], "A child", 0, 1), (19, ["clothing"], "a pink dress", 3, 5),
@@ -65,7 +66,7 @@ def test_real_caption_line_gives_phrases_with_word_and_character_spans():
 
 
 def test_odd_markup_several_types_nesting_and_bracket_inside_a_word():
-    caption = annotations.parse_flickr30k_caption(
+    caption = flickr30k_format.parse_flickr30k_caption(
         "[/EN#7/people/other [/EN#8/bodyparts her] friend]'s [/EN#0/notvisual it] [/EN#9/other  ball ] !", "x:1")
     assert caption["words"] == ["her", "friend's", "it", "ball", "!"]
     outer, inner, notvisual, ball = caption["phrases"]
@@ -86,7 +87,7 @@ def test_malformed_caption_line_is_one_error_naming_file_and_line(tmp_path, line
     path = tmp_path / "42.txt"
     path.write_text(REAL_CAPTION + "\n" + line + "\n")
     with pytest.raises(ValueError) as e:
-        annotations.read_flickr30k_sentences(path)
+        flickr30k_format.read_flickr30k_sentences(path)
     assert str(e.value).startswith(f"{path}:2: ") and message in str(e.value)
     assert "\n" not in str(e.value)
 
@@ -94,7 +95,7 @@ def test_malformed_caption_line_is_one_error_naming_file_and_line(tmp_path, line
 def test_xml_boxes_shared_and_several_per_entity_nobox_and_scene(tmp_path):
     path = tmp_path / "42.xml"
     path.write_text(XML)
-    got = annotations.read_flickr30k_boxes(path)
+    got = flickr30k_format.read_flickr30k_boxes(path)
     assert (got["width"], got["height"]) == (200, 100)
     assert got["boxes"] == {1: [[10, 10, 50, 60], [100, 20, 140, 90]], 3: [[10, 10, 50, 60]]}
     assert got["nobox"] == {2} and got["scene"] == {4}
@@ -110,7 +111,7 @@ def test_malformed_xml_is_one_error_naming_file_and_line(tmp_path, xml, line, me
     path = tmp_path / "42.xml"
     path.write_text(xml)
     with pytest.raises(ValueError) as e:
-        annotations.read_flickr30k_boxes(path)
+        flickr30k_format.read_flickr30k_boxes(path)
     assert str(e.value).startswith(f"{path}:{line}: ") and message in str(e.value)
 
 
@@ -119,7 +120,7 @@ def test_phrases_without_a_box_are_left_out_and_counted(tmp_path):
         "[/EN#1/people A man] and [/EN#2/people a woman] in [/EN#4/scene a park] with [/EN#3/other a dog] .",
         "[/EN#0/notvisual Nobody] sees [/EN#4/scene the park] .",
     ])
-    examples, summary = annotations.read_flickr30k(root, ["42"])
+    examples, summary = flickr30k_format.read_flickr30k(root, ["42"])
     assert len(examples) == 1  # the second caption has no boxed phrase
     kept = [(p["entity_id"], p["phrase_index"]) for p in examples[0]["phrases"]]
     assert kept == [(1, 0), (3, 3)]
@@ -132,7 +133,7 @@ def test_image_list_with_a_bad_line_names_it(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text("42\n\n43 44\n")
     with pytest.raises(ValueError, match=rf"^{path}:3: '43 44' is not an image id$"):
-        annotations.read_flickr30k_image_list(path)
+        flickr30k_format.read_flickr30k_image_list(path)
 
 
 # ---------------------------------------------------------------------------- IoU, targets, R@K
@@ -151,7 +152,7 @@ def grounding_dataset(tmp_path, captions, detections, spatial=False):
     from visualbert.inputs import get_tokenizer
 
     root = write_release(tmp_path / "release", captions)
-    examples, _ = annotations.read_flickr30k(root, ["42"])
+    examples, _ = flickr30k_format.read_flickr30k(root, ["42"])
     rows = np.arange(len(detections) * 4, dtype=np.float32).reshape(len(detections), 4)
     store = write_store(tmp_path / "store", {"42": rows}, {"42": detections})
     return GroundingDataset(examples, get_tokenizer(), open_feature_dir(store), spatial=spatial)
@@ -186,7 +187,7 @@ def test_phrase_past_max_seq_length_is_one_line_naming_the_caption(tmp_path):
     from visualbert.inputs import get_tokenizer
 
     root = write_release(tmp_path / "release", ["A man sits with [/EN#3/other a dog] ."])
-    examples, _ = annotations.read_flickr30k(root, ["42"])
+    examples, _ = flickr30k_format.read_flickr30k(root, ["42"])
     store = open_feature_dir(write_store(tmp_path / "store", {"42": np.ones((1, 4))}, {"42": [[0, 0, 1, 1]]}))
     with pytest.raises(ValueError, match=r"^caption 0 of image 42 has a phrase ending at word piece 6, past "
                                          r"--max_seq_length 6$"):

@@ -5,7 +5,7 @@ import paddle
 import pytest
 
 from visualbert import inputs as P
-from visualbert.examples import load_answer_vocab
+from visualbert.formats.vqa import read_answer_vocab
 
 
 class FakeStore:
@@ -46,7 +46,7 @@ def test_tokenising_with_the_real_vocab(tokenizer):
 
 @pytest.mark.parametrize("k", range(11))
 def test_soft_targets_equal_the_official_leave_one_out_accuracy(tokenizer, k):
-    vocab = load_answer_vocab()
+    vocab = read_answer_vocab()
     answers = ["2"] * k + ["3"] * (10 - k)
     ex = {"question_str": "how many dogs?", "answers": answers, "image_key": "img3", "question_id": 5, "image_id": 1}
     labels = P.VQADataset([ex], tokenizer, FakeStore(), vocab)[0]["labels"]
@@ -57,7 +57,7 @@ def test_soft_targets_equal_the_official_leave_one_out_accuracy(tokenizer, k):
 
 
 def test_soft_targets_normalise_answers_like_vqaeval(tokenizer):
-    vocab = load_answer_vocab()
+    vocab = read_answer_vocab()
     ex = {"question_str": "what is it?", "answers": ["a Dog.", "dog", "the dog", "two", "not-in-vocab-xyz"] + ["cat"] * 5,
           "image_key": "img2", "question_id": 1, "image_id": 1}
     labels = P.VQADataset([ex], tokenizer, FakeStore(), vocab)[0]["labels"]
@@ -70,7 +70,7 @@ def test_soft_targets_normalise_answers_like_vqaeval(tokenizer):
 def test_soft_targets_normalise_even_when_all_humans_agree(tokenizer):
     # The metric compares unanimous answers verbatim, so no vocab answer can score on ten "t-shirt";
     # the target still points at the vocabulary's normalised "t shirt" rather than at nothing.
-    vocab = load_answer_vocab()
+    vocab = read_answer_vocab()
     ex = {"question_str": "what is he wearing?", "answers": ["t-shirt"] * 10, "image_key": "img2",
           "question_id": 1, "image_id": 1}
     labels = P.VQADataset([ex], tokenizer, FakeStore(), vocab)[0]["labels"]

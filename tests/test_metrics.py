@@ -9,13 +9,10 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from visualbert.formats.nlvr2 import nlvr2_sentence_key, read_nlvr2_labels, read_nlvr2_predictions
+from visualbert.formats.vqa import read_vqa_ground_truth, read_vqa_result
 from visualbert.metrics import (
-    load_nlvr2_labels,
-    load_nlvr2_predictions,
-    load_vqa_ground_truth,
-    load_vqa_result,
     nlvr2_scores,
-    nlvr2_sentence_key,
     normalize_vqa_answer,
     vqa_accuracy,
     vqa_question_accuracy,
@@ -202,16 +199,16 @@ def test_load_official_annotations_and_questions(tmp_path):
     questions.write_text(json.dumps({"questions": [
         {"question_id": 5, "image_id": 7, "question": "What animal?"},
         {"question_id": 6, "image_id": 7, "question": "How many?"}]}))
-    gt = load_vqa_ground_truth(ann, questions)
+    gt = read_vqa_ground_truth(ann, questions)
     assert list(gt) == [5, 6]
     assert gt[6] == {"answers": ["2"] * 10, "answer_type": "number", "question_type": "how many",
                      "question": "How many?"}
 
-    questions.write_text(json.dumps({"questions": [{"question_id": 5, "question": "What animal?"}]}))
+    questions.write_text(json.dumps({"questions": [{"question_id": 5, "image_id": 7, "question": "What animal?"}]}))
     with pytest.raises(ValueError, match=r"q\.json does not match .*1 question ids missing .*\(e\.g\. 6\)"):
-        load_vqa_ground_truth(ann, questions)
+        read_vqa_ground_truth(ann, questions)
     with pytest.raises(FileNotFoundError, match="nope.json: no such file"):
-        load_vqa_ground_truth(tmp_path / "nope.json")
+        read_vqa_ground_truth(tmp_path / "nope.json")
 
 
 def test_load_imdb_ground_truth(tmp_path):
@@ -222,7 +219,7 @@ def test_load_imdb_ground_truth(tmp_path):
     ], dtype=object)
     path = tmp_path / "imdb_val.npy"
     np.save(path, imdb, allow_pickle=True)  # writing our own test file; reading goes through safeload
-    gt = load_vqa_ground_truth(path)
+    gt = read_vqa_ground_truth(path)
     assert gt == {
         11: {"answers": ["cat"] * 10, "answer_type": None, "question_type": None, "question": "what?"},
         12: {"answers": ["2"] * 10, "answer_type": None, "question_type": None, "question": "how many?"},
@@ -235,22 +232,22 @@ def test_load_imdb_without_answers_is_an_error(tmp_path):
     path = tmp_path / "imdb_test.npy"
     np.save(path, np.array([{"version": 1}, {"question_id": 1, "question_str": "?"}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match=r"imdb_test.npy: item 1 \(question_id 1\) has neither 'answers' nor 'valid_answers'"):
-        load_vqa_ground_truth(path)
+        read_vqa_ground_truth(path)
 
 
-def test_load_vqa_result(tmp_path):
+def test_read_vqa_result(tmp_path):
     path = tmp_path / "result.json"
     path.write_text(json.dumps([{"question_id": 1, "answer": "yes"}, {"question_id": 2, "answer": "2"}]))
-    assert load_vqa_result(path) == {1: "yes", 2: "2"}
+    assert read_vqa_result(path) == {1: "yes", 2: "2"}
     path.write_text(json.dumps([{"question_id": 1, "answer": "yes"}, {"question_id": 1, "answer": "no"}]))
     with pytest.raises(ValueError, match="result 1: question 1 is answered twice"):
-        load_vqa_result(path)
+        read_vqa_result(path)
     path.write_text(json.dumps([{"question_id": "1", "answer": "yes"}]))
     with pytest.raises(ValueError, match="question_id must be an integer"):
-        load_vqa_result(path)
+        read_vqa_result(path)
     path.write_text("{not json")
     with pytest.raises(ValueError, match="result.json: not valid JSON"):
-        load_vqa_result(path)
+        read_vqa_result(path)
 
 
 # ---- NLVR2 ----------------------------------------------------------------------------------
@@ -283,7 +280,7 @@ def _dev_groups():
 
 
 def test_nlvr2_on_real_dev_split():
-    labels = load_nlvr2_labels(NLVR2_DEV)
+    labels = read_nlvr2_labels(NLVR2_DEV)
     groups = _dev_groups()
     n, s = len(labels), len(groups)
     assert n == 6982
@@ -306,15 +303,15 @@ def test_nlvr2_on_real_dev_split():
     assert nlvr2_scores(flipped, labels)["consistency"] == pytest.approx((s - 2) / s)
 
 
-def test_load_nlvr2_predictions(tmp_path):
+def test_read_nlvr2_predictions(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("dev-1-0-0,True\ndev-1-1-0,false\n\n")
-    assert load_nlvr2_predictions(path) == {"dev-1-0-0": True, "dev-1-1-0": False}
+    assert read_nlvr2_predictions(path) == {"dev-1-0-0": True, "dev-1-1-0": False}
     path.write_text("dev-1-0-0,True\ndev-1-1-0,maybe\n")
-    with pytest.raises(ValueError, match=r"p\.csv:2: expected True or False, got 'maybe'"):
-        load_nlvr2_predictions(path)
+    with pytest.raises(ValueError, match=r"p\.csv:2: prediction 'maybe' of dev-1-1-0 is not \"True\" or \"False\""):
+        read_nlvr2_predictions(path)
     path.write_text("dev-1-0-0,True\ndev-1-0-0,False\n")
     with pytest.raises(ValueError, match=r"p\.csv:2: identifier dev-1-0-0 is predicted twice"):
-        load_nlvr2_predictions(path)
+        read_nlvr2_predictions(path)
     with pytest.raises(FileNotFoundError, match=r"missing\.csv: no such file"):
-        load_nlvr2_predictions(tmp_path / "missing.csv")
+        read_nlvr2_predictions(tmp_path / "missing.csv")

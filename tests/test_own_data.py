@@ -12,6 +12,7 @@ from visualbert import cli, tasks
 from visualbert import examples as D
 from visualbert.extract import extract
 from visualbert.features import open_feature_dir
+from visualbert.formats.vqa import read_image_map
 
 
 def write_json(path, payload):
@@ -84,13 +85,13 @@ def test_string_image_ids_work_with_a_template_and_with_a_map(tmp_path):
     q = write_json(tmp_path / "q.json", {"questions": [{"image_id": "grace_hopper", "question": "who?", "question_id": 1}]})
     assert D.read_vqa_json(q, image_key="photos/{image_id}")[0]["image_key"] == "photos/grace_hopper"
     mapping = write_json(tmp_path / "map.json", {"grace_hopper": "people/IMG_0042"})
-    assert D.read_vqa_json(q, image_map=D.read_image_map(mapping))[0]["image_key"] == "people/IMG_0042"
+    assert D.read_vqa_json(q, image_map=read_image_map(mapping))[0]["image_key"] == "people/IMG_0042"
     with pytest.raises(ValueError, match=r"--image_key '\{image_id:012d\}': cannot format image_id 'grace_hopper'"):
         D.read_vqa_json(q, image_key="{image_id:012d}")
     other = write_json(tmp_path / "other.json", {"ada": "people/ada"})
     with pytest.raises(ValueError, match=r"question 0 \(question_id 1\): --image_map .*other.json has no key for "
                                          r"image_id 'grace_hopper'"):
-        D.read_vqa_json(q, image_map=D.read_image_map(other))
+        D.read_vqa_json(q, image_map=read_image_map(other))
 
 
 def test_image_map_flag_reaches_the_reader_and_bad_maps_are_one_line(tmp_path):
@@ -99,10 +100,10 @@ def test_image_map_flag_reaches_the_reader_and_bad_maps_are_one_line(tmp_path):
     train, held_out = tasks.vqa_json_examples(args)
     assert [ex["image_key"] for ex in train + held_out] == ["a", "b", "c"]
     assert tasks.key_origin(args, "train") == f"--image_map {mapping}"
-    for payload, match in (([1, 2], "must be a non-empty JSON object"), ({"9": 4}, "the key of image_id '9' must be a "
+    for payload, match in (([1, 2], "expected --image_map, a non-empty JSON object"), ({"9": 4}, "the key of image_id '9' must be a "
                                                                                    "non-empty string")):
         with pytest.raises(ValueError, match=match):
-            D.read_image_map(write_json(tmp_path / "bad.json", payload))
+            read_image_map(write_json(tmp_path / "bad.json", payload))
 
 
 @pytest.mark.parametrize("template", ["{image_id.nope}", "{image_id[0]}", "{image_id!z}"])

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from visualbert import annotations, vcr_inputs
+from visualbert import vcr_inputs
+from visualbert.formats import vcr as vcr_format
 from visualbert.inputs import get_tokenizer
 
 ITEM = {
@@ -99,13 +100,13 @@ def test_image_is_scaled_to_fit_and_centred_boxes_move_with_it():
 
 
 def test_reader_keeps_items_and_test_split_may_lack_labels(tmp_path):
-    items = annotations.read_vcr(write_jsonl(tmp_path / "val.jsonl", [ITEM]))
+    items = vcr_format.read_vcr(write_jsonl(tmp_path / "val.jsonl", [ITEM]))
     assert items[0]["answer_label"] == 0 and items[0]["question"] == ITEM["question"]
     unlabelled = {k: v for k, v in ITEM.items() if not k.endswith("_label")}
     path = write_jsonl(tmp_path / "test.jsonl", [unlabelled])
-    assert annotations.read_vcr(path, need_labels=False)[0]["answer_label"] is None
+    assert vcr_format.read_vcr(path, need_labels=False)[0]["answer_label"] is None
     with pytest.raises(ValueError, match=r"test.jsonl:1 \(annot_id val-0\): no 'answer_label'"):
-        annotations.read_vcr(path)
+        vcr_format.read_vcr(path)
 
 
 @pytest.mark.parametrize("line, message", [
@@ -120,7 +121,7 @@ def test_a_malformed_line_is_one_error_naming_file_and_line(tmp_path, line, mess
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(ITEM) + "\n" + line + "\n")
     with pytest.raises(ValueError, match=message):
-        annotations.read_vcr(path)
+        vcr_format.read_vcr(path)
 
 
 def test_metadata_reader_and_its_errors(tmp_path):
@@ -128,16 +129,16 @@ def test_metadata_reader_and_its_errors(tmp_path):
             "names": ["person"]}
     path = tmp_path / "a.json"
     path.write_text(json.dumps(good))
-    meta = annotations.read_vcr_metadata(path, num_objects=1)
+    meta = vcr_format.read_vcr_metadata(path, num_objects=1)
     assert meta["boxes"].shape == (1, 5) and meta["width"] == 50
     with pytest.raises(ValueError, match=r"a.json: 1 boxes, but the item names 2 objects"):
-        annotations.read_vcr_metadata(path, num_objects=2)
+        vcr_format.read_vcr_metadata(path, num_objects=2)
     path.write_text('{"boxes": [\n  [1, 2,\n  }')
-    with pytest.raises(ValueError, match=r"a.json:3: not valid JSON"):
-        annotations.read_vcr_metadata(path)
+    with pytest.raises(ValueError, match=r"a.json: not valid JSON \(.* at line 3 column 3\); expected a VCR image metadata JSON"):
+        vcr_format.read_vcr_metadata(path)
     path.write_text(json.dumps(dict(good, boxes=[[5, 2, 3, 40, 0.9]])))
     with pytest.raises(ValueError, match=r"a.json: boxes\[0\] .* is not a box"):
-        annotations.read_vcr_metadata(path)
+        vcr_format.read_vcr_metadata(path)
     path.write_text(json.dumps(dict(good, segms=[[[[1, 2]]]])))
     with pytest.raises(ValueError, match=r"a.json: segms\[0\] must be a list of polygons"):
-        annotations.read_vcr_metadata(path)
+        vcr_format.read_vcr_metadata(path)

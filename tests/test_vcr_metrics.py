@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from visualbert import metrics, vcr_tasks
+from visualbert.formats import vcr as vcr_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,7 +51,7 @@ def test_the_csv_has_the_leaderboard_layout_and_reads_back(tmp_path):
         f"rationale_conditioned_on_a{i}_{j}" for i in range(4) for j in range(4)))
     assert lines[1].startswith("val-0,0.1,0.6,0.2,0.1,0.7,0.1,0.1,0.1,0.1,0.1,0.7,0.1,")
     assert len(lines) == 5 and all(len(line.split(",")) == 21 for line in lines)
-    assert metrics.load_vcr_predictions(path) == PREDICTIONS
+    assert vcr_format.read_vcr_predictions(path) == PREDICTIONS
 
 
 def evaluate(*args):
@@ -78,10 +79,10 @@ def test_evaluate_vcr_command_line(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("annot_id,answer_0\n", r"sub.csv:1: expected the header"),
-    (",".join(metrics.VCR_CSV_COLUMNS) + "\nval-0,1,2\n", r"sub.csv:2: 3 fields, expected 21"),
+    (",".join(vcr_format.VCR_CSV_COLUMNS) + "\nval-0,1,2\n", r"sub.csv:2: 3 fields, expected 21"),
 ])
 def test_malformed_csv_is_one_line_naming_file_and_line(tmp_path, text, message):
     path = tmp_path / "sub.csv"
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
-        metrics.load_vcr_predictions(path)
+        vcr_format.read_vcr_predictions(path)

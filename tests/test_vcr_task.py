@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visualbert import annotations, metrics
+from visualbert.formats import vcr as vcr_format
 from visualbert.demo_vcr import VCR_COLORS, write_vcr_demo
 from visualbert.inputs import ExampleError, get_tokenizer
 from visualbert.vcr_dataset import VCRDataset, VCRPretrainDataset
@@ -29,10 +29,10 @@ def vcr_dir(tmp_path_factory):
 
 
 def test_demo_writes_the_released_formats_with_the_answer_in_the_image(vcr_dir):
-    items = annotations.read_vcr(vcr_dir / "val.jsonl")
-    assert annotations.read_vcr(vcr_dir / "test.jsonl", need_labels=False)[0]["answer_label"] is None
+    items = vcr_format.read_vcr(vcr_dir / "val.jsonl")
+    assert vcr_format.read_vcr(vcr_dir / "test.jsonl", need_labels=False)[0]["answer_label"] is None
     for item in items:
-        meta = annotations.read_vcr_metadata(vcr_dir / "vcr1images" / item["metadata_fn"], len(item["objects"]))
+        meta = vcr_format.read_vcr_metadata(vcr_dir / "vcr1images" / item["metadata_fn"], len(item["objects"]))
         x1, y1, x2, y2 = meta["boxes"][0, :4].astype(int)
         with Image.open(vcr_dir / "vcr1images" / item["img_fn"]) as image:
             assert image.size == (meta["width"], meta["height"])
@@ -53,7 +53,7 @@ def test_same_seed_same_bytes(tmp_path):
 
 
 def test_dataset_sample_aligns_the_person_box_and_reads_the_image(vcr_dir):
-    items = annotations.read_vcr(vcr_dir / "val.jsonl")
+    items = vcr_format.read_vcr(vcr_dir / "val.jsonl")
     ds = VCRDataset(items, get_tokenizer(), str(vcr_dir / "vcr1images"), "answer", image_size=(96, 48))
     sample = ds[0]
     tokenizer = get_tokenizer()
@@ -72,7 +72,7 @@ def test_dataset_sample_aligns_the_person_box_and_reads_the_image(vcr_dir):
 
 
 def test_a_broken_metadata_file_names_itself_and_the_question(vcr_dir, tmp_path):
-    items = annotations.read_vcr(vcr_dir / "val.jsonl")
+    items = vcr_format.read_vcr(vcr_dir / "val.jsonl")
     images = tmp_path / "vcr1images"
     folder = os.path.dirname(items[0]["metadata_fn"])
     (images / folder).mkdir(parents=True)
@@ -82,7 +82,7 @@ def test_a_broken_metadata_file_names_itself_and_the_question(vcr_dir, tmp_path)
         VCRDataset(items[:1], get_tokenizer(), str(images), "answer")  # found up front, before any training
     (images / items[0]["img_fn"]).write_bytes((vcr_dir / "vcr1images" / items[0]["img_fn"]).read_bytes())
     ds = VCRDataset(items[:1], get_tokenizer(), str(images), "answer", image_size=(96, 48))
-    with pytest.raises(ExampleError, match=rf"{os.path.basename(items[0]['metadata_fn'])}:2: not valid JSON .*"
+    with pytest.raises(ExampleError, match=rf"{os.path.basename(items[0]['metadata_fn'])}: not valid JSON \(.* at line 2 .*"
                                            rf"annot_id {items[0]['annot_id']}"):
         ds[0]
 
@@ -107,7 +107,7 @@ def test_finetune_predict_evaluate_and_pretrain_end_to_end(vcr_dir, tmp_path):
                   "--rationale_model", tmp_path / "rationale", "--output", out, "--device", "cpu", "--num_workers", "0")
     with open(out) as f:
         rows = list(csv.reader(f))
-    assert tuple(rows[0]) == metrics.VCR_CSV_COLUMNS and len(rows) == 1 + SIZES["val"]
+    assert tuple(rows[0]) == vcr_format.VCR_CSV_COLUMNS and len(rows) == 1 + SIZES["val"]
     for row in rows[1:]:  # probabilities of the four answers, and of the four rationales given each answer
         values = np.array(row[1:], dtype=float).reshape(5, 4)
         np.testing.assert_allclose(values.sum(1), 1, rtol=1e-5)

@@ -8,6 +8,7 @@ from conftest import run_script
 
 from visualbert import VQA_ANSWERS_FILE
 from visualbert import examples as D
+from visualbert.formats.vqa import read_answer_vocab, write_answer_vocab
 from visualbert.own_demo import IMAGE_KEY, write_shapes
 
 FAST = ["--device", "cpu", "--num_workers", "0", "--seed", "1"]
@@ -47,7 +48,8 @@ def test_reader_maps_image_ids_to_store_keys_and_keeps_all_answers(tmp_path):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda qs, anns: anns.pop(), r"a.json: no annotation for question_id 3 of .*q.json"),
+    (lambda qs, anns: anns.pop(), r"q.json does not match .*a.json: 1 question ids in the questions file are not in "
+                                   r"the annotations \(e\.g\. 3\)"),
     (lambda qs, anns: qs[1].update(image_id=7.5), "question 1 \\(question_id 2\\): image_id must be an integer or a non-empty string"),
     (lambda qs, anns: qs[1].update(question_id="2"), "question 1 \\(question_id 2\\): question_id must be an integer"),
     (lambda qs, anns: qs[2].update(question_id=1), "question_id 1 appears twice"),
@@ -72,7 +74,7 @@ def test_reader_rejects_other_formats_and_bad_templates(tmp_path):
         D.read_vqa_json(a, None)
     with pytest.raises(ValueError, match=r"--image_key 'img_\{id\}': cannot format image_id 7"):
         D.read_vqa_json(q, a, image_key="img_{id}")
-    with pytest.raises(FileNotFoundError, match="nope.json: VQA questions file not found"):
+    with pytest.raises(FileNotFoundError, match=r"nope.json: no such file \(expected the official VQA questions format"):
         D.read_vqa_json(str(tmp_path / "nope.json"))
 
 
@@ -83,8 +85,8 @@ def test_answer_vocab_counts_normalised_answers_most_frequent_first(tmp_path):
     assert D.build_answer_vocab(examples) == ["<unk>", "2", "dog", "yes", "no"]
     assert D.build_answer_vocab(examples, top_k=2) == ["<unk>", "2", "dog"]
     path = tmp_path / "vocab.txt"
-    D.write_answer_vocab(str(path), D.build_answer_vocab(examples))
-    assert D.load_answer_vocab(str(path)) == ["<unk>", "2", "dog", "yes", "no"]
+    write_answer_vocab(str(path), D.build_answer_vocab(examples))
+    assert read_answer_vocab(str(path)) == ["<unk>", "2", "dog", "yes", "no"]
     with pytest.raises(ValueError, match="no answers"):
         D.build_answer_vocab(D.read_vqa_json(q))
 
@@ -109,7 +111,7 @@ def own_run(tmp_path_factory, tiny_config):
 @pytest.mark.slow
 def test_training_on_json_files_builds_and_saves_the_answer_vocab(own_run):
     root, files, feats, run, proc = own_run
-    vocab = D.load_answer_vocab(os.path.join(run, "answer_vocab.txt"))
+    vocab = read_answer_vocab(os.path.join(run, "answer_vocab.txt"))
     assert vocab[0] == "<unk>" and len(vocab) == 7
     assert set(vocab[1:]) <= {"yes", "no", "circle", "square", "triangle", "red", "green", "blue", "yellow"}
     assert {"yes", "no"} <= set(vocab)  # half the questions are yes/no: the most frequent answers
@@ -129,7 +131,7 @@ def test_prediction_reuses_the_run_vocab_and_evaluate_scores_it(own_run):
     rows = json.load(open(result))
     qids = [q["question_id"] for q in json.load(open(files["val_questions"]))["questions"]]
     assert sorted(r["question_id"] for r in rows) == sorted(qids)
-    vocab = D.load_answer_vocab(os.path.join(run, "answer_vocab.txt"))
+    vocab = read_answer_vocab(os.path.join(run, "answer_vocab.txt"))
     assert {r["answer"] for r in rows} <= set(vocab[1:])
     assert "vqa_accuracy" not in proc.stdout  # no --annotations: nothing to score against
     scored = run_script(["-m", "visualbert.evaluate", "vqa", "--result", result, "--annotations", files["val_annotations"],
@@ -180,10 +182,10 @@ def test_a_refused_resume_leaves_the_runs_answer_vocab_alone(own_run, tiny_confi
     # the vocabulary is written only once the run owns its directory: a resume refused for its changed
     # settings must not replace the vocabulary that the run's checkpoints were trained with
     root, files, feats, run, _ = own_run
-    before = D.load_answer_vocab(os.path.join(run, "answer_vocab.txt"))
+    before = read_answer_vocab(os.path.join(run, "answer_vocab.txt"))
     proc = run_script(["VQA2/run_vqa2.py", "--train_questions", files["train_questions"], "--train_annotations",
                        files["train_annotations"], "--features", feats, "--image_key", IMAGE_KEY, "--answer_vocab",
                        "build:4", "--model_name_or_path", tiny_config(0.0), "--output_dir", run, "--resume", "latest",
                        "--batch_size", "32", "--max_steps", "12", *FAST], check=False)
     assert proc.returncode != 0 and "answer_vocab \"build:6\" -> \"build:4\"" in proc.stderr, proc.stderr
-    assert D.load_answer_vocab(os.path.join(run, "answer_vocab.txt")) == before
+    assert read_answer_vocab(os.path.join(run, "answer_vocab.txt")) == before

@@ -55,15 +55,16 @@ def _positive_int(text):
 
 
 def _read_boxes(path):
-    from .pretrained import read_json
+    from .formats.common import read_json
 
-    return read_json(path)
+    return read_json(path, "--boxes, a JSON list [[x1, y1, x2, y2], ...] in --image's pixels")
 
 
 def _is_nlvr2(model_dir):
     from . import pretrained
+    from .formats.common import read_json
 
-    config = pretrained.read_json(_config_path(pretrained.resolve_model_path(model_dir)))
+    config = read_json(_config_path(pretrained.resolve_model_path(model_dir)), "the model's config JSON")
     return (config.get("architectures") or [None])[0] == "VisualBertForVisualReasoning"
 
 

@@ -33,8 +33,8 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 from . import modeling
 from .environment import check_not_input, is_inside
 from .lifetime import interrupts_in_one_line
-from .pretrained import read_json
 from .configuration import released_name
+from .formats.common import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
 from .safeload import UnsafePickleError, load_safetensors
 from .torch_format import load_torch_file
@@ -121,7 +121,7 @@ def _released_or_json(config):
     if name:
         return dict(VisualBertConfig.pretrained_init_configuration[name])
     if os.path.isfile(config):
-        return read_json(config)
+        return read_json(config, "a model config JSON")
     raise ValueError(f"--config {config!r} is neither a released name ({', '.join(RELEASED_MODELS)}) "
                      "nor a config.json file")
 
@@ -249,7 +249,7 @@ def _few(keys):
 
 def convert_hf(src, head=None):
     config_file = os.path.join(src, "config.json")
-    raw = read_json(config_file)
+    raw = read_json(config_file, "a HuggingFace VisualBERT config.json")
     head = _head_for(head, raw, src)
     model = HEADS[head](_config_from_dict(raw, config_file))
     return load_into(model, read_weights(_hf_weights_file(src)), src, head)
@@ -284,7 +284,7 @@ def convert_bert(src, head=None, config=None, visual_embedding_dim=None, seed=0)
     import paddle
 
     config_file = os.path.join(src, "config.json")
-    bert = read_json(config_file)
+    bert = read_json(config_file, "a HuggingFace BERT config.json")
     raw = _released_or_json(config) if config else {}
     fields = {k: bert[k] for k in _BERT_FIELDS if k in bert}
     fields.update({k: v for k, v in raw.items() if k not in _BERT_FIELDS})
@@ -366,7 +366,7 @@ def convert(src, dst, head=None, config=None, visual_embedding_dim=None, overwri
     if os.path.isfile(src):
         model = convert_original(src, config, head)
     elif os.path.isdir(src):
-        model_type = read_json(os.path.join(src, "config.json")).get("model_type")
+        model_type = read_json(os.path.join(src, "config.json"), "a HuggingFace config.json").get("model_type")
         if model_type == "visual_bert":
             model = convert_hf(src, head)
         elif model_type == "bert":

@@ -50,6 +50,7 @@ import numpy as np
 from . import VOCAB_FILE, VQA_ANSWERS_FILE
 from .demo_flickr30k import write_flickr30k
 from .demo_vcr import VCR_SIZES, check_vcr_parts, install_vcr_demo, write_vcr_demo
+from .formats.vqa import read_answer_vocab
 
 __all__ = ["OBJECTS", "COLORS", "SIZES", "write_demo", "main"]
 
@@ -91,8 +92,7 @@ _ID_BASE = {"train2014": 100000, "val2014": 300000, "test2015": 500000}
 def _check_words():
     with open(VOCAB_FILE, encoding="utf-8") as f:
         vocab = set(line.rstrip("\n") for line in f)
-    with open(VQA_ANSWERS_FILE, encoding="utf-8") as f:
-        answers = set(line.rstrip("\n") for line in f)
+    answers = set(read_answer_vocab(VQA_ANSWERS_FILE))
     for w in OBJECTS + COLORS:
         if w not in vocab:
             raise ValueError(f"{VOCAB_FILE}: demo word '{w}' is not a single wordpiece")

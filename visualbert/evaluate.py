@@ -6,8 +6,9 @@ Flickr30K code) do.
     python -m visualbert.evaluate flickr30k --predictions P.json --annotation_dir Flickr30kEntities/ [--split test]
     python -m visualbert.evaluate vcr --predictions P.csv --labels val.jsonl
 
-Scores are printed to stdout as JSON. The scoring itself lives in ``visualbert.metrics`` so that
-training code computes the very same numbers without going through files.
+Scores are printed to stdout as JSON. The files are read by ``visualbert.formats`` and the scoring
+lives in ``visualbert.metrics``, so that training code reads the same files and computes the very same
+numbers.
 """
 import argparse
 import json
@@ -17,7 +18,11 @@ import sys
 
 from visualbert import metrics
 from visualbert.argtypes import positive_int
-from visualbert.annotations import read_flickr30k, read_flickr30k_image_list
+from visualbert.formats.common import check_ids_match
+from visualbert.formats.flickr30k import read_flickr30k, read_flickr30k_image_list, read_grounding_predictions
+from visualbert.formats.nlvr2 import read_nlvr2_labels, read_nlvr2_predictions
+from visualbert.formats.vcr import read_vcr_labels, read_vcr_predictions
+from visualbert.formats.vqa import read_vqa_ground_truth, read_vqa_result
 
 
 def evaluate_vqa(result, annotations, questions=None):
@@ -26,11 +31,9 @@ def evaluate_vqa(result, annotations, questions=None):
     Breakdowns by answer and question type are left out when the ground truth has no types
     (imdb files), rather than reported under a made-up type.
     """
-    ground_truth = metrics.load_vqa_ground_truth(annotations, questions)
-    predictions = metrics.load_vqa_result(result)
-    if set(predictions) != set(ground_truth):
-        raise ValueError(f"{result} does not match {annotations}: " + metrics.describe_id_mismatch(
-            ground_truth, predictions, "question ids", "result file", "annotations"))
+    ground_truth = read_vqa_ground_truth(annotations, questions)
+    predictions = read_vqa_result(result)
+    check_ids_match(result, predictions, annotations, ground_truth, "question ids", "result file", "annotations")
     scores = metrics.vqa_accuracy(predictions, ground_truth)
 
     def summary(overall, per_answer_type, per_question_type):
@@ -50,11 +53,9 @@ def evaluate_vqa(result, annotations, questions=None):
 
 def evaluate_nlvr2(predictions, labels):
     """NLVR2 accuracy and consistency of a predictions CSV against a split's JSON lines."""
-    gold = metrics.load_nlvr2_labels(labels)
-    predicted = metrics.load_nlvr2_predictions(predictions)
-    if set(predicted) != set(gold):
-        raise ValueError(f"{predictions} does not match {labels}: " + metrics.describe_id_mismatch(
-            gold, predicted, "identifiers", "predictions", "labels"))
+    gold = read_nlvr2_labels(labels)
+    predicted = read_nlvr2_predictions(predictions)
+    check_ids_match(predictions, predicted, labels, gold, "identifiers", "predictions", "labels")
     return metrics.nlvr2_scores(predicted, gold)
 
 
@@ -65,7 +66,7 @@ def evaluate_flickr30k(predictions, annotation_dir, split=None, draw=None, draw_
     ``annotation_dir`` or a file), or of the images the file covers; each needs its ranked boxes.
     ``draw``: a folder for pictures of the first ``draw_count`` phrases (see ``draw_grounding``).
     """
-    predicted = metrics.load_grounding_predictions(predictions)
+    predicted = read_grounding_predictions(predictions)
     if split:
         list_path = split if os.path.isfile(split) else os.path.join(annotation_dir, f"{split}.txt")
         image_ids = read_flickr30k_image_list(list_path)
@@ -74,9 +75,8 @@ def evaluate_flickr30k(predictions, annotation_dir, split=None, draw=None, draw_
     examples, summary = read_flickr30k(annotation_dir, image_ids)
     truth = {(ex["image_id"], ex["caption_index"], p["phrase_index"]): (ex, p)
              for ex in examples for p in ex["phrases"]}
-    if set(predicted) != set(truth):
-        raise ValueError(f"{predictions} does not match {annotation_dir}: " + metrics.describe_id_mismatch(
-            truth, predicted, "phrases (image, caption, phrase)", "predictions", "annotations"))
+    check_ids_match(predictions, predicted, annotation_dir, truth, "phrases (image, caption, phrase)", "predictions",
+                    "annotations")
     scores = metrics.grounding_recall(
         (p["types"], metrics.grounding_hits(p["boxes"], predicted[key])) for key, (_, p) in truth.items())
     scores["left_out_phrases"] = dict(summary["left_out"])
@@ -127,11 +127,9 @@ def draw_grounding(out_dir, phrases, predicted, image_dir=None):
 
 def evaluate_vcr(predictions, labels):
     """Q->A, QA->R and Q->AR accuracy of a VCR leaderboard CSV against a labelled split's jsonl."""
-    gold = metrics.load_vcr_labels(labels)
-    predicted = metrics.load_vcr_predictions(predictions)
-    if set(predicted) != set(gold):
-        raise ValueError(f"{predictions} does not match {labels}: " + metrics.describe_id_mismatch(
-            gold, predicted, "annot_ids", "predictions", "labels"))
+    gold = read_vcr_labels(labels)
+    predicted = read_vcr_predictions(predictions)
+    check_ids_match(predictions, predicted, labels, gold, "annot_ids", "predictions", "labels")
     return metrics.vcr_scores(predicted, gold)
 
 

@@ -6,7 +6,7 @@ Splits and files (looked up in ``annotation_dir``, else ``<input_dir>/annotation
 PaddleNLP's data home ``~/.paddlenlp/datasets/{COCOCaptions,VQA2,NLVR2}/annotations`` as in the
 original scripts, where a missing file is downloaded from their URL and md5-checked):
 
-- ``coco_captions``: train, val -> ``captions_{train,val}2014.json`` (COCO format, pycocotools).
+- ``coco_captions``: train, val -> ``captions_{train,val}2014.json`` (COCO format).
   Example: ``image_id, caption_id, caption, split, image_key``.
 - ``vqa2``: train, val, trainval, minival, test -> ``imdb_{train2014,val2014,trainval2014,
   minival2014,test2015}.npy`` (Pythia/MMF imdb, with or without the header dict at element 0).
@@ -23,20 +23,18 @@ the other splits of the same call; ``exclude_split`` removes another split's exa
 Each removal is logged with its count.
 """
 import collections
-import contextlib
-import io
-import json
 import logging
 import os
 
-from .atomic import write_file
-from .annotations import read_nlvr2 as read_nlvr2_lines
-from .annotations import read_vqa_imdb
-from .features import coco_image_key, nlvr2_image_keys
+from .features import coco_image_key
+from .formats.coco import read_coco_captions as read_coco_captions_file
+from .formats.nlvr2 import nlvr2_image_names
+from .formats.nlvr2 import read_nlvr2 as read_nlvr2_lines
+from .formats.vqa import read_vqa_imdb, read_vqa_split
 
-__all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "load_answer_vocab", "annotation_path",
+__all__ = ["DATASETS", "DEFAULT_FEATURE_TYPE", "load_dataset", "annotation_path",
            "example_image_keys", "describe_example", "read_coco_captions", "read_vqa2_imdb", "read_nlvr2",
-           "read_vqa_json", "read_image_map", "image_feature_key", "build_answer_vocab", "write_answer_vocab"]
+           "read_vqa_json", "image_feature_key", "build_answer_vocab"]
 
 logger = logging.getLogger("visualbert.examples")
 
@@ -133,29 +131,6 @@ def _download(name, source, home, path):
                                 "put the file there or pass --annotation_dir") from None
 
 
-def load_answer_vocab(path=None):
-    """The VQA answer vocabulary as a list (index = class id); the shipped 3,129 answers by default.
-
-    Index 0 must be ``<unk>``: the model's head and the metric both rely on it.
-    """
-    if path is None:
-        from . import VQA_ANSWERS_FILE
-
-        path = VQA_ANSWERS_FILE
-    with open(path, encoding="utf-8") as f:
-        answers = [line.rstrip("\r\n") for line in f]
-    while answers and answers[-1] == "":
-        answers.pop()
-    if not answers:
-        raise ValueError(f"{path}: empty answer vocabulary")
-    if answers[0] != "<unk>":
-        raise ValueError(f"{path}: line 1 must be '<unk>', found {answers[0]!r}")
-    if len(set(answers)) != len(answers):
-        dup = collections.Counter(answers).most_common(1)[0][0]
-        raise ValueError(f"{path}: answer {dup!r} appears more than once")
-    return answers
-
-
 def build_answer_vocab(examples, top_k=None):
     """``<unk>`` then the ``top_k`` (default: all) answers of ``examples`` by how many humans gave them.
 
@@ -174,74 +149,32 @@ def build_answer_vocab(examples, top_k=None):
     return ["<unk>"] + ranked[: top_k if top_k is not None else len(ranked)]
 
 
-def write_answer_vocab(path, answers):
-    """One answer per line, as :func:`load_answer_vocab` reads it (complete or not at all)."""
-    write_file(path, lambda f: f.writelines(a + "\n" for a in answers))
-
-
 def read_vqa_json(questions_path, annotations_path=None, image_key="{image_id}", split="custom", image_map=None):
-    """Examples of a split in the official VQA JSON format, any split name.
+    """Examples of a split in the official VQA JSON format (see :mod:`visualbert.formats.vqa`), any split name.
 
-    ``questions_path``: ``{"questions": [{"image_id", "question", "question_id"}, ...]}``;
-    ``annotations_path`` (None for an unlabelled split): ``{"annotations": [{"question_id",
-    "image_id", "answers": [{"answer", ...}], "answer_type", "question_type", ...}]}``, one per
-    question. ``image_key`` is a ``str.format`` template from an ``image_id`` to a feature-store
-    key (``"COCO_val2014_{image_id:012d}"``); ``image_map`` (a dict from :func:`read_image_map`),
-    when given, names each image's key instead. Image ids are integers as in the official format,
-    or strings (``"grace_hopper"``) for one's own photos. Examples carry the imdb reader's fields,
-    plus the ``answer_type`` / ``question_type`` of the annotations.
+    ``annotations_path`` is None for an unlabelled split. ``image_key`` is a ``str.format`` template
+    from an ``image_id`` to a feature-store key (``"COCO_val2014_{image_id:012d}"``); ``image_map``
+    (from :func:`visualbert.formats.vqa.read_image_map`), when given, names each image's key instead.
+    Examples carry the imdb reader's fields, plus the ``answer_type`` / ``question_type`` of the
+    annotations.
     """
-    questions = _read_vqa_json_list(questions_path, "questions", ("image_id", "question", "question_id"))
-    answers = {}
-    if annotations_path is not None:
-        for index, ann in enumerate(_read_vqa_json_list(annotations_path, "annotations", ("question_id", "answers"))):
-            where = f"{annotations_path}: annotation {index} (question_id {ann['question_id']})"
-            given = ann["answers"]
-            if not isinstance(given, list) or not given or not all(isinstance(a, dict) and isinstance(a.get("answer"), str)
-                                                                   for a in given):
-                raise ValueError(f'{where}: "answers" must be a non-empty list of {{"answer": str, ...}} objects')
-            if ann["question_id"] in answers:
-                raise ValueError(f"{where}: question_id {ann['question_id']} is annotated twice")
-            answers[ann["question_id"]] = ann
-    examples, seen = [], set()
-    for index, q in enumerate(questions):
+    examples = []
+    for index, q in enumerate(read_vqa_split(questions_path, annotations_path)):
         where = f"{questions_path}: question {index} (question_id {q['question_id']})"
-        qid, image_id = q["question_id"], q["image_id"]
-        if not isinstance(qid, int) or isinstance(qid, bool):
-            raise ValueError(f"{where}: question_id must be an integer, as in the official format")
-        if not (isinstance(image_id, int) and not isinstance(image_id, bool) or isinstance(image_id, str) and image_id):
-            raise ValueError(f"{where}: image_id must be an integer or a non-empty string, found {image_id!r}")
-        if qid in seen:
-            raise ValueError(f"{where}: question_id {qid} appears twice")
-        if not isinstance(q["question"], str) or not q["question"].strip():
-            # str() would train on "None" or on digits without a word of complaint
-            raise ValueError(f'{where}: "question" must be the question text, got {q["question"]!r}')
-        seen.add(qid)
-        key = image_feature_key(image_id, image_key, image_map, where)
-        ann = None
-        if annotations_path is not None:
-            ann = answers.get(qid)
-            if ann is None:
-                raise ValueError(f"{annotations_path}: no annotation for question_id {qid} of {questions_path}")
-            if ann.get("image_id", image_id) != image_id:
-                raise ValueError(f"{annotations_path}: question_id {qid} has image_id {ann['image_id']}, "
-                                 f"{questions_path} says {image_id}")
+        key = image_feature_key(q["image_id"], image_key, image_map, where)
         examples.append({
             "image_name": key,
-            "image_id": image_id,
-            "question_id": qid,
+            "image_id": q["image_id"],
+            "question_id": q["question_id"],
             "feature_path": key,
             "question_str": q["question"],
             "question_tokens": [],
-            "answers": None if ann is None else [a["answer"] for a in ann["answers"]],
-            "answer_type": None if ann is None else ann.get("answer_type"),
-            "question_type": None if ann is None else ann.get("question_type"),
+            "answers": q["answers"],
+            "answer_type": q["answer_type"],
+            "question_type": q["question_type"],
             "split": split,
             "image_key": key,
         })
-    if annotations_path is not None and len(answers) != len(examples):
-        extra = next(q for q in answers if q not in seen)
-        raise ValueError(f"{annotations_path}: question_id {extra} has an annotation but is not in {questions_path}")
     return examples
 
 
@@ -262,80 +195,14 @@ def image_feature_key(image_id, template="{image_id}", image_map=None, where=Non
                          "({image_id:012d} needs integer ids)") from None
 
 
-class ImageMap(dict):
-    """``--image_map``: image id (as a string) -> feature key, read from a JSON object; ``path`` names the file."""
-
-    def __init__(self, path, entries):
-        super().__init__(entries)
-        self.path = path
-
-
-def read_image_map(path):
-    """``--image_map FILE.json``: a JSON object from image ids to feature-store keys, checked."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: --image_map file not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or not data:
-        raise ValueError(f'{path}: --image_map must be a non-empty JSON object {{"image_id": "feature key", ...}}')
-    bad = next((k for k, v in data.items() if not isinstance(v, str) or not v), None)
-    if bad is not None:
-        raise ValueError(f"{path}: the key of image_id {bad!r} must be a non-empty string, found {data[bad]!r}")
-    return ImageMap(path, data)
-
-
-def _read_vqa_json_list(path, field, required):
-    """The ``field`` list of an official VQA JSON file, each entry checked for ``required`` keys."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: VQA {field} file not found") from None
-    if not isinstance(data, dict) or not isinstance(data.get(field), list):
-        raise ValueError(f'{path}: expected the official VQA {field} format, a JSON object with a "{field}" list')
-    if not data[field]:
-        raise ValueError(f'{path}: the "{field}" list is empty')
-    for index, entry in enumerate(data[field]):
-        if not isinstance(entry, dict):
-            raise ValueError(f"{path}: {field} entry {index} is a {type(entry).__name__}, expected an object")
-        missing = [k for k in required if k not in entry]
-        if missing:
-            raise ValueError(f"{path}: {field} entry {index} has no {', '.join(map(repr, missing))}")
-    return data[field]
-
-
 def read_coco_captions(path, split):
-    """One example per caption of a COCO caption json."""
-    from pycocotools.coco import COCO
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(path)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except KeyError as e:
-        raise ValueError(f"{path}: not a COCO caption file (missing {e})") from None
-    except (AssertionError, TypeError):  # pycocotools asserts a JSON object; a list of strings fails on indexing
-        raise ValueError(f'{path}: not a COCO caption file (expected a JSON object with an "annotations" list of '
-                         '{"id", "image_id", "caption"})') from None
-    examples = []
-    for ann_id in sorted(coco.anns):
-        ann = coco.anns[ann_id]
-        for field in ("image_id", "caption"):
-            if field not in ann:
-                raise ValueError(f"{path}: annotation id {ann_id} has no '{field}'")
-        examples.append({"image_id": int(ann["image_id"]), "caption_id": int(ann_id), "caption": str(ann["caption"]).strip(),
-                         "split": split, "image_key": coco_image_key(ann["image_id"], split)})
-    return examples
+    """One example per caption of a COCO caption file (see :func:`visualbert.formats.coco.read_coco_captions`)."""
+    return [dict(caption, split=split, image_key=coco_image_key(caption["image_id"], split))
+            for caption in read_coco_captions_file(path)]
 
 
 def read_vqa2_imdb(path, split):
-    """Examples of a Pythia/MMF imdb file (see :func:`visualbert.annotations.read_vqa_imdb`); answers None on test."""
+    """Examples of a Pythia/MMF imdb file (see :func:`visualbert.formats.vqa.read_vqa_imdb`); answers None on test."""
     labelled = split not in _UNLABELLED["vqa2"]
     need = ("image_name", "image_id", "question_str") + (("answers",) if labelled else ())
     examples = []
@@ -356,12 +223,12 @@ def read_vqa2_imdb(path, split):
 
 
 def read_nlvr2(path, split):
-    """Examples of an NLVR2 JSON-lines file (see :func:`visualbert.annotations.read_nlvr2`); label 1 = "True"."""
+    """Examples of an NLVR2 JSON-lines file (see :func:`visualbert.formats.nlvr2.read_nlvr2`); label 1 = "True"."""
     examples = []
     for ex in read_nlvr2_lines(path, need_label=split not in _UNLABELLED["nlvr2"]):
         label = None if ex["label"] is None else int(ex["label"])
         examples.append({"identifier": ex["identifier"], "sentence": ex["sentence"], "label": label,
-                         "split": split, "image_keys": nlvr2_image_keys(ex["identifier"])})
+                         "split": split, "image_keys": nlvr2_image_names(ex["identifier"])})
     return examples
 
 

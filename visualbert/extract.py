@@ -31,7 +31,6 @@ import argparse
 import collections
 import hashlib
 import itertools
-import json
 import multiprocessing
 import os
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
+from .formats.common import read_json
 from .lifetime import init_worker, interrupts_in_one_line
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
@@ -83,11 +83,7 @@ def list_images(image_dir):
 
 def load_boxes(path, keys):
     """``{key: float32 [n, 4]}`` from a boxes JSON, checked; every key of ``keys`` needs boxes."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, '--boxes, a JSON object {"key": [[x1, y1, x2, y2], ...]}')
     if not isinstance(data, dict):
         raise ValueError(f'{path}: expected a JSON object {{"key": [[x1, y1, x2, y2], ...]}}, found {type(data).__name__}')
     boxes = {}

@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 
 from . import engine, environment, pretrained
-from .annotations import read_flickr30k, read_flickr30k_image_list
+from .formats.flickr30k import read_flickr30k, read_flickr30k_image_list
 from .grounding import GroundingDataset
 from .metrics import grounding_recall
 from .modeling import VisualBertForRegionToPhraseAlignment

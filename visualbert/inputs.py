@@ -39,7 +39,8 @@ import collections
 import numpy as np
 import paddle
 
-from .examples import describe_example, example_image_keys, load_answer_vocab
+from .examples import describe_example, example_image_keys
+from .formats.vqa import read_answer_vocab
 
 __all__ = ["TEXT_KEYS", "REGION_KEYS", "get_tokenizer", "Collator", "VQADataset", "NLVR2Dataset",
            "CaptionPretrainDataset", "VQAPretrainDataset", "NLVR2PretrainDataset", "vqa_targets", "mask_tokens"]
@@ -241,7 +242,7 @@ class VQADataset(_VisualTextDataset):
     def __init__(self, examples, tokenizer, features, answer_vocab=None, max_seq_length=128, visual_dtype="float32",
                  spatial=False):
         super().__init__(examples, tokenizer, features, max_seq_length, visual_dtype=visual_dtype, spatial=spatial)
-        self.answer_vocab = list(answer_vocab) if answer_vocab is not None else load_answer_vocab()
+        self.answer_vocab = list(answer_vocab) if answer_vocab is not None else read_answer_vocab()
         index = {a: i for i, a in enumerate(self.answer_vocab)}
         self.question = [_question_text(self.text, ex["question_str"]) for ex in self.examples]
         self.qmark = self.text("?")

@@ -5,26 +5,22 @@ commit a013f00 (2021-03-11, "Fixed processing answers bug"), the current officia
 one the EvalAI leaderboard scores with; NLVR2 follows lil-lab/nlvr ``nlvr2/eval/metrics.py``;
 Flickr30K Entities phrase grounding follows the original VisualBERT code (R@K over phrases, a box
 counting when its IoU with one of the entity's boxes is >= 0.5).
-VCR reads and writes the leaderboard CSV of rowanz/r2c ``models/eval_for_leaderboard.py``.
+VCR Q->A, QA->R and Q->AR follow rowanz/r2c.
 Where the official code has a quirk that changes scores, it is mirrored on purpose and said so
 next to the code, because a metric that is "more correct" than the leaderboard's is not
 comparable with it.
 
-The scoring functions take in-memory dicts so training code can call them during evaluation;
-the ``load_*`` functions turn the official files into those dicts (imdb and NLVR2 files through
-``visualbert.annotations``, the reader training uses too), and ``visualbert.evaluate`` is a thin
+The scoring functions take in-memory records so training code can call them during evaluation;
+the files they come from (official annotations, result and prediction files) are read by
+:mod:`visualbert.formats`, the readers training uses too, and ``visualbert.evaluate`` is a thin
 command line over both. Nothing here imports Paddle.
 """
-import csv
-import json
-import math
-import os
 import re
 
 import numpy as np
 
-from visualbert.annotations import integer_id, read_nlvr2, read_vqa_imdb
-from visualbert.annotations import VCR_NUM_CHOICES, integer_id, read_nlvr2, read_vcr, read_vqa_imdb
+from .formats.common import describe_id_mismatch
+from .formats.nlvr2 import nlvr2_sentence_key
 
 # --------------------------------------------------------------------------------------------
 # VQA answer normalisation
@@ -150,20 +146,6 @@ def vqa_soft_score(num_matches: int, num_answers: int = 10) -> float:
 # VQA accuracy
 # --------------------------------------------------------------------------------------------
 
-def describe_id_mismatch(expected, got, what, got_name, expected_name, limit=5):
-    """One line saying which ids one side lacks and which it has in excess, with examples."""
-    missing = sorted(set(expected) - set(got), key=str)
-    extra = sorted(set(got) - set(expected), key=str)
-    parts = []
-    if missing:
-        shown = ", ".join(map(str, missing[:limit]))
-        parts.append(f"{len(missing)} {what} missing from the {got_name} (e.g. {shown})")
-    if extra:
-        shown = ", ".join(map(str, extra[:limit]))
-        parts.append(f"{len(extra)} {what} in the {got_name} are not in the {expected_name} (e.g. {shown})")
-    return "; ".join(parts)
-
-
 def _mean_and_percent(values):
     # vqaEval rounds 100 * sum / count, not 100 * (sum / count); the two can differ in the last
     # bit, which decides the second decimal at exact ties.
@@ -202,7 +184,8 @@ def vqa_accuracy(predictions: dict, ground_truth: dict) -> dict:
     """VQA accuracy of ``predictions`` ({question_id: answer}) as vqaEval.py reports it.
 
     ``ground_truth`` maps question_id to ``{"answers": [ten strings], "answer_type": str or
-    None, "question_type": str or None}``, as the ``load_vqa_ground_truth`` loader returns.
+    None, "question_type": str or None}``, as :func:`visualbert.formats.vqa.read_vqa_ground_truth`
+    returns.
     Both must cover the same question ids, as the official ``loadRes`` insists.
 
     Returns fractions in [0, 1] (``overall``, ``per_answer_type``, ``per_question_type``,
@@ -250,18 +233,6 @@ def vqa_accuracy(predictions: dict, ground_truth: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # NLVR2 accuracy and consistency
 # --------------------------------------------------------------------------------------------
-
-def nlvr2_sentence_key(identifier: str) -> str:
-    """The sentence an NLVR2 example belongs to: its identifier with the image-pair field blanked.
-
-    "dev-850-2-0" -> "dev-850--0": every image pair the same sentence was written for shares it.
-    """
-    fields = identifier.split("-")
-    if len(fields) < 3:
-        raise ValueError(f"NLVR2 identifier {identifier!r} is not of the form split-set-pair-sentence")
-    fields[2] = ""
-    return "-".join(fields)
-
 
 def nlvr2_scores(predictions: dict, labels: dict) -> dict:
     """Accuracy and consistency of ``predictions`` ({identifier: bool}) against ``labels``.
@@ -352,14 +323,11 @@ def grounding_recall(phrases, ks=GROUNDING_KS):
 
     return {"overall": summary(*totals["overall"]),
             "per_type": {g[len("type:"):]: summary(*totals[g]) for g in sorted(totals) if g != "overall"}}
-# VCR: Q->A, QA->R, Q->AR and the leaderboard CSV
+
+
 # --------------------------------------------------------------------------------------------
-
-# rowanz/r2c eval_for_leaderboard.py: the index column, the four answer probabilities, then for
-# each answer i the four rationale probabilities when the context ends with answer i.
-VCR_CSV_COLUMNS = ("annot_id", *(f"answer_{j}" for j in range(VCR_NUM_CHOICES)),
-                   *(f"rationale_conditioned_on_a{i}_{j}" for i in range(VCR_NUM_CHOICES) for j in range(VCR_NUM_CHOICES)))
-
+# VCR: Q->A, QA->R, Q->AR
+# --------------------------------------------------------------------------------------------
 
 def _argmax(values):
     return max(range(len(values)), key=lambda j: values[j])  # the first of equal scores, as numpy's
@@ -388,216 +356,3 @@ def vcr_scores(predictions: dict, labels: dict) -> dict:
         q_ar += answer_right and rationale_right
     n = len(labels)
     return {"q_a": q_a / n, "qa_r": qa_r / n, "q_ar": q_ar / n, "num_questions": n}
-
-
-def vcr_csv_rows(predictions: dict):
-    """The leaderboard CSV of ``predictions`` (as :func:`vcr_scores` takes them), header first."""
-    yield VCR_CSV_COLUMNS
-    for annot_id, scores in predictions.items():
-        yield (annot_id, *(repr(float(p)) for p in scores["answer"]),
-               *(repr(float(p)) for row in scores["rationale"] for p in row))
-
-
-def load_vcr_labels(path) -> dict:
-    """{annot_id: (answer_label, rationale_label)} of a labelled VCR split (train/val jsonl)."""
-    return {item["annot_id"]: (item["answer_label"], item["rationale_label"]) for item in read_vcr(path)}
-
-
-def load_vcr_predictions(path) -> dict:
-    """A VCR leaderboard CSV (header ``VCR_CSV_COLUMNS``) as {annot_id: {"answer", "rationale"}}."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected the VCR leaderboard CSV: annot_id, answer_0..3, "
-                                "rationale_conditioned_on_a{i}_{j})")
-    predictions = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None or tuple(h.strip() for h in header) != VCR_CSV_COLUMNS:
-            raise ValueError(f"{path}:1: expected the header {','.join(VCR_CSV_COLUMNS[:6])},...,"
-                             f"{VCR_CSV_COLUMNS[-1]} ({len(VCR_CSV_COLUMNS)} columns)")
-        for lineno, row in enumerate(rows, start=2):
-            if not row:
-                continue
-            where = f"{path}:{lineno}"
-            if len(row) != len(VCR_CSV_COLUMNS):
-                raise ValueError(f"{where}: {len(row)} fields, expected {len(VCR_CSV_COLUMNS)}")
-            try:
-                values = [float(v) for v in row[1:]]
-            except ValueError:
-                raise ValueError(f"{where}: the probabilities must be numbers") from None
-            if not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{where}: a probability is not finite")
-            annot_id = row[0]
-            if annot_id in predictions:
-                raise ValueError(f"{where}: annot_id {annot_id} appears twice")
-            k = VCR_NUM_CHOICES
-            predictions[annot_id] = {"answer": values[:k],
-                                     "rationale": [values[k * (i + 1):k * (i + 2)] for i in range(k)]}
-    return predictions
-
-
-# --------------------------------------------------------------------------------------------
-# File loaders
-# --------------------------------------------------------------------------------------------
-
-def _read_json(path, expected):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected {expected})")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); expected {expected}") from None
-
-
-def load_vqa_ground_truth(path, questions=None) -> dict:
-    """Ground truth for ``vqa_accuracy`` from official annotations or a Pythia/MMF imdb.
-
-    ``path`` is a ``v2_mscoco_*_annotations.json`` or an imdb ``.npy`` (read with the restricted
-    unpickler: imdb files come from the internet and a plain pickle load would run their code).
-    ``questions``, an optional ``v2_OpenEnded_mscoco_*_questions.json``, must cover the same
-    question ids (a guard against pairing files of different splits) and adds the question text.
-
-    Returns {question_id: {"answers": [str], "answer_type", "question_type", "question"}}, in
-    file order; types and question are None where the file does not give them.
-    """
-    path = os.fspath(path)
-    if path.endswith(".npy"):
-        ground_truth = {q["question_id"]: {"answers": q["answers"], "answer_type": None, "question_type": None,
-                                           "question": q["question_str"]}
-                        for q in read_vqa_imdb(path, need=("answers",))}
-    else:
-        data = _read_json(path, "a VQA annotations JSON with an 'annotations' list")
-        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-            raise ValueError(f"{path}: expected a VQA annotations file, a JSON object with an "
-                             "'annotations' list")
-        ground_truth = {}
-        for index, ann in enumerate(data["annotations"]):
-            where = f"{path}: annotation {index}"
-            if not isinstance(ann, dict):
-                raise ValueError(f"{where} is not a JSON object")
-            missing = [k for k in ("question_id", "answers", "answer_type", "question_type") if k not in ann]
-            if missing:
-                raise ValueError(f"{where} lacks {', '.join(map(repr, missing))}")
-            qid = integer_id(ann["question_id"], where)
-            answers = ann["answers"]
-            if not isinstance(answers, list) or not answers or not all(
-                    isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
-                raise ValueError(f"{where} (question {qid}): 'answers' must be a non-empty list of "
-                                 "{\"answer\": str, ...} objects")
-            if qid in ground_truth:
-                raise ValueError(f"{where}: question {qid} appears twice")
-            ground_truth[qid] = {
-                "answers": [a["answer"] for a in answers],
-                "answer_type": ann["answer_type"],
-                "question_type": ann["question_type"],
-                "question": None,
-            }
-        if not ground_truth:
-            raise ValueError(f"{path}: the annotations list is empty")
-
-    if questions is not None:
-        questions = os.fspath(questions)
-        data = _read_json(questions, "a VQA questions JSON with a 'questions' list")
-        if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
-            raise ValueError(f"{questions}: expected a VQA questions file, a JSON object with a "
-                             "'questions' list")
-        texts = {}
-        for index, q in enumerate(data["questions"]):
-            if not isinstance(q, dict) or "question_id" not in q:
-                raise ValueError(f"{questions}: question {index} has no question_id")
-            texts[integer_id(q["question_id"], f"{questions}: question {index}")] = q.get("question")
-        if set(texts) != set(ground_truth):
-            raise ValueError(f"{questions} does not match {path}: " + describe_id_mismatch(
-                ground_truth, texts, "question ids", "questions file", "annotations"))
-        for qid, text in texts.items():
-            ground_truth[qid]["question"] = text
-    return ground_truth
-
-
-def load_vqa_result(path) -> dict:
-    """Predictions from a VQA result file (the EvalAI upload format) as {question_id: answer}.
-
-    The file is a JSON list of {"question_id": int, "answer": str}, one per question.
-    """
-    path = os.fspath(path)
-    data = _read_json(path, 'a JSON list of {"question_id": int, "answer": str}')
-    if not isinstance(data, list):
-        raise ValueError(f'{path}: expected a JSON list of {{"question_id": int, "answer": str}}, '
-                         f"found a {type(data).__name__}")
-    predictions = {}
-    for index, item in enumerate(data):
-        where = f"{path}: result {index}"
-        if not isinstance(item, dict) or "question_id" not in item or "answer" not in item:
-            raise ValueError(f'{where} is not an object with "question_id" and "answer"')
-        qid = integer_id(item["question_id"], where)
-        if not isinstance(item["answer"], str):
-            raise ValueError(f"{where} (question {qid}): answer must be a string, got {item['answer']!r}")
-        if qid in predictions:
-            raise ValueError(f"{where}: question {qid} is answered twice (expected one answer per question)")
-        predictions[qid] = item["answer"]
-    return predictions
-
-
-def _parse_bool(text, where):
-    value = text.strip().lower()
-    if value not in ("true", "false"):
-        raise ValueError(f"{where}: expected True or False, got {text.strip()!r}")
-    return value == "true"
-
-
-def load_nlvr2_labels(path) -> dict:
-    """Labels of an NLVR2 split file (JSON lines with identifier and label) as {identifier: bool}."""
-    return {ex["identifier"]: ex["label"] for ex in read_nlvr2(path)}
-
-
-def load_nlvr2_predictions(path) -> dict:
-    """Predictions from an NLVR2 CSV (lines ``identifier,True|False``) as {identifier: bool}.
-
-    Case is ignored, as the official scorer lowercases both sides before comparing.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected CSV lines identifier,True|False)")
-    predictions = {}
-    # utf-8-sig: spreadsheets save CSV with a byte-order mark, which would otherwise become part of line 1's identifier
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            fields = line.strip().split(",")
-            if len(fields) != 2:
-                raise ValueError(f"{where}: expected identifier,True|False, got {line.strip()!r}")
-            identifier = fields[0].strip()
-            if identifier in predictions:
-                raise ValueError(f"{where}: identifier {identifier} is predicted twice")
-            predictions[identifier] = _parse_bool(fields[1], where)
-    return predictions
-
-
-def load_grounding_predictions(path) -> dict:
-    """``{(image_id, caption_index, phrase_index): float [M, 4] boxes best first}`` from Flickr30K/run_predict.py's file."""
-    records = _read_json(path, "a JSON list of ranked boxes per phrase (Flickr30K/run_predict.py)")
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of phrases, found {type(records).__name__}")
-    out = {}
-    for i, record in enumerate(records):
-        where = f"{path}: item {i}"
-        if not isinstance(record, dict) or not all(k in record for k in ("image_id", "caption_index", "phrase_index", "boxes")):
-            raise ValueError(f"{where}: expected an object with image_id, caption_index, phrase_index and boxes")
-        key = (str(record["image_id"]), integer_id(record["caption_index"], where, "caption_index"),
-               integer_id(record["phrase_index"], where, "phrase_index"))
-        try:
-            boxes = np.asarray(record["boxes"], dtype=np.float64)
-        except (TypeError, ValueError):
-            boxes = None
-        if boxes is None or (boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4)) or not np.isfinite(boxes).all():
-            raise ValueError(f"{where}: boxes must be a list of [x1, y1, x2, y2] numbers")
-        boxes = boxes.reshape(-1, 4)
-        if key in out:
-            raise ValueError(f"{where}: image {key[0]} caption {key[1]} phrase {key[2]} appears twice")
-        out[key] = boxes
-    return out

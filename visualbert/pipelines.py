@@ -27,13 +27,13 @@ On the CPU the model runs through Paddle Inference (``engine="paddle_inference"`
 """
 import argparse
 import io
-import json
 import os
 import threading
 
 import numpy as np
 
 from . import provenance
+from .formats.common import read_json
 
 __all__ = ["pipeline", "VisualQuestionAnswering", "VisualReasoning", "FeaturesUnavailable", "ImageFeaturizer",
            "load_image", "read_store_features", "TASKS"]
@@ -168,8 +168,10 @@ def _run_settings(model_dir):
     run_config = os.path.join(os.path.dirname(os.path.normpath(model_dir)), "run_config.json")
     saved = {}
     if os.path.isfile(run_config):
-        with open(run_config) as f:
-            saved = json.load(f)
+        saved = read_json(run_config, "the training run's settings, a JSON object")
+        if not isinstance(saved, dict):
+            raise ValueError(f"{run_config}: expected the training run's settings, a JSON object, "
+                             f"found {type(saved).__name__}")
     return argparse.Namespace(bert_model_name=saved.get("bert_model_name", "bert-base-uncased"),
                               max_seq_length=int(saved.get("max_seq_length", 128)))
 

@@ -3,13 +3,13 @@
 Every refusal is one ``error:`` line naming the path and what was expected; nothing is ever downloaded.
 """
 import contextlib
-import json
 import os
 
 import paddle
 
 from . import cpu, modeling, vcr_detector
 from .configuration import released_name
+from .formats.common import read_json
 
 
 def resolve_model_path(name_or_path):
@@ -41,21 +41,10 @@ def _has_config(d):
     return any(os.path.isfile(os.path.join(d, f)) for f in _CONFIG_FILES)
 
 
-def read_json(path):
-    """A JSON file's value; errors name the file and where its JSON breaks."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-
-
 def _read_config(path, **changes):
     """A config file -> VisualBertConfig (with ``changes``); a bad file is one line naming it."""
     try:
-        fields = read_json(path)
+        fields = read_json(path, "a model config JSON")
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     if not isinstance(fields, dict):
@@ -118,7 +107,7 @@ def uses_spatial_features(name_or_path, features):
     has_boxes = getattr(features, "has_boxes", False)
     path = resolve_model_path(name_or_path)
     if path.endswith(".json"):
-        fields = read_json(path) if os.path.isfile(path) else {}
+        fields = read_json(path, "a model config JSON") if os.path.isfile(path) else {}
         spatial = bool(fields.get("add_spatial_features", has_boxes)) if isinstance(fields, dict) else False
     else:
         config = _checkpoint_config(name_or_path, path)

@@ -18,9 +18,9 @@ import paddle.nn.functional as F
 
 from . import engine, environment, inference, pretrained, provenance, vcr_tasks
 from .atomic import write_file
-from .examples import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
-                       read_image_map, read_vqa_json, write_answer_vocab)
+from .examples import ID_FIELD, build_answer_vocab, example_image_keys, load_dataset, read_vqa_json
 from .features import open_feature_dir, open_features
+from .formats.vqa import read_answer_vocab, read_image_map, write_answer_vocab
 from .lifetime import interrupts_in_one_line
 from .metrics import nlvr2_scores, vqa_accuracy
 from .modeling import VisualBertForPreTraining, VisualBertForQuestionAnswering, VisualBertForVisualReasoning
@@ -255,7 +255,7 @@ def training_answer_vocab(args, train_examples):
     training answers. The training script saves it in the run's directory (``vqa_run_files``)."""
     spec = getattr(args, "answer_vocab", None)
     if spec is None:
-        vocab = load_answer_vocab()
+        vocab = read_answer_vocab()
     elif spec == "build" or spec.startswith("build:"):
         top_k = spec[len("build:"):] if ":" in spec else None
         if top_k is not None and not (top_k.isdigit() and int(top_k) >= 1):
@@ -263,7 +263,7 @@ def training_answer_vocab(args, train_examples):
         vocab = build_answer_vocab(train_examples, None if top_k is None else int(top_k))
         environment.log0(f"answer vocabulary: <unk> and the {len(vocab) - 1} most frequent training answers")
     else:
-        vocab = load_answer_vocab(spec)
+        vocab = read_answer_vocab(spec)
     return vocab
 
 
@@ -276,14 +276,14 @@ def vqa_run_files(train_ds):
 def prediction_answer_vocab(args):
     """``--answer_vocab``, else the run's saved vocabulary beside the model (RUN/best -> RUN/), else the shipped one."""
     if args.answer_vocab:
-        return load_answer_vocab(args.answer_vocab)
+        return read_answer_vocab(args.answer_vocab)
     model = os.path.normpath(args.model_name_or_path)
     here = model if os.path.isdir(model) else os.path.dirname(model)
     for directory in (here, os.path.dirname(here)):
         path = os.path.join(directory or ".", ANSWER_VOCAB_FILE)
         if os.path.isfile(path):
-            return load_answer_vocab(path)
-    return load_answer_vocab()
+            return read_answer_vocab(path)
+    return read_answer_vocab()
 
 
 LABEL_FIELD = {"vqa2": "answers", "nlvr2": "label"}
@@ -325,7 +325,7 @@ def build(name, split, args, tokenizer, features, exclude_split=None, examples=N
     check_features_exist(examples, features, name, split, key_origin)
     if name == "vqa2":
         if answer_vocab is None:
-            answer_vocab = load_answer_vocab(getattr(args, "answer_vocab", None))
+            answer_vocab = read_answer_vocab(getattr(args, "answer_vocab", None))
         return VQADataset(examples, tokenizer, features, answer_vocab=answer_vocab,
                           max_seq_length=args.max_seq_length, visual_dtype=args.feature_dtype, spatial=spatial)
     return NLVR2Dataset(examples, tokenizer, features, max_seq_length=args.max_seq_length,

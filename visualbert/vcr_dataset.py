@@ -22,7 +22,7 @@ import os
 import numpy as np
 import paddle
 
-from .annotations import read_vcr_metadata
+from .formats.vcr import read_vcr_metadata
 from .inputs import IGNORE_INDEX, ExampleError, _TextIds, mask_tokens
 from .vcr_inputs import IMAGE_SIZE, class_ids, encode_pair, kept_objects, object_masks, prepare_image, render_example
 

@@ -29,7 +29,7 @@ the rationales as choices.
 """
 import numpy as np
 
-from .annotations import VCR_OBJECT_CLASSES
+from .formats.vcr import VCR_OBJECT_CLASSES
 
 __all__ = ["GENDER_NEUTRAL_NAMES", "IMAGE_SIZE", "MASK_SIZE", "render", "render_example", "kept_objects",
            "encode_pair", "prepare_image", "object_masks", "class_ids"]

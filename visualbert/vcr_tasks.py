@@ -18,8 +18,8 @@ import paddle.nn.functional as F
 
 from . import engine, environment, pretrained
 from .atomic import write_file
-from .annotations import read_vcr
-from .metrics import vcr_csv_rows, vcr_scores
+from .formats.vcr import read_vcr, vcr_csv_rows
+from .metrics import vcr_scores
 from .vcr_dataset import VCRDataset, VCRPretrainDataset
 from .vcr_detector import VisualBertForVCR, VisualBertForVCRPreTraining
 
@@ -158,5 +158,5 @@ def pretrain_model(args):
 
 
 def write_vcr_csv(path, predictions):
-    """The VCR leaderboard CSV (``metrics.VCR_CSV_COLUMNS``) of {annot_id: {"answer", "rationale"}}."""
+    """The VCR leaderboard CSV (``formats.vcr.VCR_CSV_COLUMNS``) of {annot_id: {"answer", "rationale"}}."""
     write_file(path, lambda f: csv.writer(f, lineterminator="\n").writerows(vcr_csv_rows(predictions)))

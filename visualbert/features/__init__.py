@@ -31,8 +31,8 @@ are read with a one-line notice).
 Features must be finite: a NaN or Inf row would turn every prediction into the same answer
 without an error, so readers refuse it naming the image and the file.
 """
-from .layouts import (FEATURE_TYPES, Layout, check_split, coco_image_key, get_layout, nlvr2_image_keys,
-                      read_feature_file, source_stamp, walk_files)
+from .layouts import (FEATURE_TYPES, Layout, check_split, coco_image_key, get_layout, read_feature_file,
+                      source_stamp, walk_files)
 from .pack import PackWriter, inspect_features, pack_features
 from .stores import (IMAGE_EXTENSIONS, PACK_FORMAT, PACK_VERSION, DirectoryFeatures, FeatureStore, PackedStore,
                      check_feature_dim, default_pack_dir, open_feature_dir, open_features)
@@ -48,7 +48,6 @@ __all__ = [
     "PackWriter",
     "check_feature_dim",
     "coco_image_key",
-    "nlvr2_image_keys",
     "pack_features",
     "inspect_features",
     "read_feature_file",

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..formats.nlvr2 import parse_nlvr2_image_name
 from ..safeload import load_npy
 
 
@@ -25,7 +26,7 @@ class Layout:
     def split_of(self, key):
         """The split directory an image key lives in (parsed from the key itself)."""
         if self.name == "nlvr2_detectron_fix_144":
-            split = key.split("-", 1)[0]
+            split = parse_nlvr2_image_name(key).split
         else:
             m = re.match(r"COCO_([a-z]+)(\d{4})_\d+$", key)
             if not m:
@@ -71,14 +72,6 @@ def coco_image_key(image_id, split):
     """Feature key of a COCO image: ``coco_image_key(9, 'train')`` -> ``COCO_train2014_000000000009``."""
     split = {"train": "train2014", "val": "val2014", "test": "test2015"}.get(split, split)
     return f"COCO_{split}_{int(image_id):012d}"
-
-
-def nlvr2_image_keys(identifier):
-    """Left and right feature keys of an NLVR2 example: ``dev-850-0-0`` -> ``dev-850-0-img0.png``, ``...-img1.png``."""
-    pair, sep, last = identifier.rpartition("-")
-    if not sep or not pair or not last.isdigit():
-        raise ValueError(f"NLVR2 identifier '{identifier}' is not of the form <split>-<set>-<pair>-<sentence>")
-    return f"{pair}-img0.png", f"{pair}-img1.png"
 
 
 def read_feature_file(path, key=None):

@@ -1,11 +1,11 @@
 """Reading region features: the packed store, a store plus per-image files of one type, a directory of files."""
-import json
 import os
 import re
 import sys
 
 import numpy as np
 
+from ..formats.common import read_json
 from .layouts import check_finite, check_split, get_layout, npy_shape, read_feature_file, source_stamp
 
 PACK_FORMAT = "visualbert-packed-features"
@@ -109,13 +109,9 @@ class PackedStore:
 
 def _read_store_json(directory, name):
     path = os.path.join(directory, name)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{directory}: not a complete packed feature store (missing {name})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); the packed store is corrupt, write it again") from None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory}: not a complete packed feature store (missing {name})")
+    return read_json(path, f"the packed store's {name} (the store is corrupt: write it again)")
 
 
 def _checked_index(index, path, num_rows):
