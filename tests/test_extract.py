@@ -1,6 +1,7 @@
 """python -m visualbert.extract: own images -> a packed store the loaders read (tiny images, --weights none)."""
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -140,6 +141,32 @@ def test_weights_file_of_another_network_is_one_clear_error(images, tmp_path):
         E.extract(images[0], str(tmp_path / "feats"), backbone="resnet50", weights=str(weights), progress=False)
     with pytest.raises(ValueError, match="patches takes no --weights"):
         E.extract(images[0], str(tmp_path / "feats"), backbone="patches", weights="imagenet", progress=False)
+
+
+def test_weights_file_is_read_like_every_pdparams_file(images, tmp_path):
+    """--weights goes through safeload.load_paddle: a hostile pickle is refused by name, a cut one named as such."""
+    from conftest import plant_payload
+
+    from visualbert.safeload import UnsafePickleError
+
+    def extract_with(weights):
+        E.extract(images[0], str(tmp_path / "feats"), backbone="resnet50", weights=str(weights), progress=False)
+
+    evil = tmp_path / "evil.pdparams"
+    plant_payload(evil, str(tmp_path / "ran"))
+    with pytest.raises(UnsafePickleError, match="evil.pdparams: refusing to load 'posix.system'"):
+        extract_with(evil)
+    assert not (tmp_path / "ran").exists()
+    cut = tmp_path / "cut.pdparams"
+    cut.write_bytes(evil.read_bytes()[:20])
+    with pytest.raises(ValueError, match="cut.pdparams: truncated or corrupt Paddle file"):
+        extract_with(cut)
+    listed = tmp_path / "list.pdparams"
+    listed.write_bytes(pickle.dumps([np.zeros(2)]))
+    with pytest.raises(ValueError, match="list.pdparams: expected a .pdparams state dict, found list"):
+        extract_with(listed)
+    with pytest.raises(FileNotFoundError, match="missing.pdparams: --weights file not found"):
+        extract_with(tmp_path / "missing.pdparams")
 
 
 class Crash(Exception):

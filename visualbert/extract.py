@@ -43,6 +43,7 @@ from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
 from .lifetime import init_worker, interrupts_in_one_line
+from .safeload import load_paddle
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
            "main"]
@@ -161,16 +162,11 @@ def _decoded(paths, size, num_workers, ahead):
 
 
 def _load_weights(path):
-    """A .pdparams state dict through the restricted unpickler (a downloaded file must not run code)."""
-    from .safeload import RestrictedUnpickler
-
+    """A .pdparams state dict, read as every .pdparams is (a downloaded file must not run code)."""
     try:
-        with open(path, "rb") as f:
-            state = RestrictedUnpickler(f, source=path).load()
+        state = load_paddle(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: --weights file not found") from None
-    except Exception as e:  # a broken or hostile pickle fails in many ways; all mean "not weights"
-        raise ValueError(f"{path}: not a readable .pdparams state dict ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a .pdparams state dict, found {type(state).__name__}")
     return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}

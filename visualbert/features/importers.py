@@ -37,7 +37,7 @@ import zipfile
 import numpy as np
 
 from .. import provenance
-from ..safeload import RestrictedUnpickler, load_npy
+from ..safeload import UnsafePickleError, load_npy, load_pickle
 from .layouts import walk_files
 from .pack import PackWriter
 
@@ -178,9 +178,11 @@ def _imgid2idx(path):
         raise Corrupt(f"{path}: pos_boxes layout, but {pkl} (image id -> index) is missing")
     try:
         with open(pkl, "rb") as f:
-            table = RestrictedUnpickler(f, source=pkl).load()
-    except Exception as e:  # a refused global, a truncated or foreign file: all mean the table cannot be used
+            table = load_pickle(f, source=pkl, what="image id table")
+    except (UnsafePickleError, OSError) as e:
         raise Corrupt(f"{pkl}: not a readable image id table ({type(e).__name__}: {e})") from None
+    except ValueError as e:  # truncated or foreign: the message names the file already
+        raise Corrupt(str(e)) from None
     if not isinstance(table, dict):
         raise Corrupt(f"{pkl}: expected a dict of image id -> index, found {type(table).__name__}")
     return table

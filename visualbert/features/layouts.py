@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..safeload import load_npy
+from ..safeload import load_npy, npy_header
 
 
 @dataclass(frozen=True)
@@ -123,13 +123,8 @@ def check_rows(arr, where):
 def npy_shape(path):
     """Shape and dtype from a .npy header without reading the data."""
     with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = reader(f)
-            header_end = f.tell()
-        except (ValueError, EOFError) as e:
-            raise ValueError(f"{path}: not a .npy file ({e})") from None
+        shape, dtype = npy_header(f, path)
+        header_end = f.tell()
     if not dtype.hasobject:
         expected = header_end + int(np.prod(shape)) * dtype.itemsize
         if os.path.getsize(path) < expected:
