@@ -94,7 +94,7 @@ def test_boxes_file_must_cover_every_image_and_be_well_formed(images, tmp_path):
     with pytest.raises(ValueError, match=r"boxes.json: no boxes for image 'd' \(3 of 4"):
         E.extract(root, str(tmp_path / "feats"), backbone="patches", boxes=str(path), progress=False)
     path.write_text(json.dumps({"a": [[8, 0, 4, 8]]}))
-    with pytest.raises(ValueError, match="box 0 of 'a' is not x1 < x2"):
+    with pytest.raises(ValueError, match="boxes.json: boxes of 'a': box 0 is not x1 < x2"):
         E.extract(root, str(tmp_path / "feats"), backbone="patches", boxes=str(path), progress=False)
     assert not os.path.exists(tmp_path / "feats")
 

@@ -42,6 +42,7 @@ import numpy as np
 from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
+from .features.geometry import box_geometry, check_pixel_boxes, grid_geometry
 from .lifetime import init_worker, interrupts_in_one_line
 from .safeload import load_paddle
 
@@ -93,17 +94,7 @@ def load_boxes(path, keys):
         raise ValueError(f'{path}: expected a JSON object {{"key": [[x1, y1, x2, y2], ...]}}, found {type(data).__name__}')
     boxes = {}
     for key, value in data.items():
-        try:
-            arr = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            arr = None
-        if arr is None or arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] == 0:
-            raise ValueError(f"{path}: boxes of '{key}' must be a non-empty list of [x1, y1, x2, y2]")
-        bad = ~np.isfinite(arr).all(1) | (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
-        if bad.any():
-            raise ValueError(f"{path}: box {int(np.flatnonzero(bad)[0])} of '{key}' is not x1 < x2, y1 < y2: "
-                             f"{arr[bad][0].tolist()}")
-        boxes[key] = arr
+        boxes[key] = check_pixel_boxes(value, what=f"{path}: boxes of '{key}'")
     missing = [k for k in keys if k not in boxes]
     if missing:
         raise ValueError(f"{path}: no boxes for image '{missing[0]}' ({len(missing)} of {len(keys)} images have none)")
@@ -240,12 +231,6 @@ class Backbone:
         return out.transpose([0, 2, 3, 1]).reshape([-1, k * k * c])
 
 
-def grid_geometry(n):
-    """Normalised x1, y1, x2, y2, w, h of n x n cells, row by row."""
-    i, j = np.divmod(np.arange(n * n), n)
-    return np.stack([j / n, i / n, (j + 1) / n, (i + 1) / n, np.full(n * n, 1 / n), np.full(n * n, 1 / n)], 1).astype(np.float32)
-
-
 def _check_boxes_inside(image_boxes, width, height, image_path, boxes_file):
     """Refuse a box with no pixel inside its image: ROI-Align would make it a region of zeros (or of
     the border's pixels), which trains and predicts as if it were real."""
@@ -255,12 +240,6 @@ def _check_boxes_inside(image_boxes, width, height, image_path, boxes_file):
         i = int(np.flatnonzero(outside)[0])
         raise ValueError(f"{image_path}: box {i} {image_boxes[i].tolist()} of {boxes_file} lies entirely outside the "
                          f"{width} x {height} image (boxes are in the original image's pixels)")
-
-
-def box_geometry(boxes, width, height):
-    """Normalised x1, y1, x2, y2, w, h of pixel boxes, clipped to the image."""
-    norm = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
-    return np.concatenate([norm, norm[:, 2:] - norm[:, :2]], 1).astype(np.float32)
 
 
 def image_features(net, pixels, sizes, grid=None, boxes=None, use_amp=False):

@@ -38,7 +38,8 @@ import numpy as np
 
 from .. import provenance
 from ..safeload import UnsafePickleError, load_npy, load_pickle
-from .layouts import walk_files
+from .geometry import box_geometry
+from .layouts import check_rows, walk_files
 from .pack import PackWriter
 
 __all__ = ["FORMATS", "import_features"]
@@ -54,27 +55,12 @@ class Corrupt(Exception):
     """One image of the source cannot be imported; the message names it."""
 
 
-def _geometry(boxes, width, height, where):
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise Corrupt(f"{where}: boxes have shape {tuple(boxes.shape)}, expected [N, 4]")
-    if not (np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0):
-        raise Corrupt(f"{where}: image size {width} x {height} is not a positive number")
-    if not np.isfinite(boxes).all():
-        raise Corrupt(f"{where}: boxes hold NaN or infinite values")
-    norm = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
-    return np.concatenate([norm, norm[:, 2:] - norm[:, :2]], 1).astype(np.float32)
-
-
-def _checked(rows, where):
-    rows = np.asarray(rows)
-    if rows.dtype.hasobject or not np.issubdtype(rows.dtype, np.number):
-        raise Corrupt(f"{where}: features have dtype {rows.dtype}, expected numbers")
-    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] == 0:
-        raise Corrupt(f"{where}: features have shape {tuple(rows.shape)}, expected [N >= 1, D]")
-    rows = rows.astype(np.float32, copy=False)
-    if not np.isfinite(rows).all():
-        raise Corrupt(f"{where}: features hold NaN or infinite values")
-    return rows
+def _checked(check, *args):
+    """``check(*args)``, one of the checks every feature reader shares, its error made this image's Corrupt."""
+    try:
+        return check(*args)
+    except ValueError as e:
+        raise Corrupt(str(e)) from None
 
 
 # ---------------------------------------------------------------------------- readers
@@ -132,7 +118,7 @@ def _butd_row(width, height, num, boxes, feats, where):
         feat = _b64_floats(feats, where, "features")
         if feat.size == 0 or feat.size % n:
             raise Corrupt(f"{where}: features hold {feat.size} floats, not a multiple of num_boxes {n}")
-        return _checked(feat.reshape(n, -1), where), _geometry(box.reshape(n, 4), w, h, where)
+        return _checked(check_rows, feat.reshape(n, -1), where), _checked(box_geometry, box.reshape(n, 4), w, h, where)
 
     return load
 
@@ -212,7 +198,7 @@ def _h5_pos_boxes(f, path):
                 raise Corrupt(f"{where}: no such row in pos_boxes ({len(bounds)} images)") from None
             if not 0 <= start < end <= features.shape[0]:
                 raise Corrupt(f"{where}: rows {start}..{end} are outside the {features.shape[0]} boxes")
-            rows = _checked(features[start:end], where)
+            rows = _checked(check_rows, features[start:end], where)
             if spatial is None:
                 return rows, None
             geometry = np.asarray(spatial[start:end], dtype=np.float32)
@@ -229,7 +215,7 @@ def _h5_dataset(f, name, where):
             rows = f[name][()]
         except (OSError, KeyError, ValueError) as e:
             raise Corrupt(f"{where}: cannot be read ({e})") from None
-        return _checked(rows, where), None
+        return _checked(check_rows, rows, where), None
 
     return load
 
@@ -260,7 +246,7 @@ def _h5_one_array(f, path, array):
                 if not 1 <= n <= rows.shape[0]:
                     raise Corrupt(f"{where}: num_boxes {n} is outside 1..{rows.shape[0]}")
                 rows = rows[:n]
-            return _checked(rows, where), None
+            return _checked(check_rows, rows, where), None
 
         yield key, where, load
 
@@ -288,22 +274,23 @@ def _npz_file(path):
     def load():
         if path.endswith(".npy"):
             try:
-                return _checked(load_npy(path), path), None
+                rows = load_npy(path)
             except Exception as e:  # a broken or hostile file fails in many ways; all mean "corrupt"
                 raise Corrupt(f"{path}: not a readable feature array ({type(e).__name__}: {e})") from None
+            return _checked(check_rows, rows, path), None
         try:
             with np.load(path, allow_pickle=False) as z:
                 name = next((n for n in NPZ_FEATURES if n in z.files), None)
                 if name is None:
                     raise Corrupt(f"{path}: no features array ({' / '.join(NPZ_FEATURES)}; found {', '.join(z.files)})")
-                rows = _checked(z[name], path)
+                rows = _checked(check_rows, z[name], path)
                 box = next((n for n in NPZ_BOXES if n in z.files), None)
                 if box is None or "image_w" not in z.files or "image_h" not in z.files:
                     return rows, None
                 boxes = np.asarray(z[box], dtype=np.float32)
                 if boxes.shape[0] != rows.shape[0]:
                     raise Corrupt(f"{path}: {boxes.shape[0]} boxes for {rows.shape[0]} feature rows")
-                return rows, _geometry(boxes, float(z["image_w"]), float(z["image_h"]), path)
+                return rows, _checked(box_geometry, boxes, float(z["image_w"]), float(z["image_h"]), path)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
             raise Corrupt(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 
 from .. import provenance
-from .layouts import check_finite, npy_shape, read_feature_file, source_stamp
+from .layouts import check_finite, check_row_shape, npy_shape, read_feature_file, source_stamp
 from .stores import PACK_FORMAT, PACK_VERSION, FeatureStore, default_pack_dir, open_features
 
 
@@ -319,8 +319,7 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
     for key, path in tqdm(files, desc=f"inspect {image_feature_type}", unit="img", disable=not progress):
         try:
             shape, dtype = npy_shape(path)
-            if len(shape) != 2 or shape[0] == 0 or dtype.hasobject:
-                raise ValueError(f"{path}: expected a non-empty numeric [N, D] array, found shape {tuple(shape)} dtype {dtype}")
+            check_row_shape(shape, dtype, path)
         except ValueError as e:
             bad.append(str(e))
             continue
