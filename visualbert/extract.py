@@ -42,7 +42,7 @@ import numpy as np
 from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
-from .features.geometry import box_geometry, check_pixel_boxes, grid_geometry
+from .features.geometry import GEOMETRY_DIM, box_geometry, check_pixel_boxes, grid_geometry
 from .lifetime import init_worker, interrupts_in_one_line
 from .safeload import load_paddle
 
@@ -316,7 +316,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
         params["weights_sha1"] = _file_digest(settings["weights"])
     skipped = []
 
-    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": 6}) as writer:
+    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": GEOMETRY_DIM}) as writer:
         todo = [(k, p) for k, p in images if k not in writer.done]
         if len(todo) < len(images):
             log(f"resuming: {len(images) - len(todo)} of {len(images)} images already extracted")

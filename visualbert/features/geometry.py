@@ -6,7 +6,9 @@ a model sees one geometry whichever way its features were made.
 """
 import numpy as np
 
-__all__ = ["check_pixel_boxes", "box_geometry", "grid_geometry"]
+__all__ = ["GEOMETRY_DIM", "check_pixel_boxes", "box_geometry", "grid_geometry", "check_geometry"]
+
+GEOMETRY_DIM = 6  # x1, y1, x2, y2, w, h
 
 
 def check_pixel_boxes(value, what):
@@ -44,3 +46,16 @@ def grid_geometry(n):
     """float32 [n * n, 6] geometry of an n x n grid's cells, row by row."""
     i, j = np.divmod(np.arange(n * n), n)
     return np.stack([j / n, i / n, (j + 1) / n, (i + 1) / n, np.full(n * n, 1 / n), np.full(n * n, 1 / n)], 1).astype(np.float32)
+
+
+def check_geometry(geometry, rows, where, key=None):
+    """``geometry`` as float32 [rows, GEOMETRY_DIM], every value finite: the one check of geometry
+    read back from a store or taken as stored in a release. The error names ``where`` and the image ``key``."""
+    geometry = np.asarray(geometry, dtype=np.float32)
+    what = f" of image '{key}'" if key else ""
+    if geometry.shape != (rows, GEOMETRY_DIM):
+        raise ValueError(f"{where}: the box geometry{what} has shape {tuple(geometry.shape)}, expected ({rows}, "
+                         f"{GEOMETRY_DIM}): normalised x1, y1, x2, y2, w, h of each region")
+    if not np.isfinite(geometry).all():
+        raise ValueError(f"{where}: the box geometry{what} contains NaN or Inf (extract or import the store again)")
+    return geometry

@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import provenance
 from ..safeload import UnsafePickleError, load_npy, load_pickle
-from .geometry import box_geometry
+from .geometry import GEOMETRY_DIM, box_geometry, check_geometry
 from .layouts import check_rows, walk_files
 from .pack import PackWriter
 
@@ -201,10 +201,7 @@ def _h5_pos_boxes(f, path):
             rows = _checked(check_rows, features[start:end], where)
             if spatial is None:
                 return rows, None
-            geometry = np.asarray(spatial[start:end], dtype=np.float32)
-            if geometry.shape != (end - start, 6) or not np.isfinite(geometry).all():
-                raise Corrupt(f"{where}: spatial_features must be finite [N, 6] (x1, y1, x2, y2, w, h normalised)")
-            return rows, geometry
+            return rows, _checked(check_geometry, spatial[start:end], end - start, f"{where} spatial_features")
 
         yield key, where, load
 
@@ -332,7 +329,7 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
     geometry = _first_good(_READERS[fmt](sources))
     params = {"format": fmt, "sources": sources}
     corrupt, seen = [], {}
-    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": 6} if geometry else None) as writer:
+    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": GEOMETRY_DIM} if geometry else None) as writer:
         for key, where, load in tqdm(_READERS[fmt](sources), desc=f"import {fmt}", unit="img", disable=not progress):
             try:
                 if key is not None and key in seen:
