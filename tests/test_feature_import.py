@@ -177,6 +177,24 @@ def test_imported_rows_pass_the_check_of_per_image_files(tmp_path):
     ]
 
 
+def test_rows_the_store_dtype_cannot_hold_are_named_with_the_other_corrupt_images(tmp_path):
+    """A value past float16's range is one more corrupt image, listed with the rest, not the end of the run."""
+    src = tmp_path / "src"
+    os.makedirs(src)
+    np.save(src / "a_big.npy", np.full((2, 4), 1e5, np.float32))
+    np.save(src / "b_nan.npy", np.full((2, 4), np.nan, np.float32))
+    np.save(src / "c_good.npy", np.ones((2, 4), np.float32))
+    out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s"), dtype="float16", progress=False,
+                                   log=lambda _: None)
+    assert out is None and corrupt == [
+        f"{src / 'a_big.npy'} as float16: the region features of image 'a_big' contain NaN or Inf (extract or import them again)",
+        f"{src / 'b_nan.npy'}: the region features contain NaN or Inf (extract or import them again)",
+    ]
+    out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s32"), dtype="float32", progress=False,
+                                   log=lambda _: None)
+    assert out is None and len(corrupt) == 1 and "b_nan.npy" in corrupt[0]
+
+
 def test_imported_and_extracted_boxes_get_the_same_geometry(tmp_path):
     """One formula for both: boxes given to extract --boxes and the same boxes in an imported release."""
     from PIL import Image

@@ -55,10 +55,11 @@ class Corrupt(Exception):
     """One image of the source cannot be imported; the message names it."""
 
 
-def _checked(check, *args):
-    """``check(*args)``, one of the checks every feature reader shares, its error made this image's Corrupt."""
+def _checked(check, *args, **kwargs):
+    """``check(*args, **kwargs)``, one of the checks every feature reader and writer shares, its error made
+    this image's Corrupt."""
     try:
-        return check(*args)
+        return check(*args, **kwargs)
     except ValueError as e:
         raise Corrupt(str(e)) from None
 
@@ -339,11 +340,10 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
                 if key is not None and key in writer.done:
                     continue
                 rows, geom = load()
-                if writer.dim is not None and rows.shape[1] != writer.dim:
-                    raise Corrupt(f"{where}: feature dim {rows.shape[1]}, the images before it have {writer.dim}")
                 if (geom is not None) != geometry:
                     raise Corrupt(f"{where}: {'has no' if geometry else 'has'} boxes, unlike the images before it")
-                writer.add(key, rows, where=where, **({"boxes": geom} if geometry else {}))
+                # the writer refuses a dimension unlike the images before it, and rows its dtype cannot hold
+                _checked(writer.add, key, rows, where=where, **({"boxes": geom} if geometry else {}))
             except Corrupt as e:
                 corrupt.append(str(e))
                 log(f"corrupt: {e}")

@@ -111,10 +111,8 @@ class PackWriter:
         ``stamp`` is its per-image source file's ``source_stamp``, when it has one."""
         if key in self.done:
             raise ValueError(f"{where or key}: key '{key}' is already in the store")
-        if self.dim is None:
-            self.dim = int(rows.shape[1])
-        elif rows.shape[1] != self.dim:
-            raise ValueError(f"{where or key}: feature dim {rows.shape[1]}, the files packed before it have {self.dim}")
+        if self.dim is not None and rows.shape[1] != self.dim:
+            raise ValueError(f"{where or key}: feature dim {rows.shape[1]}, the images before it have {self.dim}")
         n = int(rows.shape[0])
         if set(extras) != set(self.extras):
             raise ValueError(f"{where or key}: side arrays {sorted(extras)}, the store keeps {sorted(self.extras)}")
@@ -124,6 +122,7 @@ class PackWriter:
         with np.errstate(over="ignore"):  # checked on the next line, with the file named
             packed = np.ascontiguousarray(rows, dtype=self.dtype)
         check_finite(packed, f"{where or key} as {self.dtype.name}", key)  # fp16 turns values beyond 65504 into Inf
+        self.dim = int(rows.shape[1])  # set by the first image that is written, not one refused
         with _WriteFailure(self.partial):
             for name, arr in extras.items():
                 _append(self._extra_bins[name], np.ascontiguousarray(arr, dtype=np.float32).tobytes())
