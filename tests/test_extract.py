@@ -143,6 +143,17 @@ def test_weights_file_of_another_network_is_one_clear_error(images, tmp_path):
         E.extract(images[0], str(tmp_path / "feats"), backbone="patches", weights="imagenet", progress=False)
 
 
+def test_pixel_boxes_are_checked_alike_for_a_boxes_file_and_a_pipeline():
+    """check_pixel_boxes serves extract --boxes and the prediction pipelines' boxes: the same rule, the box named."""
+    from visualbert.features.geometry import check_pixel_boxes
+
+    np.testing.assert_array_equal(check_pixel_boxes([[1, 2, 3, 4]], what="boxes"), np.array([[1, 2, 3, 4]], np.float32))
+    with pytest.raises(ValueError, match=r"^boxes must be a non-empty list of \[x1, y1, x2, y2\] in image pixels$"):
+        check_pixel_boxes([], what="boxes")
+    with pytest.raises(ValueError, match=r"^boxes: box 1 is not x1 < x2, y1 < y2: \[0.0, 5.0, 4.0, nan\]$"):
+        check_pixel_boxes([[0, 0, 4, 4], [0, 5, 4, float("nan")]], what="boxes")
+
+
 def test_weights_file_is_read_like_every_pdparams_file(images, tmp_path):
     """--weights goes through safeload.load_paddle: a hostile pickle is refused by name, a cut one named as such."""
     from conftest import plant_payload
