@@ -29,7 +29,6 @@ An unreadable image stops the run with one line naming it (nothing is published)
 """
 import argparse
 import collections
-import hashlib
 import itertools
 import json
 import multiprocessing
@@ -262,14 +261,6 @@ def image_features(net, pixels, sizes, grid=None, boxes=None, use_amp=False):
     return per_image, [box_geometry(b, w, h) for b, (w, h) in zip(boxes, sizes)]
 
 
-def _file_digest(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None, boxes=None, image_size=None,
             patch_size=8, batch_size=16, num_workers=2, device="auto", use_amp=False, skip_bad_images=False,
             dtype="float16", progress=True, log=None):
@@ -311,9 +302,9 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                 "boxes": os.path.abspath(boxes) if boxes else None}
     params = dict(settings, image_dir=os.path.abspath(image_dir))
     if boxes:
-        params["boxes_sha1"] = _file_digest(boxes)
+        params["boxes_sha1"] = provenance.file_digest(boxes, "sha1")
     if settings["weights"] not in ("none", "imagenet"):
-        params["weights_sha1"] = _file_digest(settings["weights"])
+        params["weights_sha1"] = provenance.file_digest(settings["weights"], "sha1")
     skipped = []
 
     with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": GEOMETRY_DIM}) as writer:
