@@ -1,4 +1,5 @@
-"""Where each ``--image_feature_type`` keeps its per-image ``.npy`` files, image keys, and reading one file."""
+"""Where each ``--image_feature_type`` keeps its per-image ``.npy`` files, image keys, reading one file,
+and the check of an image's feature rows that every reader and importer applies."""
 import os
 import re
 from dataclasses import dataclass
