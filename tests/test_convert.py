@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import paddle
 import pytest
+from conftest import Evil
 from safetensors.numpy import load_file, save_file
 
 from visualbert import convert as cv
@@ -399,17 +400,9 @@ def test_help_describes_the_sources(capsys):
 
 # --- untrusted pickles ------------------------------------------------------------------------------
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def evil_zip(path, marker):
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pickle.dumps({"w": _Evil(marker)}, protocol=2))
+        z.writestr("archive/data.pkl", pickle.dumps({"w": Evil(marker)}, protocol=2))
         z.writestr("archive/version", "3\n")
 
 
@@ -417,7 +410,7 @@ def evil_legacy(path, marker):
     with open(path, "wb") as f:
         for obj in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
             f.write(pickle.dumps(obj, protocol=2))
-        f.write(pickle.dumps({"w": _Evil(marker)}, protocol=2))
+        f.write(pickle.dumps({"w": Evil(marker)}, protocol=2))
         f.write(pickle.dumps([], protocol=2))
 
 

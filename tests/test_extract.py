@@ -1,6 +1,7 @@
 """python -m visualbert.extract: own images -> a packed store the loaders read (tiny images, --weights none)."""
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -93,7 +94,7 @@ def test_boxes_file_must_cover_every_image_and_be_well_formed(images, tmp_path):
     with pytest.raises(ValueError, match=r"boxes.json: no boxes for image 'd' \(3 of 4"):
         E.extract(root, str(tmp_path / "feats"), backbone="patches", boxes=str(path), progress=False)
     path.write_text(json.dumps({"a": [[8, 0, 4, 8]]}))
-    with pytest.raises(ValueError, match="box 0 of 'a' is not x1 < x2"):
+    with pytest.raises(ValueError, match="boxes.json: boxes of 'a': box 0 is not x1 < x2"):
         E.extract(root, str(tmp_path / "feats"), backbone="patches", boxes=str(path), progress=False)
     assert not os.path.exists(tmp_path / "feats")
 
@@ -140,6 +141,43 @@ def test_weights_file_of_another_network_is_one_clear_error(images, tmp_path):
         E.extract(images[0], str(tmp_path / "feats"), backbone="resnet50", weights=str(weights), progress=False)
     with pytest.raises(ValueError, match="patches takes no --weights"):
         E.extract(images[0], str(tmp_path / "feats"), backbone="patches", weights="imagenet", progress=False)
+
+
+def test_pixel_boxes_are_checked_alike_for_a_boxes_file_and_a_pipeline():
+    """check_pixel_boxes serves extract --boxes and the prediction pipelines' boxes: the same rule, the box named."""
+    from visualbert.features.geometry import check_pixel_boxes
+
+    np.testing.assert_array_equal(check_pixel_boxes([[1, 2, 3, 4]], what="boxes"), np.array([[1, 2, 3, 4]], np.float32))
+    with pytest.raises(ValueError, match=r"^boxes must be a non-empty list of \[x1, y1, x2, y2\] in image pixels$"):
+        check_pixel_boxes([], what="boxes")
+    with pytest.raises(ValueError, match=r"^boxes: box 1 is not x1 < x2, y1 < y2: \[0.0, 5.0, 4.0, nan\]$"):
+        check_pixel_boxes([[0, 0, 4, 4], [0, 5, 4, float("nan")]], what="boxes")
+
+
+def test_weights_file_is_read_like_every_pdparams_file(images, tmp_path):
+    """--weights goes through safeload.load_paddle: a hostile pickle is refused by name, a cut one named as such."""
+    from conftest import plant_payload
+
+    from visualbert.safeload import UnsafePickleError
+
+    def extract_with(weights):
+        E.extract(images[0], str(tmp_path / "feats"), backbone="resnet50", weights=str(weights), progress=False)
+
+    evil = tmp_path / "evil.pdparams"
+    plant_payload(evil, str(tmp_path / "ran"))
+    with pytest.raises(UnsafePickleError, match="evil.pdparams: refusing to load 'posix.system'"):
+        extract_with(evil)
+    assert not (tmp_path / "ran").exists()
+    cut = tmp_path / "cut.pdparams"
+    cut.write_bytes(evil.read_bytes()[:20])
+    with pytest.raises(ValueError, match="cut.pdparams: truncated or corrupt Paddle file"):
+        extract_with(cut)
+    listed = tmp_path / "list.pdparams"
+    listed.write_bytes(pickle.dumps([np.zeros(2)]))
+    with pytest.raises(ValueError, match="list.pdparams: expected a .pdparams state dict, found list"):
+        extract_with(listed)
+    with pytest.raises(FileNotFoundError, match="missing.pdparams: --weights file not found"):
+        extract_with(tmp_path / "missing.pdparams")
 
 
 class Crash(Exception):

@@ -1,5 +1,6 @@
 """python -m visualbert.features import: bottom-up-attention TSV, HDF5 and .npy/.npz folders -> packed store."""
 import base64
+import json
 import os
 
 import h5py
@@ -120,8 +121,9 @@ def test_corrupt_h5_images_are_named(tmp_path):
         f["flat"] = np.ones(8, np.float32)
     out, corrupt = import_features("h5", [str(tmp_path / "bad.h5")], str(tmp_path / "s"), progress=False, log=lambda _: None)
     assert out is None and len(corrupt) == 2
-    assert "bad.h5:flat: features have shape (8,), expected [N >= 1, D]" in corrupt[0]
-    assert "bad.h5:nan: features hold NaN or infinite values" in corrupt[1]
+    # the check every feature reader shares (features.layouts.check_rows), with the dataset named
+    assert "bad.h5:flat: expected a [N, D] feature array, found shape (8,)" in corrupt[0]
+    assert "bad.h5:nan: the region features contain NaN or Inf" in corrupt[1]
     (tmp_path / "garbage.h5").write_bytes(b"not hdf5 at all")
     _, corrupt = import_features("h5", [str(tmp_path / "garbage.h5")], str(tmp_path / "s3"), progress=False,
                                  log=lambda _: None)
@@ -154,6 +156,65 @@ def test_npz_dir_keys_geometry_and_corrupt_files(tmp_path):
     out, _ = import_features("npz_dir", [str(plain)], str(tmp_path / "s2"), dtype="float32", progress=False)
     # NLVR2 names the image dev-850-0-img0.png; the key is that, from dev-850-0-img0.png.npy
     np.testing.assert_array_equal(open_feature_dir(out).get("dev-850-0-img0.png"), x)
+
+
+def test_imported_rows_pass_the_check_of_per_image_files(tmp_path):
+    """Importing refuses what reading a per-image file refuses: complex values (which casting would cut
+    to their real part), booleans, zero columns, values past float32's range."""
+    src = tmp_path / "src"
+    os.makedirs(src)
+    np.save(src / "good.npy", np.ones((2, 4), np.float32))
+    np.save(src / "complex.npy", np.ones((2, 4), np.complex64))
+    np.save(src / "flags.npy", np.ones((2, 4), bool))
+    np.save(src / "empty_rows.npy", np.ones((2, 0), np.float32))
+    np.save(src / "huge.npy", np.full((2, 4), 1e300))
+    out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s"), progress=False, log=lambda _: None)
+    assert out is None and corrupt == [
+        f"{src / 'complex.npy'}: expected a numeric [N, D] feature array, found dtype complex64",
+        f"{src / 'empty_rows.npy'}: feature array has zero columns",
+        f"{src / 'flags.npy'}: expected a numeric [N, D] feature array, found dtype bool",
+        f"{src / 'huge.npy'}: the region features contain NaN or Inf (extract or import them again)",
+    ]
+
+
+def test_rows_the_store_dtype_cannot_hold_are_named_with_the_other_corrupt_images(tmp_path):
+    """A value past float16's range is one more corrupt image, listed with the rest, not the end of the run."""
+    src = tmp_path / "src"
+    os.makedirs(src)
+    np.save(src / "a_big.npy", np.full((2, 4), 1e5, np.float32))
+    np.save(src / "b_nan.npy", np.full((2, 4), np.nan, np.float32))
+    np.save(src / "c_good.npy", np.ones((2, 4), np.float32))
+    out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s"), dtype="float16", progress=False,
+                                   log=lambda _: None)
+    assert out is None and corrupt == [
+        f"{src / 'a_big.npy'} as float16: the region features of image 'a_big' contain NaN or Inf (extract or import them again)",
+        f"{src / 'b_nan.npy'}: the region features contain NaN or Inf (extract or import them again)",
+    ]
+    out, corrupt = import_features("npz_dir", [str(src)], str(tmp_path / "s32"), dtype="float32", progress=False,
+                                   log=lambda _: None)
+    assert out is None and len(corrupt) == 1 and "b_nan.npy" in corrupt[0]
+
+
+def test_imported_and_extracted_boxes_get_the_same_geometry(tmp_path):
+    """One formula for both: boxes given to extract --boxes and the same boxes in an imported release."""
+    from PIL import Image
+
+    from visualbert.extract import extract
+
+    w, h = 48, 32
+    boxes = [[0, 0, 24, 16], [4, 8, 47, 31], [-5, 2, 60, 40], [10, 10, 11, 12]]
+    os.makedirs(tmp_path / "images")
+    Image.new("RGB", (w, h), (90, 120, 30)).save(tmp_path / "images" / "img.png")
+    (tmp_path / "boxes.json").write_text(json.dumps({"img": boxes}))
+    extracted, _ = extract(str(tmp_path / "images"), str(tmp_path / "extracted"), backbone="patches",
+                           boxes=str(tmp_path / "boxes.json"), image_size=16, patch_size=2, num_workers=0,
+                           progress=False)
+    src = tmp_path / "release.tsv"
+    src.write_text(butd_line("img", np.ones((4, 8), np.float32), np.array(boxes, np.float32), w, h))
+    imported, _ = import_features("butd_tsv", [str(src)], str(tmp_path / "imported"), progress=False)
+    geometry = PackedStore(extracted).extra("boxes", "img")
+    np.testing.assert_array_equal(PackedStore(imported).extra("boxes", "img"), geometry)
+    np.testing.assert_allclose(geometry[2], [0, 2 / h, 1, 1, 1, 1 - 2 / h], rtol=1e-6)  # clipped to the image
 
 
 def test_cli_corrupt_input_exits_nonzero_then_imports(tmp_path):

@@ -271,6 +271,23 @@ def test_truncated_file_is_reported_by_inspect_not_crashed_on(tmp_path):
     assert report["images"] == 1 and len(report["bad_files"]) == 1 and "truncated" in report["bad_files"][0]
 
 
+def test_inspect_refuses_from_the_header_what_reading_refuses(tmp_path):
+    """inspect reads only .npy headers, yet reports every file that reading it would refuse for its shape or dtype."""
+    make_coco100(str(tmp_path), n=4)
+    store = F.open_features("coco_detectron_fix_100", str(tmp_path))
+    zero_columns, strings = store.path("COCO_val2014_000000000001"), store.path("COCO_val2014_000000000003")
+    np.save(zero_columns, np.ones((3, 0), np.float32))
+    np.save(strings, np.array([["a", "b"]]))
+    report = F.inspect_features("coco_detectron_fix_100", str(tmp_path), progress=False)
+    assert report["images"] == 2 and sorted(report["bad_files"]) == sorted([
+        f"{zero_columns}: feature array has zero columns",
+        f"{strings}: expected a numeric [N, D] feature array, found dtype <U1"])
+    for path in (zero_columns, strings):  # the same line as reading the file says
+        with pytest.raises(ValueError) as e:
+            F.read_feature_file(path)
+        assert str(e.value) in report["bad_files"]
+
+
 def test_feature_dim_mismatch_is_caught_up_front_and_per_file(tmp_path):
     make_coco100(str(tmp_path), n=2, dim=8)
     store = F.open_features("coco_detectron_fix_100", str(tmp_path))
@@ -281,7 +298,7 @@ def test_feature_dim_mismatch_is_caught_up_front_and_per_file(tmp_path):
     with pytest.raises(ValueError, match=r"COCO_train2014_000000000050.npy: feature dim 16, but .*\.npy has 8 \(the "
                                          "dimension the run took for coco_detectron_fix_100\)"):
         store.get("COCO_train2014_000000000050")
-    with pytest.raises(ValueError, match="feature dim 16, the files packed before it have 8"):
+    with pytest.raises(ValueError, match="feature dim 16, the images before it have 8"):
         F.pack_features("coco_detectron_fix_100", str(tmp_path), progress=False)
 
 

@@ -1,6 +1,7 @@
 """Flickr30K Entities: the release's formats, IoU targets, R@K, the scripts end to end."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -346,6 +347,33 @@ def test_original_hdf5_and_imgid2idx_import_with_geometry(tmp_path):
     assert sorted(store.keys()) == ["1000092795", "10002456"] and store.has_boxes
     assert np.allclose(store.get("1000092795"), features[:3]) and np.allclose(store.boxes("1000092795"), spatial[:3])
     assert np.allclose(store.get("10002456"), features[3:]) and np.allclose(store.boxes("10002456"), spatial[3:])
+
+
+def test_stored_geometry_is_checked_when_imported_and_when_read(tmp_path):
+    """One check for geometry taken as a release stores it and for geometry read back from a store."""
+    import h5py
+
+    from visualbert.features.importers import import_features
+
+    src, _, spatial = write_original_h5(tmp_path)
+    with h5py.File(src, "r+") as f:
+        f["spatial_features"][4, 1] = np.nan  # the second box of image 10002456 (pos_boxes[0]: rows 3..5)
+    out, corrupt = import_features("h5", [src], str(tmp_path / "refused"), progress=False, log=lambda _: None)
+    assert out is None and corrupt == [f"{src}:pos_boxes[0] (image id 10002456) spatial_features: the box geometry "
+                                       "contains NaN or Inf (extract or import the store again)"]
+
+    with h5py.File(src, "r+") as f:
+        f["spatial_features"][4, 1] = 0.5
+    out, _ = import_features("h5", [src], str(tmp_path / "store"), dtype="float32", progress=False)
+    store = open_feature_dir(out)
+    boxes = np.memmap(os.path.join(out, "boxes.bin"), dtype=np.float32, mode="r+")
+    boxes[store.store.index["1000092795"][0] * 6] = np.inf
+    boxes.flush()
+    del boxes
+    with pytest.raises(ValueError, match=re.escape(os.path.join(out, "boxes.bin")) + ": the box geometry of image "
+                       "'1000092795' contains NaN or Inf"):
+        open_feature_dir(out).boxes("1000092795")
+    assert np.allclose(open_feature_dir(out).boxes("10002456")[1], [spatial[4, 0], 0.5, *spatial[4, 2:]])
 
 
 def test_imgid2idx_pickle_goes_through_the_restricted_unpickler(tmp_path):

@@ -3,12 +3,14 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.transformers import PretrainedConfig
 
+from .features.geometry import GEOMETRY_DIM
+
 __all__ = ["VisualBertConfig", "RELEASED_MODELS", "ACTIVATIONS", "SPATIAL_DIM", "released_name"]
 
 # With ``add_spatial_features`` each region's features end with its box geometry, as the original
 # Flickr30K configs did (visual_embedding_dim 2054 = 2048 + 6): x1, y1, x2, y2, w, h normalised by
 # the image size, as the feature stores keep them.
-SPATIAL_DIM = 6
+SPATIAL_DIM = GEOMETRY_DIM
 
 # The nine checkpoints uclanlp released, with the head class each one was trained as and what
 # differs from a BERT-base VisualBertConfig.

@@ -29,7 +29,6 @@ An unreadable image stops the run with one line naming it (nothing is published)
 """
 import argparse
 import collections
-import hashlib
 import itertools
 import multiprocessing
 import os
@@ -42,7 +41,9 @@ from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
 from .formats.common import read_json
+from .features.geometry import GEOMETRY_DIM, box_geometry, check_pixel_boxes, grid_geometry
 from .lifetime import init_worker, interrupts_in_one_line
+from .safeload import load_paddle
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
            "main"]
@@ -88,17 +89,7 @@ def load_boxes(path, keys):
         raise ValueError(f'{path}: expected a JSON object {{"key": [[x1, y1, x2, y2], ...]}}, found {type(data).__name__}')
     boxes = {}
     for key, value in data.items():
-        try:
-            arr = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            arr = None
-        if arr is None or arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] == 0:
-            raise ValueError(f"{path}: boxes of '{key}' must be a non-empty list of [x1, y1, x2, y2]")
-        bad = ~np.isfinite(arr).all(1) | (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
-        if bad.any():
-            raise ValueError(f"{path}: box {int(np.flatnonzero(bad)[0])} of '{key}' is not x1 < x2, y1 < y2: "
-                             f"{arr[bad][0].tolist()}")
-        boxes[key] = arr
+        boxes[key] = check_pixel_boxes(value, what=f"{path}: boxes of '{key}'")
     missing = [k for k in keys if k not in boxes]
     if missing:
         raise ValueError(f"{path}: no boxes for image '{missing[0]}' ({len(missing)} of {len(keys)} images have none)")
@@ -157,16 +148,11 @@ def _decoded(paths, size, num_workers, ahead):
 
 
 def _load_weights(path):
-    """A .pdparams state dict through the restricted unpickler (a downloaded file must not run code)."""
-    from .safeload import RestrictedUnpickler
-
+    """A .pdparams state dict, read as every .pdparams is (a downloaded file must not run code)."""
     try:
-        with open(path, "rb") as f:
-            state = RestrictedUnpickler(f, source=path).load()
+        state = load_paddle(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: --weights file not found") from None
-    except Exception as e:  # a broken or hostile pickle fails in many ways; all mean "not weights"
-        raise ValueError(f"{path}: not a readable .pdparams state dict ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a .pdparams state dict, found {type(state).__name__}")
     return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
@@ -240,12 +226,6 @@ class Backbone:
         return out.transpose([0, 2, 3, 1]).reshape([-1, k * k * c])
 
 
-def grid_geometry(n):
-    """Normalised x1, y1, x2, y2, w, h of n x n cells, row by row."""
-    i, j = np.divmod(np.arange(n * n), n)
-    return np.stack([j / n, i / n, (j + 1) / n, (i + 1) / n, np.full(n * n, 1 / n), np.full(n * n, 1 / n)], 1).astype(np.float32)
-
-
 def _check_boxes_inside(image_boxes, width, height, image_path, boxes_file):
     """Refuse a box with no pixel inside its image: ROI-Align would make it a region of zeros (or of
     the border's pixels), which trains and predicts as if it were real."""
@@ -255,12 +235,6 @@ def _check_boxes_inside(image_boxes, width, height, image_path, boxes_file):
         i = int(np.flatnonzero(outside)[0])
         raise ValueError(f"{image_path}: box {i} {image_boxes[i].tolist()} of {boxes_file} lies entirely outside the "
                          f"{width} x {height} image (boxes are in the original image's pixels)")
-
-
-def box_geometry(boxes, width, height):
-    """Normalised x1, y1, x2, y2, w, h of pixel boxes, clipped to the image."""
-    norm = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
-    return np.concatenate([norm, norm[:, 2:] - norm[:, :2]], 1).astype(np.float32)
 
 
 def image_features(net, pixels, sizes, grid=None, boxes=None, use_amp=False):
@@ -281,14 +255,6 @@ def image_features(net, pixels, sizes, grid=None, boxes=None, use_amp=False):
         feats = net.boxes(fmap, scaled).astype("float32").numpy()
     per_image = np.split(feats, np.cumsum([len(s) for s in scaled])[:-1])
     return per_image, [box_geometry(b, w, h) for b, (w, h) in zip(boxes, sizes)]
-
-
-def _file_digest(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None, boxes=None, image_size=None,
@@ -332,12 +298,12 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                 "boxes": os.path.abspath(boxes) if boxes else None}
     params = dict(settings, image_dir=os.path.abspath(image_dir))
     if boxes:
-        params["boxes_sha1"] = _file_digest(boxes)
+        params["boxes_sha1"] = provenance.file_digest(boxes, "sha1")
     if settings["weights"] not in ("none", "imagenet"):
-        params["weights_sha1"] = _file_digest(settings["weights"])
+        params["weights_sha1"] = provenance.file_digest(settings["weights"], "sha1")
     skipped = []
 
-    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": 6}) as writer:
+    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": GEOMETRY_DIM}) as writer:
         todo = [(k, p) for k, p in images if k not in writer.done]
         if len(todo) < len(images):
             log(f"resuming: {len(images) - len(todo)} of {len(images)} images already extracted")

@@ -105,6 +105,7 @@ class ImageFeaturizer:
     def __call__(self, images, boxes=None):
         """[(float32 [n, D], geometry [n, 6])] for PIL ``images``; ``boxes``: per image [[x1, y1, x2, y2], ...] pixels."""
         from .extract import image_features, resize_image
+        from .features.geometry import check_pixel_boxes
 
         if self.needs_boxes and boxes is None:
             raise FeaturesUnavailable(f"cannot make this model's features from a raw image alone: "
@@ -114,19 +115,10 @@ class ImageFeaturizer:
         sizes = [s for _, s in resized]
         checked = None
         if boxes is not None:
-            checked = [_checked_boxes(b, w, h) for b, (w, h) in zip(boxes, sizes)]
+            checked = [check_pixel_boxes(b, what="boxes") for b in boxes]
         feats, geometry = image_features(self.net, pixels, sizes, grid=None if checked else self.grid, boxes=checked)
         # the model trained on the store's rows: rounded to its on-disk dtype, read back as float32
         return [(f.astype(self.dtype).astype(np.float32), g) for f, g in zip(feats, geometry)]
-
-
-def _checked_boxes(boxes, width, height):
-    arr = np.asarray(boxes, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[1] != 4 or not len(arr):
-        raise ValueError("boxes must be a non-empty list of [x1, y1, x2, y2] in image pixels")
-    if (~np.isfinite(arr)).any() or (arr[:, 2] <= arr[:, 0]).any() or (arr[:, 3] <= arr[:, 1]).any():
-        raise ValueError("every box must have x1 < x2 and y1 < y2")
-    return arr
 
 
 def read_store_features(store_dir, key):

@@ -24,18 +24,23 @@ import json
 import os
 
 __all__ = ["PROVENANCE_KEY", "extracted", "imported", "detectron", "of_store", "of_model", "reproducible",
-           "describe", "file_sha256"]
+           "describe", "file_digest", "file_sha256"]
 
 PROVENANCE_KEY = "feature_provenance"
 EXTRACTOR = "visualbert.extract"
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
+def file_digest(path, algorithm="sha256"):
+    """Hex digest of a file's bytes (read 1 MiB at a time, so a weights file is never held whole)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_sha256(path):
+    return file_digest(path, "sha256")
 
 
 def _version():

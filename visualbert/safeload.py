@@ -71,6 +71,21 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
+def load_pickle(f, source, what, extra=None):
+    """The next pickle of the open binary file ``f``, through :class:`RestrictedUnpickler`.
+
+    A refused name raises :class:`UnsafePickleError`; any other failure (a truncated or corrupt
+    stream fails in many ways) one ValueError naming ``source`` and ``what`` the file should hold.
+    Python-2-era pickles decode their byte strings as latin-1, as numpy and Paddle do.
+    """
+    try:
+        return RestrictedUnpickler(f, source=source, extra=extra, encoding="latin1").load()
+    except UnsafePickleError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{source}: truncated or corrupt {what} ({type(e).__name__}: {e})") from None
+
+
 # paddle.save writes a top-level state dict's tensors as numpy arrays, a nested tensor (AMP's
 # master_weights) as the tuple (name, array), and the RNG state as Paddle's GeneratorState, whose
 # pickled state is a plain tuple of integers. Those are the only names its files may ask for.
@@ -94,12 +109,7 @@ def load_paddle(path, rng_state=False):
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
-        try:
-            obj = RestrictedUnpickler(f, source=path, extra=_paddle_globals(rng_state), encoding="latin1").load()
-        except UnsafePickleError:
-            raise
-        except Exception as e:  # truncated or corrupt pickle stream
-            raise ValueError(f"{path}: truncated or corrupt Paddle file ({type(e).__name__}: {e})") from None
+        obj = load_pickle(f, source=path, what="Paddle file", extra=_paddle_globals(rng_state))
     if isinstance(obj, dict):
         obj.pop(_PADDLE_NAME_TABLE, None)
     return _unwrap_named_arrays(obj)
@@ -161,24 +171,25 @@ def load_npy(path):
     """``np.load`` for files that may hold a pickled object array, without trusting the pickle."""
     path = os.fspath(path)
     with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-        except (ValueError, EOFError) as e:
-            raise ValueError(f"{path}: not a .npy file ({e})") from None
+        _shape, dtype = npy_header(f, path)
         if not dtype.hasobject:
             f.seek(0)
             try:
                 return np.load(f, allow_pickle=False)
             except ValueError as e:
                 raise ValueError(f"{path}: unreadable .npy data ({e})") from None
-        try:
-            array = RestrictedUnpickler(f, source=path, encoding="latin1").load()
-        except UnsafePickleError:
-            raise
-        except Exception as e:  # truncated or corrupt pickle stream
-            raise ValueError(f"{path}: truncated or corrupt pickled .npy ({type(e).__name__}: {e})") from None
+        array = load_pickle(f, source=path, what="pickled .npy")
     if not isinstance(array, np.ndarray):
         raise ValueError(f"{path}: expected a pickled numpy array, found {type(array).__name__}")
     return array
+
+
+def npy_header(f, path):
+    """(shape, dtype) from the header of the ``.npy`` file open as ``f``, which is left at its first data byte."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read_header(f)
+    except (ValueError, EOFError) as e:
+        raise ValueError(f"{path}: not a .npy file ({e})") from None
+    return shape, dtype

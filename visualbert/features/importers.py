@@ -37,8 +37,9 @@ import zipfile
 import numpy as np
 
 from .. import provenance
-from ..safeload import RestrictedUnpickler, load_npy
-from .layouts import walk_files
+from ..safeload import UnsafePickleError, load_npy, load_pickle
+from .geometry import GEOMETRY_DIM, box_geometry, check_geometry
+from .layouts import check_rows, walk_files
 from .pack import PackWriter
 
 __all__ = ["FORMATS", "import_features"]
@@ -54,27 +55,13 @@ class Corrupt(Exception):
     """One image of the source cannot be imported; the message names it."""
 
 
-def _geometry(boxes, width, height, where):
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise Corrupt(f"{where}: boxes have shape {tuple(boxes.shape)}, expected [N, 4]")
-    if not (np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0):
-        raise Corrupt(f"{where}: image size {width} x {height} is not a positive number")
-    if not np.isfinite(boxes).all():
-        raise Corrupt(f"{where}: boxes hold NaN or infinite values")
-    norm = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
-    return np.concatenate([norm, norm[:, 2:] - norm[:, :2]], 1).astype(np.float32)
-
-
-def _checked(rows, where):
-    rows = np.asarray(rows)
-    if rows.dtype.hasobject or not np.issubdtype(rows.dtype, np.number):
-        raise Corrupt(f"{where}: features have dtype {rows.dtype}, expected numbers")
-    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] == 0:
-        raise Corrupt(f"{where}: features have shape {tuple(rows.shape)}, expected [N >= 1, D]")
-    rows = rows.astype(np.float32, copy=False)
-    if not np.isfinite(rows).all():
-        raise Corrupt(f"{where}: features hold NaN or infinite values")
-    return rows
+def _checked(check, *args, **kwargs):
+    """``check(*args, **kwargs)``, one of the checks every feature reader and writer shares, its error made
+    this image's Corrupt."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as e:
+        raise Corrupt(str(e)) from None
 
 
 # ---------------------------------------------------------------------------- readers
@@ -132,7 +119,7 @@ def _butd_row(width, height, num, boxes, feats, where):
         feat = _b64_floats(feats, where, "features")
         if feat.size == 0 or feat.size % n:
             raise Corrupt(f"{where}: features hold {feat.size} floats, not a multiple of num_boxes {n}")
-        return _checked(feat.reshape(n, -1), where), _geometry(box.reshape(n, 4), w, h, where)
+        return _checked(check_rows, feat.reshape(n, -1), where), _checked(box_geometry, box.reshape(n, 4), w, h, where)
 
     return load
 
@@ -178,9 +165,11 @@ def _imgid2idx(path):
         raise Corrupt(f"{path}: pos_boxes layout, but {pkl} (image id -> index) is missing")
     try:
         with open(pkl, "rb") as f:
-            table = RestrictedUnpickler(f, source=pkl).load()
-    except Exception as e:  # a refused global, a truncated or foreign file: all mean the table cannot be used
+            table = load_pickle(f, source=pkl, what="image id table")
+    except (UnsafePickleError, OSError) as e:
         raise Corrupt(f"{pkl}: not a readable image id table ({type(e).__name__}: {e})") from None
+    except ValueError as e:  # truncated or foreign: the message names the file already
+        raise Corrupt(str(e)) from None
     if not isinstance(table, dict):
         raise Corrupt(f"{pkl}: expected a dict of image id -> index, found {type(table).__name__}")
     return table
@@ -210,13 +199,10 @@ def _h5_pos_boxes(f, path):
                 raise Corrupt(f"{where}: no such row in pos_boxes ({len(bounds)} images)") from None
             if not 0 <= start < end <= features.shape[0]:
                 raise Corrupt(f"{where}: rows {start}..{end} are outside the {features.shape[0]} boxes")
-            rows = _checked(features[start:end], where)
+            rows = _checked(check_rows, features[start:end], where)
             if spatial is None:
                 return rows, None
-            geometry = np.asarray(spatial[start:end], dtype=np.float32)
-            if geometry.shape != (end - start, 6) or not np.isfinite(geometry).all():
-                raise Corrupt(f"{where}: spatial_features must be finite [N, 6] (x1, y1, x2, y2, w, h normalised)")
-            return rows, geometry
+            return rows, _checked(check_geometry, spatial[start:end], end - start, f"{where} spatial_features")
 
         yield key, where, load
 
@@ -227,7 +213,7 @@ def _h5_dataset(f, name, where):
             rows = f[name][()]
         except (OSError, KeyError, ValueError) as e:
             raise Corrupt(f"{where}: cannot be read ({e})") from None
-        return _checked(rows, where), None
+        return _checked(check_rows, rows, where), None
 
     return load
 
@@ -258,7 +244,7 @@ def _h5_one_array(f, path, array):
                 if not 1 <= n <= rows.shape[0]:
                     raise Corrupt(f"{where}: num_boxes {n} is outside 1..{rows.shape[0]}")
                 rows = rows[:n]
-            return _checked(rows, where), None
+            return _checked(check_rows, rows, where), None
 
         yield key, where, load
 
@@ -286,22 +272,23 @@ def _npz_file(path):
     def load():
         if path.endswith(".npy"):
             try:
-                return _checked(load_npy(path), path), None
+                rows = load_npy(path)
             except Exception as e:  # a broken or hostile file fails in many ways; all mean "corrupt"
                 raise Corrupt(f"{path}: not a readable feature array ({type(e).__name__}: {e})") from None
+            return _checked(check_rows, rows, path), None
         try:
             with np.load(path, allow_pickle=False) as z:
                 name = next((n for n in NPZ_FEATURES if n in z.files), None)
                 if name is None:
                     raise Corrupt(f"{path}: no features array ({' / '.join(NPZ_FEATURES)}; found {', '.join(z.files)})")
-                rows = _checked(z[name], path)
+                rows = _checked(check_rows, z[name], path)
                 box = next((n for n in NPZ_BOXES if n in z.files), None)
                 if box is None or "image_w" not in z.files or "image_h" not in z.files:
                     return rows, None
                 boxes = np.asarray(z[box], dtype=np.float32)
                 if boxes.shape[0] != rows.shape[0]:
                     raise Corrupt(f"{path}: {boxes.shape[0]} boxes for {rows.shape[0]} feature rows")
-                return rows, _geometry(boxes, float(z["image_w"]), float(z["image_h"]), path)
+                return rows, _checked(box_geometry, boxes, float(z["image_w"]), float(z["image_h"]), path)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
             raise Corrupt(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
 
@@ -343,7 +330,7 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
     geometry = _first_good(_READERS[fmt](sources))
     params = {"format": fmt, "sources": sources}
     corrupt, seen = [], {}
-    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": 6} if geometry else None) as writer:
+    with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": GEOMETRY_DIM} if geometry else None) as writer:
         for key, where, load in tqdm(_READERS[fmt](sources), desc=f"import {fmt}", unit="img", disable=not progress):
             try:
                 if key is not None and key in seen:
@@ -353,11 +340,10 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
                 if key is not None and key in writer.done:
                     continue
                 rows, geom = load()
-                if writer.dim is not None and rows.shape[1] != writer.dim:
-                    raise Corrupt(f"{where}: feature dim {rows.shape[1]}, the images before it have {writer.dim}")
                 if (geom is not None) != geometry:
                     raise Corrupt(f"{where}: {'has no' if geometry else 'has'} boxes, unlike the images before it")
-                writer.add(key, rows, where=where, **({"boxes": geom} if geometry else {}))
+                # the writer refuses a dimension unlike the images before it, and rows its dtype cannot hold
+                _checked(writer.add, key, rows, where=where, **({"boxes": geom} if geometry else {}))
             except Corrupt as e:
                 corrupt.append(str(e))
                 log(f"corrupt: {e}")

@@ -1,4 +1,5 @@
-"""Where each ``--image_feature_type`` keeps its per-image ``.npy`` files, image keys, and reading one file."""
+"""Where each ``--image_feature_type`` keeps its per-image ``.npy`` files, image keys, reading one file,
+and the check of an image's feature rows that every reader and importer applies."""
 import os
 import re
 from dataclasses import dataclass
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formats.nlvr2 import parse_nlvr2_image_name
-from ..safeload import load_npy
+from ..safeload import load_npy, npy_header
 
 
 @dataclass(frozen=True)
@@ -81,17 +82,18 @@ def read_feature_file(path, key=None):
     except FileNotFoundError:
         what = f" for image '{key}'" if key else ""
         raise FileNotFoundError(f"{path}: feature file{what} not found") from None
-    return check_finite(check_rows(arr, path), path, key)
+    return check_rows(arr, path, key)
 
 
-def check_finite(rows, where, key):
+def check_finite(rows, where, key=None):
+    """``rows`` unchanged when every value is finite; else one line naming ``where`` and the image ``key``."""
     if rows.dtype == np.float16:  # an all-ones exponent is Inf or NaN; testing those bits is cheaper than isfinite on fp16
         finite = (rows.view(np.uint16) & 0x7FFF).max(initial=0) < 0x7C00
     else:
         finite = np.isfinite(rows).all()
     if not finite:
         what = f" of image '{key}'" if key else ""
-        raise ValueError(f"{where}: the region features{what} contain NaN or Inf (re-extract them)")
+        raise ValueError(f"{where}: the region features{what} contain NaN or Inf (extract or import them again)")
     return rows
 
 
@@ -101,28 +103,35 @@ def source_stamp(path):
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
-def check_rows(arr, where):
-    if arr.dtype.hasobject or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{where}: expected a numeric [N, D] feature array, found dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{where}: expected a [N, D] feature array, found shape {tuple(arr.shape)}")
-    if arr.shape[0] == 0:
+def check_rows(arr, where, key=None):
+    """``arr`` as float32 [N >= 1, D >= 1] region features, every value finite: the one check of each
+    image's features, whether read from a per-image file or imported from a release. The error names
+    ``where`` (the file, line or dataset) and the image ``key`` when given."""
+    arr = np.asarray(arr)
+    check_row_shape(arr.shape, arr.dtype, where)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf, which check_finite names
+        rows = np.asarray(arr, dtype=np.float32)
+    return check_finite(rows, where, key)
+
+
+def check_row_shape(shape, dtype, where):
+    """Whether a feature array of ``shape`` and ``dtype`` (from the data or a .npy header alone) holds
+    numeric [N >= 1, D >= 1] rows; one line naming ``where`` if not."""
+    if dtype.hasobject or not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise ValueError(f"{where}: expected a numeric [N, D] feature array, found dtype {dtype}")
+    if len(shape) != 2:
+        raise ValueError(f"{where}: expected a [N, D] feature array, found shape {tuple(shape)}")
+    if shape[0] == 0:
         raise ValueError(f"{where}: feature array has zero rows (at least one region is needed)")
-    if arr.shape[1] == 0:
+    if shape[1] == 0:
         raise ValueError(f"{where}: feature array has zero columns")
-    return np.asarray(arr, dtype=np.float32)
 
 
 def npy_shape(path):
     """Shape and dtype from a .npy header without reading the data."""
     with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = reader(f)
-            header_end = f.tell()
-        except (ValueError, EOFError) as e:
-            raise ValueError(f"{path}: not a .npy file ({e})") from None
+        shape, dtype = npy_header(f, path)
+        header_end = f.tell()
     if not dtype.hasobject:
         expected = header_end + int(np.prod(shape)) * dtype.itemsize
         if os.path.getsize(path) < expected:

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 
 from .. import provenance
-from .layouts import check_finite, npy_shape, read_feature_file, source_stamp
+from .layouts import check_finite, check_row_shape, npy_shape, read_feature_file, source_stamp
 from .stores import PACK_FORMAT, PACK_VERSION, FeatureStore, default_pack_dir, open_features
 
 
@@ -111,10 +111,8 @@ class PackWriter:
         ``stamp`` is its per-image source file's ``source_stamp``, when it has one."""
         if key in self.done:
             raise ValueError(f"{where or key}: key '{key}' is already in the store")
-        if self.dim is None:
-            self.dim = int(rows.shape[1])
-        elif rows.shape[1] != self.dim:
-            raise ValueError(f"{where or key}: feature dim {rows.shape[1]}, the files packed before it have {self.dim}")
+        if self.dim is not None and rows.shape[1] != self.dim:
+            raise ValueError(f"{where or key}: feature dim {rows.shape[1]}, the images before it have {self.dim}")
         n = int(rows.shape[0])
         if set(extras) != set(self.extras):
             raise ValueError(f"{where or key}: side arrays {sorted(extras)}, the store keeps {sorted(self.extras)}")
@@ -124,6 +122,7 @@ class PackWriter:
         with np.errstate(over="ignore"):  # checked on the next line, with the file named
             packed = np.ascontiguousarray(rows, dtype=self.dtype)
         check_finite(packed, f"{where or key} as {self.dtype.name}", key)  # fp16 turns values beyond 65504 into Inf
+        self.dim = int(rows.shape[1])  # set by the first image that is written, not one refused
         with _WriteFailure(self.partial):
             for name, arr in extras.items():
                 _append(self._extra_bins[name], np.ascontiguousarray(arr, dtype=np.float32).tobytes())
@@ -319,8 +318,7 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
     for key, path in tqdm(files, desc=f"inspect {image_feature_type}", unit="img", disable=not progress):
         try:
             shape, dtype = npy_shape(path)
-            if len(shape) != 2 or shape[0] == 0 or dtype.hasobject:
-                raise ValueError(f"{path}: expected a non-empty numeric [N, D] array, found shape {tuple(shape)} dtype {dtype}")
+            check_row_shape(shape, dtype, path)
         except ValueError as e:
             bad.append(str(e))
             continue

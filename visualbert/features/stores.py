@@ -6,6 +6,7 @@ import sys
 import numpy as np
 
 from ..formats.common import read_json
+from .geometry import check_geometry
 from .layouts import check_finite, check_split, get_layout, npy_shape, read_feature_file, source_stamp
 
 PACK_FORMAT = "visualbert-packed-features"
@@ -194,10 +195,7 @@ class DirectoryFeatures:
     def boxes(self, key):
         """float32 [N, 6] geometry of ``key``'s regions (normalised x1, y1, x2, y2, w, h), capped as ``get``."""
         rows = self.store.extra("boxes", self._key(key))[: self.max_regions]
-        if not np.isfinite(rows).all():
-            raise ValueError(f"{os.path.join(self.directory, 'boxes.bin')}: the box geometry of image '{key}' "
-                             "contains NaN or Inf (extract or import the store again)")
-        return rows
+        return check_geometry(rows, len(rows), os.path.join(self.directory, "boxes.bin"), key)
 
 
 # A COCO key (COCO_train2014_000000000009) also finds the bare image id (9): the key the
