@@ -1,7 +1,10 @@
 """Every script's command line: the flag groups the scripts share, and each script's parser.
 
-The scripts parse with ``parse_pretrain_args`` / ``parse_finetune_args`` / ``parse_predict_args`` and
-hand the result to ``visualbert.tasks``; ``tools/cli_docs.py`` renders their --help into docs/cli.md.
+The scripts parse with ``parse_pretrain_args`` / ``parse_finetune_args`` / ``parse_predict_args`` / ...,
+which return the run's settings objects (``visualbert.training_args``), and hand them to
+``visualbert.tasks``; ``tools/cli_docs.py`` renders their --help into docs/cli.md. A flag is made from
+the settings field of its name (its default, help and check), so each is written once; a script names
+only where it differs (its own default, a wording that fits its data).
 """
 import argparse
 import dataclasses
@@ -67,39 +70,39 @@ def training_settings(parser, args, **values):
     return settings_from(parser, TrainingArguments, args, **values)
 
 
-def _task(group, name, **override):
+def _task_flag(group, name, **override):
     add_setting(group, TaskArguments, name, **override)
 
 
-def _predict(group, name, **override):
+def _prediction_flag(group, name, **override):
     add_setting(group, PredictionArguments, name, **override)
 
 
 def add_model_args(parser, default_model):
     g = parser.add_argument_group("model")
-    _task(g, "model_type")
-    _task(g, "model_name_or_path", default=default_model)
-    _task(g, "bert_model_name")
-    _task(g, "cpu_kernels")
+    _task_flag(g, "model_type")
+    _task_flag(g, "model_name_or_path", default=default_model)
+    _task_flag(g, "bert_model_name")
+    _task_flag(g, "cpu_kernels")
     return parser
 
 
 def add_data_args(parser, task):
     g = parser.add_argument_group("data")
-    _task(g, "input_dir", help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2); needed unless --features names the "
-                              "features")
-    _task(g, "annotation_dir")
-    _task(g, "image_feature_type", default=DEFAULT_FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
+    _task_flag(g, "input_dir",
+               help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2); needed unless --features names the features")
+    _task_flag(g, "annotation_dir")
+    _task_flag(g, "image_feature_type", default=DEFAULT_FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
           help=f"region features (default {DEFAULT_FEATURE_TYPE[task]})")
-    _task(g, "max_seq_length")
+    _task_flag(g, "max_seq_length")
     add_feature_args(g)
     return g
 
 
 def add_feature_args(group):
-    _task(group, "features")
-    _task(group, "max_regions")
-    _task(group, "feature_dtype")
+    _task_flag(group, "features")
+    _task_flag(group, "max_regions")
+    _task_flag(group, "feature_dtype")
 
 
 def add_vqa_json_args(group, sets):
@@ -110,30 +113,30 @@ def add_vqa_json_args(group, sets):
     for name in sets:
         prefix = f"{name}_" if name else ""
         what = f"{name} set" if name else "questions to predict"
-        _task(group, prefix + "questions",
+        _task_flag(group, prefix + "questions",
               help=f"{what} in the official VQA questions format, any split name (instead of an imdb split)")
-        _task(group, prefix + "annotations",
+        _task_flag(group, prefix + "annotations",
               help=f"answers to --{prefix}questions in the official VQA annotations format"
                    + ("" if name != "eval" else " (needed to score them)")
                    + (" (optional: prints the accuracy)" if not name else ""))
-    _task(group, "image_key",
+    _task_flag(group, "image_key",
           help="template from a question's image_id (an integer, or a string such as grace_hopper) to its feature key "
                "in --features, e.g. COCO_val2014_{image_id:012d} or val2014/COCO_val2014_{image_id:012d} (default: "
                "{image_id})")
     for name in sets if len(sets) > 1 else ():
-        _task(group, f"{name}_image_key",
+        _task_flag(group, f"{name}_image_key",
               help=f"the template for --{name}_questions only (default: --image_key), e.g. "
                    f"{'train2014/COCO_train2014' if name == 'train' else 'val2014/COCO_val2014'}"
                    "_{image_id:012d} for images extracted from COCO's folders")
-    _task(group, "image_map")
+    _task_flag(group, "image_map")
 
 
 def add_predict_args(group, default_split, output_help):
     """Flags the two run_predict.py scripts share (after add_data_args)."""
-    _predict(group, "split", default=default_split)
-    _predict(group, "output", help=output_help)
+    _prediction_flag(group, "split", default=default_split)
+    _prediction_flag(group, "output", help=output_help)
     for name in ("batch_size", "num_workers", "device", "use_amp", "amp_dtype", "seed"):
-        _predict(group, name)
+        _prediction_flag(group, name)
 
 
 # ---------------------------------------------------------------------------- the scripts' parsers
@@ -156,21 +159,21 @@ def parse_pretrain_args(description, argv=None):
     type default per --dataset."""
     p = _parser(description)
     g = p.add_argument_group("data")
-    _task(g, "input_dir", help="data root (X_COCO/, X_NLVR/ or X_VCR/); annotations in <input_dir>/annotations "
+    _task_flag(g, "input_dir", help="data root (X_COCO/, X_NLVR/ or X_VCR/); annotations in <input_dir>/annotations "
                                "unless --annotation_dir; needed unless --features names the features")
-    _task(g, "annotation_dir", help="where the annotation files are (default: <input_dir>/annotations, "
+    _task_flag(g, "annotation_dir", help="where the annotation files are (default: <input_dir>/annotations, "
                                     "then PaddleNLP's dataset home)")
-    _task(g, "dataset", required=True, choices=sorted(PRETRAIN_SPLITS))
-    _task(g, "image_feature_type", choices=sorted(FEATURE_TYPES),
+    _task_flag(g, "dataset", required=True, choices=sorted(PRETRAIN_SPLITS))
+    _task_flag(g, "image_feature_type", choices=sorted(FEATURE_TYPES),
           help="region features (default: the original scripts' choice for --dataset)")
-    _task(g, "train_split", default=None, help="annotation split to train on (default: train)")
-    _task(g, "eval_split", help="split to evaluate on each epoch (default: val / minival / dev; 'none' to skip)")
-    _task(g, "max_eval_samples")
-    _task(g, "max_seq_length")
+    _task_flag(g, "train_split", default=None, help="annotation split to train on (default: train)")
+    _task_flag(g, "eval_split", help="split to evaluate on each epoch (default: val / minival / dev; 'none' to skip)")
+    _task_flag(g, "max_eval_samples")
+    _task_flag(g, "max_seq_length")
     add_feature_args(g)
-    _task(g, "image_dir")
-    _task(g, "mask_prob")
-    _task(g, "no_nlvr2_label")
+    _task_flag(g, "image_dir")
+    _task_flag(g, "mask_prob")
+    _task_flag(g, "no_nlvr2_label")
     add_setting(g, TrainingArguments, "train_batch_size")
     add_setting(g, TrainingArguments, "eval_batch_size")
     add_model_args(p, default_model="visualbert-vqa-coco-pre")
@@ -189,22 +192,22 @@ def parse_finetune_args(task, description, argv=None):
     """run_vqa2.py's / run_nlvr2.py's command line (``task``: vqa2 or nlvr2): (TaskArguments, TrainingArguments)."""
     p = _parser(description)
     g = add_data_args(p, task)
-    _task(g, "task_name", default=task, choices=[task])
-    _task(g, "train_split", **({"help": "imdb split to train on: train, trainval, val, ..."} if task == "vqa2" else {}))
+    _task_flag(g, "task_name", default=task, choices=[task])
+    _task_flag(g, "train_split", **({"help": "imdb split to train on: train, trainval, val, ..."} if task == "vqa2" else {}))
     if task == "vqa2":
-        _task(g, "eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
+        _task_flag(g, "eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
                                                   "its questions are removed from training; 'none' to skip")
         add_vqa_json_args(g, ("train", "eval"))
-        _task(g, "answer_vocab",
+        _task_flag(g, "answer_vocab",
               help="answer vocabulary file, or build[:K]: <unk> then the K most frequent training answers (all "
                    "without K); saved as <output_dir>/answer_vocab.txt, which run_predict.py reuses "
                    "(default: the shipped answers_vqa.txt)")
         g.add_argument("--batch_size", type=positive_int, default=64, help="samples per device, training and evaluation")
-        _task(g, "loss")
+        _task_flag(g, "loss")
         add_model_args(p, default_model="visualbert-vqa-pre")
         add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=10000)
     else:
-        _task(g, "eval_split", default="dev", help="split scored each epoch ('none' to skip)")
+        _task_flag(g, "eval_split", default="dev", help="split scored each epoch ('none' to skip)")
         g.add_argument("--batch_size", type=positive_int, default=16, help="samples per device, training and evaluation")
         add_model_args(p, default_model="visualbert-nlvr2-pre")
         add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=5000)
@@ -221,7 +224,7 @@ def parse_predict_args(task, description, argv=None):
                                     "directory, the one holding the model/ or best/ predicted with, else beside the model; "
                                     "<split> is the --questions file's name when given)")
         add_vqa_json_args(g, ("",))
-        _task(g, "answer_vocab",
+        _task_flag(g, "answer_vocab",
               help="answer vocabulary file (default: the training run's answer_vocab.txt beside the model or in "
                    "its parent directory, else the shipped answers_vqa.txt)")
         add_model_args(p, default_model="logs/vqa")
@@ -237,12 +240,12 @@ def parse_predict_args(task, description, argv=None):
 
 def _flickr30k_data_args(parser):
     g = parser.add_argument_group("data")
-    _task(g, "input_dir", help="data root (X_FLICKR/); the annotations are then in <input_dir>/Flickr30kEntities")
-    _task(g, "annotation_dir", help="the Flickr30K Entities release: Sentences/, Annotations/, train.txt / val.txt / "
+    _task_flag(g, "input_dir", help="data root (X_FLICKR/); the annotations are then in <input_dir>/Flickr30kEntities")
+    _task_flag(g, "annotation_dir", help="the Flickr30K Entities release: Sentences/, Annotations/, train.txt / val.txt / "
                                     "test.txt (default: <input_dir>/Flickr30kEntities)")
-    _task(g, "image_key", help="template from an image id (the name in Sentences/) to its key in --features (default: "
+    _task_flag(g, "image_key", help="template from an image id (the name in Sentences/) to its key in --features (default: "
                                "{image_id})")
-    _task(g, "max_seq_length")
+    _task_flag(g, "max_seq_length")
     add_feature_args(g)
     return g
 
@@ -252,8 +255,8 @@ def parse_flickr30k_args(description, argv=None):
     original fine-tuning config's."""
     p = _parser(description)
     g = _flickr30k_data_args(p)
-    _task(g, "train_split", help="image list to train on: train, val, test or a file")
-    _task(g, "eval_split", default="val", help="image list scored each epoch ('none' to skip)")
+    _task_flag(g, "train_split", help="image list to train on: train, val, test or a file")
+    _task_flag(g, "eval_split", default="val", help="image list scored each epoch ('none' to skip)")
     g.add_argument("--batch_size", type=positive_int, default=32, help="captions per device, training and evaluation")
     add_model_args(p, default_model="visualbert-vqa-coco-pre")
     add_training_args(p, learning_rate=2e-5, num_train_epochs=5, save_steps=5000)
@@ -281,12 +284,12 @@ def parse_flickr30k_predict_args(description, argv=None):
 
 def add_vcr_data_args(parser):
     g = parser.add_argument_group("data")
-    _task(g, "input_dir", default="X_VCR",
+    _task_flag(g, "input_dir", default="X_VCR",
           help="VCR root: {train,val,test}.jsonl and vcr1images/ (default X_VCR, as the original configs)")
-    _task(g, "annotation_dir", help="where the .jsonl files are (default: --input_dir)")
-    _task(g, "image_dir", help="the images and their metadata JSON, as img_fn / metadata_fn name them "
+    _task_flag(g, "annotation_dir", help="where the .jsonl files are (default: --input_dir)")
+    _task_flag(g, "image_dir", help="the images and their metadata JSON, as img_fn / metadata_fn name them "
                                "(default: <input_dir>/vcr1images)")
-    _task(g, "max_seq_length")
+    _task_flag(g, "max_seq_length")
     g.add_argument("--batch_size", type=positive_int, default=8,
                    help="questions per device (each with its four choices), training and evaluation")
     return g
@@ -296,10 +299,10 @@ def parse_vcr_args(description, argv=None):
     """VCR/run_vcr.py's command line: (TaskArguments, TrainingArguments)."""
     p = _parser(description)
     g = add_vcr_data_args(p)
-    _task(g, "mode", required=True)
-    _task(g, "train_split")
-    _task(g, "eval_split", default="val", help="split scored each epoch ('none' to skip)")
-    _task(g, "class_loss_ratio")
+    _task_flag(g, "mode", required=True)
+    _task_flag(g, "train_split")
+    _task_flag(g, "eval_split", default="val", help="split scored each epoch ('none' to skip)")
+    _task_flag(g, "class_loss_ratio")
     add_model_args(p, default_model="visualbert-vcr-pre")
     add_training_args(p, learning_rate=2e-5, num_train_epochs=8, save_steps=5000)
     return _finetuning_settings(p, p.parse_args(argv))
@@ -309,16 +312,16 @@ def parse_vcr_predict_args(description, argv=None):
     """VCR/run_predict.py's command line: (TaskArguments, PredictionArguments)."""
     p = _parser(description)
     g = add_vcr_data_args(p)
-    _predict(g, "split", help="split to predict (test, or val to score it too)")
-    _predict(g, "output", help="leaderboard CSV to write (default: VCR/predictions_<split>.csv)")
+    _prediction_flag(g, "split", help="split to predict (test, or val to score it too)")
+    _prediction_flag(g, "output", help="leaderboard CSV to write (default: VCR/predictions_<split>.csv)")
     for name in ("num_workers", "device", "use_amp", "amp_dtype", "seed"):
-        _predict(g, name)
+        _prediction_flag(g, name)
     m = p.add_argument_group("models")
-    _predict(m, "answer_model", required=True)
-    _predict(m, "rationale_model", required=True)
-    _task(m, "bert_model_name", help="tokenizer: bert-base-uncased (ships with this package) or a vocab.txt / "
+    _prediction_flag(m, "answer_model", required=True)
+    _prediction_flag(m, "rationale_model", required=True)
+    _task_flag(m, "bert_model_name", help="tokenizer: bert-base-uncased (ships with this package) or a vocab.txt / "
                                      "tokenizer directory")
-    _task(m, "cpu_kernels", help="on CPU, run the models on Paddle's stock layers instead of visualbert.cpu's")
+    _task_flag(m, "cpu_kernels", help="on CPU, run the models on Paddle's stock layers instead of visualbert.cpu's")
     args = p.parse_args(argv)
     output = args.output or os.path.join("VCR", f"predictions_{args.split}.csv")
     return settings_from(p, TaskArguments, args), settings_from(p, PredictionArguments, args, output=output)

@@ -2,7 +2,8 @@
 scores and leaderboard files.
 
 The scripts parse their command line (``cli``) into settings objects (``training_args``) and call
-``pretrain`` / ``finetune`` / ``predict`` here; Python code builds the same objects and calls them too. The fine-tuning and prediction scripts share this code, so what training prints as its
+``pretrain`` / ``finetune`` / ``predict`` here; Python code builds the same objects and calls them too.
+The fine-tuning and prediction scripts share this code, so what training prints as its
 evaluation and what ``run_predict.py`` writes and scores are the same computation.
 """
 import csv
@@ -18,8 +19,8 @@ import paddle.nn.functional as F
 
 from . import engine, environment, inference, pretrained, provenance, vcr_tasks
 from .atomic import write_file
-from .examples import (DEFAULT_FEATURE_TYPE, ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
-                       read_image_map, read_vqa_json, write_answer_vocab)
+from .examples import (DEFAULT_FEATURE_TYPE, ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab,
+                       load_dataset, read_image_map, read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
 from .lifetime import interrupts_in_one_line
 from .metrics import nlvr2_scores, vqa_accuracy

@@ -82,7 +82,8 @@ def finetune(args, training):
             eval_ds = _dataset(args, split_items(args, args.eval_split), tokenizer, model, args.mode, training.seed)
     scorer = None
     if eval_ds is not None:
-        scorer = lambda m: {"accuracy": accuracy(m, eval_ds, training.eval_batch_size, training.num_workers)}  # noqa: E731
+        batch_size, workers = training.eval_batch_size, training.num_workers
+        scorer = lambda m: {"accuracy": accuracy(m, eval_ds, batch_size, workers)}  # noqa: E731
     return engine.train(training, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
                         scorer=scorer, best_metric="accuracy", settings=args.to_dict())
 
@@ -124,7 +125,8 @@ def predict(args, prediction):
         rationale_model = _load(VisualBertForVCR, prediction.rationale_model, args, new_head=False)
         seed = prediction.seed
         answer_ds = _dataset(args, items, tokenizer, answer_model, "answer", seed)
-        rationale_ds = [_dataset(args, items, tokenizer, rationale_model, "rationale", seed, answer=a) for a in range(4)]
+        rationale_ds = [_dataset(args, items, tokenizer, rationale_model, "rationale", seed, answer=a)
+                        for a in range(4)]
     batch_size, workers = prediction.batch_size, prediction.num_workers
     with paddle.amp.auto_cast(enable=prediction.use_amp, dtype=prediction.amp_dtype):
         answers = choice_probabilities(answer_model, answer_ds, batch_size, workers, "vcr answers")
