@@ -40,6 +40,7 @@ def test_nlvr2_trains_from_python_without_a_command_line(demo_dir, tiny_config, 
     (lambda: TrainingArguments(output_dir=""),
      "output_dir: where checkpoints, metrics.jsonl and the final model go, is needed"),
     (lambda: TaskArguments(max_seq_length=2), "max_seq_length: expected an integer >= 4, got 2"),
+    (lambda: TaskArguments(loss="mse"), "loss: expected kl or bce, got 'mse'"),
     (lambda: PredictionArguments(batch_size=-1), "batch_size: expected an integer >= 1, got -1"),
 ])
 def test_a_wrong_value_is_refused_in_one_line(make, message):

@@ -27,14 +27,18 @@ def setting(default=dataclasses.MISSING, help="", **flag):
     return field(default=default, metadata={"help": help, **flag})
 
 
-def check_ranges(settings):
-    """Run each field's ``type`` check (the flag's own) on its value; ValueError names the field."""
+def check_values(settings):
+    """Check each field's value as its flag does (its ``type`` check, its ``choices``); ValueError names the field."""
     for f in dataclasses.fields(settings):
-        value, check = getattr(settings, f.name), f.metadata.get("type")
-        if value is None or check is None:
+        value, check, choices = getattr(settings, f.name), f.metadata.get("type"), f.metadata.get("choices")
+        if value is None:
             continue
+        if choices is not None and value not in choices:
+            expected = ", ".join(map(str, choices[:-1])) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+            raise ValueError(f"{f.name}: expected {expected}, got {value!r}")
         try:
-            check(value)
+            if check is not None:
+                check(value)
         except argparse.ArgumentTypeError as e:
             raise ValueError(f"{f.name}: {e}") from None
 
@@ -87,11 +91,7 @@ class TrainingArguments:
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("output_dir: where checkpoints, metrics.jsonl and the final model go, is needed")
-        check_ranges(self)
-        if self.device not in ("auto", "gpu", "cpu"):
-            raise ValueError(f"device: expected auto, gpu or cpu, got {self.device!r}")
-        if self.amp_dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"amp_dtype: expected float16 or bfloat16, got {self.amp_dtype!r}")
+        check_values(self)
         if self.max_steps <= 0 and self.num_train_epochs == 0:
             raise ValueError("--num_train_epochs must be > 0 unless --max_steps > 0 sets the length")
 
@@ -170,7 +170,7 @@ class TaskArguments:
                                 flag="--no_cpu_kernels")
 
     def __post_init__(self):
-        check_ranges(self)
+        check_values(self)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -194,4 +194,4 @@ class PredictionArguments:
     rationale_model: Optional[str] = setting(None, "a run (or model dir) fine-tuned with --mode rationale")
 
     def __post_init__(self):
-        check_ranges(self)
+        check_values(self)

@@ -69,8 +69,8 @@ def _dataset(args, items, tokenizer, model, mode, seed, train=False, answer=None
 
 def finetune(args, training):
     """What VCR/run_vcr.py does: fine-tune Q->A (mode answer) or QA->R (mode rationale) as ``training`` says."""
-    if args.mode not in ("answer", "rationale"):
-        raise SystemExit(f"error: mode {args.mode!r}: expected answer or rationale")
+    if args.mode is None:
+        raise SystemExit("error: mode (answer: Q->A, or rationale: QA->R) is needed")
     environment.setup_device(training, args)
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
