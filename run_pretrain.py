@@ -18,7 +18,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    tasks.pretrain(parse_args(argv))
+    tasks.pretrain(*parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    flickr30k.finetune(parse_args(argv))
+    flickr30k.finetune(*parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    flickr30k.predict(parse_args(argv))
+    flickr30k.predict(*parse_args(argv))
 
 
 if __name__ == "__main__":

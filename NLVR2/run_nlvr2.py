@@ -14,7 +14,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    tasks.finetune("nlvr2", parse_args(argv))
+    tasks.finetune("nlvr2", *parse_args(argv))
 
 
 if __name__ == "__main__":

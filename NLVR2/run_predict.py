@@ -13,7 +13,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    tasks.predict("nlvr2", parse_args(argv))
+    tasks.predict("nlvr2", *parse_args(argv))
 
 
 if __name__ == "__main__":

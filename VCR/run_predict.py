@@ -14,7 +14,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    tasks.predict("vcr", parse_args(argv))
+    tasks.predict("vcr", *parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    tasks.finetune("vcr", parse_args(argv))
+    tasks.finetune("vcr", *parse_args(argv))
 
 
 if __name__ == "__main__":

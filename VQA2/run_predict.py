@@ -15,7 +15,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    tasks.predict("vqa2", parse_args(argv))
+    tasks.predict("vqa2", *parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    tasks.finetune("vqa2", parse_args(argv))
+    tasks.finetune("vqa2", *parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-import argparse
 import json
 import os
 import pickle
@@ -129,17 +128,12 @@ LOSS_TERMS = {"loss": lambda b: float(b["units"].sum()), "plain_loss": lambda b:
 
 
 def make_args(tmp_path, name, **kw):
-    from visualbert import cli
+    """The toy run's TrainingArguments (``kw`` overrides), made in Python as a user without a command line does."""
+    from visualbert import TrainingArguments
 
-    parser = cli.add_training_args(argparse.ArgumentParser())
-    args = parser.parse_args(["--output_dir", str(tmp_path / name), "--device", "cpu", "--num_workers", "0"])
-    args.train_batch_size = 16
-    args.learning_rate = 0.05
-    args.num_train_epochs = 3
-    args.logging_steps = 1
-    for k, v in kw.items():
-        setattr(args, k, v)
-    return args
+    toy = dict(output_dir=str(tmp_path / name), device="cpu", num_workers=0, train_batch_size=16, learning_rate=0.05,
+               num_train_epochs=3, logging_steps=1)
+    return TrainingArguments(**{**toy, **kw})
 
 
 def run(tmp_path, name, dropout=0.0, model=None, **kw):

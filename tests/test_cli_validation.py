@@ -2,10 +2,12 @@
 argparse's usage line and one error line naming the flag, never a ZeroDivisionError, a Paddle
 traceback or a run that never ends. Parse-level only: each script's parse_args runs in-process."""
 import argparse
+import dataclasses
 import importlib.util
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -31,7 +33,9 @@ def parse(script, extra):
         spec = importlib.util.spec_from_file_location(script.replace("/", "_")[:-3], os.path.join(ROOT, script))
         _modules[script] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(_modules[script])
-    return _modules[script].parse_args(SCRIPTS[script] + list(extra))
+    # one namespace of the settings objects the script hands on, to read any setting by name
+    settings = _modules[script].parse_args(SCRIPTS[script] + list(extra))
+    return types.SimpleNamespace(**{k: v for s in settings for k, v in dataclasses.asdict(s).items()})
 
 
 def refused(script, extra, capsys):

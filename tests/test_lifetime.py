@@ -1,7 +1,6 @@
 """No process of a command outlives it: SIGKILL of a training run takes its loader workers with it and
 frees its --output_dir for --resume; Ctrl-C ends extract and prediction in one line with status 130;
 a finished run stops its workers without Paddle's noise."""
-import argparse
 import functools
 import os
 import signal
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from visualbert import tasks
+from visualbert import PredictionArguments, TaskArguments, TrainingArguments, tasks
 from visualbert.safeload import load_paddle
 
 TESTS = os.path.join(ROOT, "tests")
@@ -167,17 +166,16 @@ def test_ctrl_c_of_extract_with_decoding_workers_is_one_line_and_leaves_no_worke
 
 
 def test_ctrl_c_of_prediction_is_one_line_and_status_130(monkeypatch, capsys):
-    class Args:
-        use_amp, amp_dtype, batch_size, num_workers, output = False, "float16", 2, 0, "result.json"
+    prediction = PredictionArguments(batch_size=2, num_workers=0, output="result.json")
 
     def interrupted(*args):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # the signal arrives first
 
-    monkeypatch.setattr(tasks, "load_for_prediction", lambda task, args: (None, None))
+    monkeypatch.setattr(tasks, "load_for_prediction", lambda task, args, prediction: (None, None))
     monkeypatch.setattr(tasks, "vqa_predict", interrupted)
     with pytest.raises(SystemExit) as e:
-        tasks.predict("vqa2", Args())
+        tasks.predict("vqa2", TaskArguments(), prediction)
     assert e.value.code == 130
     assert capsys.readouterr().err.strip() == "stopped: interrupted (SIGINT); result.json was not written"
 
@@ -208,7 +206,8 @@ def test_ctrl_c_of_the_other_commands_is_one_line_and_status_130(command, monkey
     if command in ("fine-tuning", "pretraining"):
         monkeypatch.setattr(tasks.environment, "setup_device", _interrupt)
         main = tasks.pretrain if command == "pretraining" else functools.partial(tasks.finetune, "vqa2")
-        argv = argparse.Namespace()
+        main = functools.partial(main, TaskArguments(dataset="vqa2"))
+        argv = TrainingArguments(output_dir=str(tmp_path / "run"))
     elif command == "convert":
         from visualbert import convert
 

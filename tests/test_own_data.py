@@ -48,9 +48,10 @@ def coco_store(tmp_path_factory):
 def finetune_args(tmp_path, *flags):
     train_q, train_a = vqa_files(tmp_path, "train", (9, 25))
     val_q, val_a = vqa_files(tmp_path, "val", (7,))
-    return cli.parse_finetune_args("vqa2", "", [
+    task, _ = cli.parse_finetune_args("vqa2", "", [
         "--train_questions", train_q, "--train_annotations", train_a, "--eval_questions", val_q,
         "--eval_annotations", val_a, "--output_dir", str(tmp_path / "run"), *flags])
+    return task
 
 
 def test_train_and_eval_image_keys_address_two_folders(coco_store, tmp_path):

@@ -19,13 +19,13 @@ def one_line_exit(excinfo):
 
 
 def test_training_on_an_unlabelled_split_is_refused(demo_dir, tiny_config, tmp_path):
-    args = cli.parse_finetune_args("vqa2", "", ["--input_dir", str(demo_dir / "X_COCO"), "--train_split", "test",
+    args, _ = cli.parse_finetune_args("vqa2", "", ["--input_dir", str(demo_dir / "X_COCO"), "--train_split", "test",
                                                 "--eval_split", "none", "--model_name_or_path", tiny_config(),
                                                 "--output_dir", str(tmp_path / "run")])
     with pytest.raises(SystemExit) as e:
         tasks.load_for_finetuning("vqa2", args)
     assert one_line_exit(e).startswith("error: --train_split test: the vqa2 test split has no answers")
-    args = cli.parse_finetune_args("vqa2", "", ["--input_dir", str(demo_dir / "X_COCO"), "--eval_split", "test",
+    args, _ = cli.parse_finetune_args("vqa2", "", ["--input_dir", str(demo_dir / "X_COCO"), "--eval_split", "test",
                                                 "--model_name_or_path", tiny_config(), "--output_dir", str(tmp_path / "r")])
     with pytest.raises(SystemExit) as e:
         tasks.load_for_finetuning("vqa2", args)
@@ -33,7 +33,7 @@ def test_training_on_an_unlabelled_split_is_refused(demo_dir, tiny_config, tmp_p
 
 
 def test_a_sequence_longer_than_the_position_table_is_refused(demo_dir, tiny_config, tmp_path):
-    args = cli.parse_finetune_args("nlvr2", "", ["--input_dir", str(demo_dir / "X_NLVR"), "--max_seq_length", "600",
+    args, _ = cli.parse_finetune_args("nlvr2", "", ["--input_dir", str(demo_dir / "X_NLVR"), "--max_seq_length", "600",
                                                  "--model_name_or_path", tiny_config(), "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit) as e:
         tasks.load_for_finetuning("nlvr2", args)
@@ -114,15 +114,15 @@ def test_predictions_go_beside_the_run_not_into_the_working_directory(tmp_path):
         os.makedirs(run / sub)
         (run / sub / "config.json").write_text("{}")
     (run / "run_config.json").write_text("{}")
-    assert cli.parse_predict_args("vqa2", "", ["--model_name_or_path", str(run / "best")]).output == str(run / "result_test.json")
+    assert cli.parse_predict_args("vqa2", "", ["--model_name_or_path", str(run / "best")])[1].output == str(run / "result_test.json")
     assert cli.parse_predict_args("vqa2", "", ["--model_name_or_path", str(run), "--questions", "my/val_q.json"]
-                                  ).output == str(run / "result_val_q.json")
+                                  )[1].output == str(run / "result_val_q.json")
     assert cli.parse_predict_args("nlvr2", "", ["--model_name_or_path", str(run / "model"), "--split", "dev"]
-                                  ).output == str(run / "predictions_dev.csv")
+                                  )[1].output == str(run / "predictions_dev.csv")
     converted = tmp_path / "converted"
     os.makedirs(converted)
     (converted / "model_state.pdparams").write_bytes(b"")
     assert cli.parse_predict_args("nlvr2", "", ["--model_name_or_path", str(converted / "model_state.pdparams")]
-                                  ).output == str(converted / "predictions_test1.csv")
+                                  )[1].output == str(converted / "predictions_test1.csv")
     with pytest.raises(SystemExit):
         cli.parse_predict_args("vqa2", "", ["--model_name_or_path", "visualbert-vqa"])

@@ -1,10 +1,12 @@
 """VCR from the demo's files to the leaderboard CSV: the released formats, the dataset, and the scripts."""
 import csv
+import dataclasses
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -126,7 +128,8 @@ def parse_script(script, argv):
     spec = importlib.util.spec_from_file_location("vcr_" + os.path.basename(script)[:-3], os.path.join(REPO, script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.parse_args(argv)
+    # one namespace of the settings objects the script hands on, to read any setting by name
+    return types.SimpleNamespace(**{k: v for s in module.parse_args(argv) for k, v in dataclasses.asdict(s).items()})
 
 
 @pytest.mark.parametrize("script,argv,message", [
@@ -147,7 +150,7 @@ def test_bad_vcr_command_lines_are_one_usage_error(script, argv, message, capsys
 
 def test_vcr_command_line_defaults():
     args = parse_script("VCR/run_vcr.py", ["--output_dir", "o", "--mode", "rationale", "--eval_split", "none"])
-    assert (args.input_dir, args.batch_size, args.train_batch_size, args.eval_split) == ("X_VCR", 8, 8, None)
+    assert (args.input_dir, args.eval_batch_size, args.train_batch_size, args.eval_split) == ("X_VCR", 8, 8, None)
     assert (args.learning_rate, args.num_train_epochs, args.model_name_or_path) == (2e-5, 8, "visualbert-vcr-pre")
     args = parse_script("VCR/run_predict.py", ["--answer_model", "a", "--rationale_model", "r", "--split", "val"])
     assert args.output == os.path.join("VCR", "predictions_val.csv")

@@ -7,6 +7,9 @@ DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 VOCAB_FILE = os.path.join(DATA_DIR, "bert-base-uncased-vocab.txt")
 VQA_ANSWERS_FILE = os.path.join(DATA_DIR, "answers_vqa.txt")
 
+# the settings of a run, for training and predicting from Python (see visualbert.training_args)
+from .training_args import PredictionArguments, TaskArguments, TrainingArguments  # noqa: E402
+
 
 def pipeline(task, model, device="cpu", weights=None, engine=None):
     """A trained model as a callable, in transformers' pipeline shape (see :mod:`visualbert.pipelines`)::

@@ -1,115 +1,108 @@
 """Every script's command line: the flag groups the scripts share, and each script's parser.
 
-The scripts parse with ``parse_pretrain_args`` / ``parse_finetune_args`` / ``parse_predict_args`` and
-hand the result to ``visualbert.tasks``; ``tools/cli_docs.py`` renders their --help into docs/cli.md.
+The scripts parse with ``parse_pretrain_args`` / ``parse_finetune_args`` / ``parse_predict_args`` / ...,
+which return the run's settings objects (``visualbert.training_args``), and hand them to
+``visualbert.tasks``; ``tools/cli_docs.py`` renders their --help into docs/cli.md. A flag is made from
+the settings field of its name (its default, help and check), so each is written once; a script names
+only where it differs (its own default, a wording that fits its data).
 """
 import argparse
+import dataclasses
 import os
 
-from .argtypes import fraction, int_range, non_negative_float, non_negative_int, positive_float, positive_int, seed_int
+from .argtypes import positive_int
 from .examples import DEFAULT_FEATURE_TYPE
 from .features import FEATURE_TYPES
 from .inference import add_engine_arg
 from .tasks import PRETRAIN_SPLITS
+from .training_args import PredictionArguments, TaskArguments, TrainingArguments
+
+# ---------------------------------------------------------------------------- flags from the settings' fields
+
+
+def add_setting(group, settings, name, **override):
+    """Add the flag of field ``name`` of the dataclass ``settings``, with the field's default, help and
+    parsing; ``override`` changes any of them for one script (its default, its help wording)."""
+    f = next(f for f in dataclasses.fields(settings) if f.name == name)
+    kwargs = dict(f.metadata)
+    flag = kwargs.pop("flag", "--" + name)
+    if f.default is dataclasses.MISSING:
+        kwargs["required"] = True
+    elif isinstance(f.default, bool):
+        kwargs["action"] = "store_false" if f.default else "store_true"
+    else:
+        kwargs["default"] = f.default
+    if flag != "--" + name:
+        kwargs["dest"] = name
+    kwargs.update(override)
+    group.add_argument(flag, **kwargs)
+
+
+def settings_from(parser, settings, args, **values):
+    """``settings`` (a dataclass) from the parsed ``args`` fields of the same name, plus ``values``;
+    a value the dataclass refuses ends with argparse's usage line and its one-line message."""
+    names = {f.name for f in dataclasses.fields(settings)}
+    given = {name: value for name, value in vars(args).items() if name in names}
+    try:
+        return settings(**{**given, **values})
+    except ValueError as e:
+        parser.error(str(e))
+
 
 # ---------------------------------------------------------------------------- shared groups
 
+# the training-loop fields the scripts show among their data flags (the fine-tuning ones as --batch_size)
+_BATCH_FIELDS = ("train_batch_size", "eval_batch_size")
+
+
 def add_training_args(parser, **defaults):
-    """The flags every training script shares. ``defaults`` overrides per script."""
+    """The flags every training script shares, one per ``TrainingArguments`` field; ``defaults``
+    overrides per script."""
     g = parser.add_argument_group("training")
-    g.add_argument("--output_dir", required=True, help="where checkpoints, metrics.jsonl and the final model go")
-    g.add_argument("--num_train_epochs", type=non_negative_float, default=defaults.get("num_train_epochs", 3),
-                   help="epochs to train (ignored when --max_steps > 0)")
-    g.add_argument("--max_steps", type=int, default=-1,
-                   help="optimizer steps to train; overrides --num_train_epochs when > 0")
-    g.add_argument("--learning_rate", type=positive_float, default=defaults.get("learning_rate", 2e-5),
-                   help="peak learning rate")
-    g.add_argument("--weight_decay", type=non_negative_float, default=0.01,
-                   help="AdamW weight decay (not on bias and LayerNorm)")
-    g.add_argument("--adam_epsilon", type=positive_float, default=1e-6, help="AdamW epsilon")
-    g.add_argument("--warmup_proportion", type=fraction, default=defaults.get("warmup_proportion", 0.1),
-                   help="share of optimizer steps spent warming up linearly, in [0, 1]")
-    g.add_argument("--warmup_steps", type=non_negative_int, default=0,
-                   help="warmup length in optimizer steps; overrides --warmup_proportion")
-    g.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="global-norm gradient clipping (0 = off)")
-    g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--logging_steps", type=positive_int, default=defaults.get("logging_steps", 20),
-                   help="write a metrics.jsonl line every N optimizer steps (and a progress line when the "
-                        "output is not a terminal)")
-    g.add_argument("--save_steps", type=positive_int, default=defaults.get("save_steps", 1000),
-                   help="write a checkpoint every N optimizer steps (and always at the end)")
-    g.add_argument("--save_total_limit", type=non_negative_int, default=3,
-                   help="keep only the newest K checkpoints (default 3; 0 = keep all)")
-    g.add_argument("--eval_steps", type=non_negative_int, default=0,
-                   help="evaluate every N optimizer steps (0 = once per epoch)")
-    g.add_argument("--seed", type=seed_int, default=42, help="seed for initialisation, shuffling, masking and dropout")
-    g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
-    g.add_argument("--use_amp", action="store_true", help="mixed precision (GPU only; ignored with a note on CPU)")
-    g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"],
-                   help="AMP compute dtype; float16 uses dynamic loss scaling")
-    g.add_argument("--num_workers", type=non_negative_int, default=2,
-                   help="DataLoader worker processes (0 = load in the training process)")
-    g.add_argument("--resume", default=None, metavar="DIR|latest",
-                   help="continue from a checkpoint dir, or the newest complete one in --output_dir "
-                        "(the training settings must match the saved run_config.json)")
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="delete the training run already in --output_dir (checkpoints, metrics, models) and "
-                        "start over; without it (or --resume) such a directory is refused")
-    g.add_argument("--allow_changed_settings", action="store_true",
-                   help="with --resume: continue although training settings (batch size, learning rate, "
-                        "steps, data, world size, ...) differ from the saved ones; run_config.json records "
-                        "the changes, and the run no longer matches an uninterrupted one")
-    g.add_argument("--visualdl", action="store_true", help="also log scalars to VisualDL in <output_dir>/visualdl")
+    for f in dataclasses.fields(TrainingArguments):
+        if f.name not in _BATCH_FIELDS:
+            add_setting(g, TrainingArguments, f.name, **({"default": defaults[f.name]} if f.name in defaults else {}))
     return parser
 
 
-def check_training_args(parser, args):
-    """What no single flag's type can say; call after parsing (ends with argparse's usage line)."""
-    if args.max_steps <= 0 and args.num_train_epochs == 0:
-        parser.error("--num_train_epochs must be > 0 unless --max_steps > 0 sets the length")
-    return args
+def training_settings(parser, args, **values):
+    """The ``TrainingArguments`` of a training script's parsed flags."""
+    return settings_from(parser, TrainingArguments, args, **values)
+
+
+def _task_flag(group, name, **override):
+    add_setting(group, TaskArguments, name, **override)
+
+
+def _prediction_flag(group, name, **override):
+    add_setting(group, PredictionArguments, name, **override)
 
 
 def add_model_args(parser, default_model):
     g = parser.add_argument_group("model")
-    g.add_argument("--model_type", default="visualbert", choices=["visualbert"],
-                   help="model family (kept for the original scripts; only visualbert)")
-    g.add_argument("--model_name_or_path", default=default_model,
-                   help="a released name (visualbert-vqa-pre, ...; converted weights must be in PaddleNLP's "
-                        "model home), a directory written by save_pretrained / visualbert.convert / a training "
-                        "run (its model/ is used), a .pdparams file inside such a directory, or a config .json "
-                        "to train from scratch")
-    g.add_argument("--bert_model_name", default="bert-base-uncased",
-                   help="tokenizer: bert-base-uncased (the vocabulary ships with this package) or a vocab.txt / "
-                        "tokenizer directory")
-    g.add_argument("--no_cpu_kernels", dest="cpu_kernels", action="store_false",
-                   help="on CPU, run the model on Paddle's stock layers instead of visualbert.cpu's faster "
-                        "ones (same results; for comparison or if a oneDNN kernel fails)")
+    _task_flag(g, "model_type")
+    _task_flag(g, "model_name_or_path", default=default_model)
+    _task_flag(g, "bert_model_name")
+    _task_flag(g, "cpu_kernels")
     return parser
 
 
 def add_data_args(parser, task):
     g = parser.add_argument_group("data")
-    g.add_argument("--input_dir", default=None,
-                   help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2); needed unless --features names the features")
-    g.add_argument("--annotation_dir", default=None,
-                   help="annotation files (default: <input_dir>/annotations, then PaddleNLP's dataset home)")
-    g.add_argument("--image_feature_type", default=DEFAULT_FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
-                   help=f"region features (default {DEFAULT_FEATURE_TYPE[task]})")
-    g.add_argument("--max_seq_length", type=int_range(4), default=128,
-                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
+    _task_flag(g, "input_dir",
+               help="data root (X_COCO/ for vqa2, X_NLVR/ for nlvr2); needed unless --features names the features")
+    _task_flag(g, "annotation_dir")
+    _task_flag(g, "image_feature_type", default=DEFAULT_FEATURE_TYPE[task], choices=sorted(FEATURE_TYPES),
+          help=f"region features (default {DEFAULT_FEATURE_TYPE[task]})")
+    _task_flag(g, "max_seq_length")
     add_feature_args(g)
     return g
 
 
 def add_feature_args(group):
-    group.add_argument("--features", default=None, metavar="DIR",
-                       help="a packed feature store written by python -m visualbert.extract or python -m visualbert.features "
-                            "import, used instead of --image_feature_type's files under --input_dir")
-    group.add_argument("--max_regions", type=positive_int, default=None, help="keep at most this many regions per image")
-    group.add_argument("--feature_dtype", default="float32", choices=["float32", "float16"],
-                       help="dtype regions travel in from the loader workers; float16 halves the traffic "
-                            "(the packed store is fp16 on disk anyway); the model computes in float32 or AMP")
+    _task_flag(group, "features")
+    _task_flag(group, "max_regions")
+    _task_flag(group, "feature_dtype")
 
 
 def add_vqa_json_args(group, sets):
@@ -118,39 +111,32 @@ def add_vqa_json_args(group, sets):
     (and ``--<set>_image_key`` when there are two sets, whose images often lie in two folders) and
     ``--image_map``."""
     for name in sets:
-        prefix = f"--{name}_" if name else "--"
+        prefix = f"{name}_" if name else ""
         what = f"{name} set" if name else "questions to predict"
-        group.add_argument(prefix + "questions", default=None, metavar="Q.json",
-                           help=f"{what} in the official VQA questions format, any split name (instead of an imdb split)")
-        group.add_argument(prefix + "annotations", default=None, metavar="A.json",
-                           help=f"answers to {prefix}questions in the official VQA annotations format"
-                                + ("" if name != "eval" else " (needed to score them)")
-                                + (" (optional: prints the accuracy)" if not name else ""))
-    group.add_argument("--image_key", default="{image_id}",
-                       help="template from a question's image_id (an integer, or a string such as grace_hopper) to "
-                            "its feature key in --features, e.g. COCO_val2014_{image_id:012d} or "
-                            "val2014/COCO_val2014_{image_id:012d} (default: {image_id})")
+        _task_flag(group, prefix + "questions",
+              help=f"{what} in the official VQA questions format, any split name (instead of an imdb split)")
+        _task_flag(group, prefix + "annotations",
+              help=f"answers to --{prefix}questions in the official VQA annotations format"
+                   + ("" if name != "eval" else " (needed to score them)")
+                   + (" (optional: prints the accuracy)" if not name else ""))
+    _task_flag(group, "image_key",
+          help="template from a question's image_id (an integer, or a string such as grace_hopper) to its feature key "
+               "in --features, e.g. COCO_val2014_{image_id:012d} or val2014/COCO_val2014_{image_id:012d} (default: "
+               "{image_id})")
     for name in sets if len(sets) > 1 else ():
-        group.add_argument(f"--{name}_image_key", default=None,
-                           help=f"the template for --{name}_questions only (default: --image_key), e.g. "
-                                f"{'train2014/COCO_train2014' if name == 'train' else 'val2014/COCO_val2014'}"
-                                "_{image_id:012d} for images extracted from COCO's folders")
-    group.add_argument("--image_map", default=None, metavar="FILE.json",
-                       help='a JSON object {"image_id": "feature key", ...} naming each image\'s key, instead of '
-                            "the templates")
+        _task_flag(group, f"{name}_image_key",
+              help=f"the template for --{name}_questions only (default: --image_key), e.g. "
+                   f"{'train2014/COCO_train2014' if name == 'train' else 'val2014/COCO_val2014'}"
+                   "_{image_id:012d} for images extracted from COCO's folders")
+    _task_flag(group, "image_map")
 
 
 def add_predict_args(group, default_split, output_help):
     """Flags the two run_predict.py scripts share (after add_data_args)."""
-    group.add_argument("--split", default=default_split, help="split to predict")
-    group.add_argument("--output", default=None, help=output_help)
-    group.add_argument("--batch_size", type=positive_int, default=64, help="samples per device")
-    group.add_argument("--num_workers", type=non_negative_int, default=2,
-                       help="DataLoader worker processes (0 = load in the main process)")
-    group.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
-    group.add_argument("--use_amp", action="store_true", help="mixed precision inference (GPU only)")
-    group.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"], help="AMP compute dtype")
-    group.add_argument("--seed", type=seed_int, default=42, help=argparse.SUPPRESS)
+    _prediction_flag(group, "split", default=default_split)
+    _prediction_flag(group, "output", help=output_help)
+    for name in ("batch_size", "num_workers", "device", "use_amp", "amp_dtype", "seed"):
+        _prediction_flag(group, name)
 
 
 # ---------------------------------------------------------------------------- the scripts' parsers
@@ -160,75 +146,77 @@ def _parser(description):
     return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _finetuning_settings(parser, args):
+    """(TaskArguments, TrainingArguments) of a fine-tuning script, whose --batch_size is the training
+    and the evaluation batch size, and whose --eval_split none turns evaluation off."""
+    eval_split = None if args.eval_split == "none" else args.eval_split
+    training = training_settings(parser, args, train_batch_size=args.batch_size, eval_batch_size=args.batch_size)
+    return settings_from(parser, TaskArguments, args, eval_split=eval_split), training
+
+
 def parse_pretrain_args(description, argv=None):
-    """run_pretrain.py's command line; the splits and feature type default per --dataset."""
+    """run_pretrain.py's command line: (TaskArguments, TrainingArguments); the splits and feature
+    type default per --dataset."""
     p = _parser(description)
     g = p.add_argument_group("data")
-    g.add_argument("--input_dir", default=None, help="data root (X_COCO/, X_NLVR/ or X_VCR/); annotations in <input_dir>/annotations "
-                                                     "unless --annotation_dir; needed unless --features names the features")
-    g.add_argument("--annotation_dir", default=None, help="where the annotation files are (default: <input_dir>/annotations, "
-                                                          "then PaddleNLP's dataset home)")
-    g.add_argument("--dataset", required=True, choices=sorted(PRETRAIN_SPLITS), help="pretraining corpus")
-    g.add_argument("--image_feature_type", default=None, choices=sorted(FEATURE_TYPES),
-                   help="region features (default: the original scripts' choice for --dataset)")
-    g.add_argument("--train_split", default=None, help="annotation split to train on (default: train)")
-    g.add_argument("--eval_split", default=None, help="split to evaluate on each epoch (default: val / minival / dev; "
-                                                      "'none' to skip)")
-    g.add_argument("--max_eval_samples", type=positive_int, default=5000, help="evaluate on at most this many examples")
-    g.add_argument("--max_seq_length", type=int_range(4), default=128,
-                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
+    _task_flag(g, "input_dir", help="data root (X_COCO/, X_NLVR/ or X_VCR/); annotations in <input_dir>/annotations "
+                               "unless --annotation_dir; needed unless --features names the features")
+    _task_flag(g, "annotation_dir", help="where the annotation files are (default: <input_dir>/annotations, "
+                                    "then PaddleNLP's dataset home)")
+    _task_flag(g, "dataset", required=True, choices=sorted(PRETRAIN_SPLITS))
+    _task_flag(g, "image_feature_type", choices=sorted(FEATURE_TYPES),
+          help="region features (default: the original scripts' choice for --dataset)")
+    _task_flag(g, "train_split", default=None, help="annotation split to train on (default: train)")
+    _task_flag(g, "eval_split", help="split to evaluate on each epoch (default: val / minival / dev; 'none' to skip)")
+    _task_flag(g, "max_eval_samples")
+    _task_flag(g, "max_seq_length")
     add_feature_args(g)
-    g.add_argument("--image_dir", default=None,
-                   help="vcr: the images and their metadata JSON (default: <input_dir>/vcr1images)")
-    g.add_argument("--mask_prob", type=fraction, default=0.15,
-                   help="share of text tokens chosen for masked LM, in [0, 1] (at least one per sentence)")
-    g.add_argument("--no_nlvr2_label", action="store_true", help="nlvr2: train masked LM only, without the label")
-    g.add_argument("--train_batch_size", type=positive_int, default=16, help="samples per device per micro-batch")
-    g.add_argument("--eval_batch_size", type=positive_int, default=64, help="samples per device when evaluating")
+    _task_flag(g, "image_dir")
+    _task_flag(g, "mask_prob")
+    _task_flag(g, "no_nlvr2_label")
+    add_setting(g, TrainingArguments, "train_batch_size")
+    add_setting(g, TrainingArguments, "eval_batch_size")
     add_model_args(p, default_model="visualbert-vqa-coco-pre")
     add_training_args(p, learning_rate=1e-5, num_train_epochs=3)
-    args = check_training_args(p, p.parse_args(argv))
+    args = p.parse_args(argv)
+    training = training_settings(p, args)
     train_split, eval_split = PRETRAIN_SPLITS[args.dataset]
-    args.train_split = args.train_split or train_split
-    args.eval_split = None if args.eval_split == "none" else (args.eval_split or eval_split)
-    # VCR has no feature files: its model encodes the images itself
-    args.image_feature_type = args.image_feature_type or DEFAULT_FEATURE_TYPE.get(args.dataset)
-    return args
+    task = settings_from(p, TaskArguments, args, train_split=args.train_split or train_split,
+                         eval_split=None if args.eval_split == "none" else (args.eval_split or eval_split),
+                         # VCR has no feature files: its model encodes the images itself
+                         image_feature_type=args.image_feature_type or DEFAULT_FEATURE_TYPE.get(args.dataset))
+    return task, training
 
 
 def parse_finetune_args(task, description, argv=None):
-    """run_vqa2.py's / run_nlvr2.py's command line (``task``: vqa2 or nlvr2)."""
+    """run_vqa2.py's / run_nlvr2.py's command line (``task``: vqa2 or nlvr2): (TaskArguments, TrainingArguments)."""
     p = _parser(description)
     g = add_data_args(p, task)
-    g.add_argument("--task_name", default=task, choices=[task], help="task (kept for the original scripts)")
-    g.add_argument("--train_split", default="train", help="imdb split to train on: train, trainval, val, ..."
-                   if task == "vqa2" else "split to train on")
+    _task_flag(g, "task_name", default=task, choices=[task])
+    _task_flag(g, "train_split", **({"help": "imdb split to train on: train, trainval, val, ..."} if task == "vqa2" else {}))
     if task == "vqa2":
-        g.add_argument("--eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
-                                                          "its questions are removed from training; 'none' to skip")
+        _task_flag(g, "eval_split", default="val", help="imdb split scored each epoch (minival with --train_split trainval); "
+                                                  "its questions are removed from training; 'none' to skip")
         add_vqa_json_args(g, ("train", "eval"))
-        g.add_argument("--answer_vocab", default=None,
-                       help="answer vocabulary file, or build[:K]: <unk> then the K most frequent training answers (all "
-                            "without K); saved as <output_dir>/answer_vocab.txt, which run_predict.py reuses "
-                            "(default: the shipped answers_vqa.txt)")
+        _task_flag(g, "answer_vocab",
+              help="answer vocabulary file, or build[:K]: <unk> then the K most frequent training answers (all "
+                   "without K); saved as <output_dir>/answer_vocab.txt, which run_predict.py reuses "
+                   "(default: the shipped answers_vqa.txt)")
         g.add_argument("--batch_size", type=positive_int, default=64, help="samples per device, training and evaluation")
-        g.add_argument("--loss", default="kl", choices=["kl", "bce"],
-                       help="kl: KL-divergence to the soft scores (transformers); bce: binary cross-entropy (MMF)")
+        _task_flag(g, "loss")
         add_model_args(p, default_model="visualbert-vqa-pre")
         add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=10000)
     else:
-        g.add_argument("--eval_split", default="dev", help="split scored each epoch ('none' to skip)")
+        _task_flag(g, "eval_split", default="dev", help="split scored each epoch ('none' to skip)")
         g.add_argument("--batch_size", type=positive_int, default=16, help="samples per device, training and evaluation")
         add_model_args(p, default_model="visualbert-nlvr2-pre")
         add_training_args(p, learning_rate=2e-5, num_train_epochs=10, save_steps=5000)
-    args = check_training_args(p, p.parse_args(argv))
-    args.train_batch_size = args.batch_size  # the original scripts say --batch_size; the engine counts per-device batches
-    args.eval_split = None if args.eval_split == "none" else args.eval_split
-    return args
+    return _finetuning_settings(p, p.parse_args(argv))
 
 
 def parse_predict_args(task, description, argv=None):
-    """VQA2/run_predict.py's / NLVR2/run_predict.py's command line (``task``: vqa2 or nlvr2)."""
+    """VQA2/run_predict.py's / NLVR2/run_predict.py's command line (``task``: vqa2 or nlvr2):
+    (TaskArguments, PredictionArguments)."""
     p = _parser(description)
     g = add_data_args(p, task)
     if task == "vqa2":
@@ -236,9 +224,9 @@ def parse_predict_args(task, description, argv=None):
                                     "directory, the one holding the model/ or best/ predicted with, else beside the model; "
                                     "<split> is the --questions file's name when given)")
         add_vqa_json_args(g, ("",))
-        g.add_argument("--answer_vocab", default=None,
-                       help="answer vocabulary file (default: the training run's answer_vocab.txt beside the model or in "
-                            "its parent directory, else the shipped answers_vqa.txt)")
+        _task_flag(g, "answer_vocab",
+              help="answer vocabulary file (default: the training run's answer_vocab.txt beside the model or in "
+                   "its parent directory, else the shipped answers_vqa.txt)")
         add_model_args(p, default_model="logs/vqa")
     else:
         add_predict_args(g, "test1", "predictions CSV (default: predictions_<split>.csv in the training run's "
@@ -246,54 +234,49 @@ def parse_predict_args(task, description, argv=None):
         add_model_args(p, default_model="logs/nlvr2")
     add_engine_arg(p)
     args = p.parse_args(argv)
-    if not args.output:
-        args.output = default_prediction_output(p, task, args)
-    return args
+    output = args.output or default_prediction_output(p, task, args)
+    return settings_from(p, TaskArguments, args), settings_from(p, PredictionArguments, args, output=output)
 
 
 def _flickr30k_data_args(parser):
     g = parser.add_argument_group("data")
-    g.add_argument("--input_dir", default=None,
-                   help="data root (X_FLICKR/); the annotations are then in <input_dir>/Flickr30kEntities")
-    g.add_argument("--annotation_dir", default=None,
-                   help="the Flickr30K Entities release: Sentences/, Annotations/, train.txt / val.txt / test.txt "
-                        "(default: <input_dir>/Flickr30kEntities)")
-    g.add_argument("--image_key", default="{image_id}",
-                   help="template from an image id (the name in Sentences/) to its key in --features (default: {image_id})")
-    g.add_argument("--max_seq_length", type=int_range(4), default=128,
-                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
+    _task_flag(g, "input_dir", help="data root (X_FLICKR/); the annotations are then in <input_dir>/Flickr30kEntities")
+    _task_flag(g, "annotation_dir", help="the Flickr30K Entities release: Sentences/, Annotations/, train.txt / val.txt / "
+                                    "test.txt (default: <input_dir>/Flickr30kEntities)")
+    _task_flag(g, "image_key", help="template from an image id (the name in Sentences/) to its key in --features (default: "
+                               "{image_id})")
+    _task_flag(g, "max_seq_length")
     add_feature_args(g)
     return g
 
 
 def parse_flickr30k_args(description, argv=None):
-    """Flickr30K/run_flickr30k.py's command line; defaults are the original fine-tuning config's."""
+    """Flickr30K/run_flickr30k.py's command line: (TaskArguments, TrainingArguments); defaults are the
+    original fine-tuning config's."""
     p = _parser(description)
     g = _flickr30k_data_args(p)
-    g.add_argument("--train_split", default="train", help="image list to train on: train, val, test or a file")
-    g.add_argument("--eval_split", default="val", help="image list scored each epoch ('none' to skip)")
+    _task_flag(g, "train_split", help="image list to train on: train, val, test or a file")
+    _task_flag(g, "eval_split", default="val", help="image list scored each epoch ('none' to skip)")
     g.add_argument("--batch_size", type=positive_int, default=32, help="captions per device, training and evaluation")
     add_model_args(p, default_model="visualbert-vqa-coco-pre")
     add_training_args(p, learning_rate=2e-5, num_train_epochs=5, save_steps=5000)
-    args = check_training_args(p, p.parse_args(argv))
-    args.train_batch_size = args.batch_size
-    args.eval_split = None if args.eval_split == "none" else args.eval_split
-    return args
+    return _finetuning_settings(p, p.parse_args(argv))
 
 
 def parse_flickr30k_predict_args(description, argv=None):
-    """Flickr30K/run_predict.py's command line."""
+    """Flickr30K/run_predict.py's command line: (TaskArguments, PredictionArguments)."""
     p = _parser(description)
     g = _flickr30k_data_args(p)
     add_predict_args(g, "test", "ranked boxes per phrase, JSON (default: predictions_<split>.json in the model's "
                                 "run directory)")
     add_model_args(p, default_model="logs/flickr30k")
     args = p.parse_args(argv)
-    if not args.output:
+    output = args.output
+    if not output:
         model = os.path.normpath(args.model_name_or_path)
         run = os.path.dirname(model) if os.path.basename(model) in ("best", "model") else model
-        args.output = os.path.join(run if os.path.isdir(run) else ".", f"predictions_{os.path.basename(args.split)}.json")
-    return args
+        output = os.path.join(run if os.path.isdir(run) else ".", f"predictions_{os.path.basename(args.split)}.json")
+    return settings_from(p, TaskArguments, args), settings_from(p, PredictionArguments, args, output=output)
 
 
 # ---------------------------------------------------------------------------- VCR
@@ -301,61 +284,47 @@ def parse_flickr30k_predict_args(description, argv=None):
 
 def add_vcr_data_args(parser):
     g = parser.add_argument_group("data")
-    g.add_argument("--input_dir", default="X_VCR",
-                   help="VCR root: {train,val,test}.jsonl and vcr1images/ (default X_VCR, as the original configs)")
-    g.add_argument("--annotation_dir", default=None, help="where the .jsonl files are (default: --input_dir)")
-    g.add_argument("--image_dir", default=None,
-                   help="the images and their metadata JSON, as img_fn / metadata_fn name them "
-                        "(default: <input_dir>/vcr1images)")
-    g.add_argument("--max_seq_length", type=int_range(4), default=128,
-                   help="longest token sequence, [CLS]/[SEP] included (at least 4)")
+    _task_flag(g, "input_dir", default="X_VCR",
+          help="VCR root: {train,val,test}.jsonl and vcr1images/ (default X_VCR, as the original configs)")
+    _task_flag(g, "annotation_dir", help="where the .jsonl files are (default: --input_dir)")
+    _task_flag(g, "image_dir", help="the images and their metadata JSON, as img_fn / metadata_fn name them "
+                               "(default: <input_dir>/vcr1images)")
+    _task_flag(g, "max_seq_length")
     g.add_argument("--batch_size", type=positive_int, default=8,
                    help="questions per device (each with its four choices), training and evaluation")
     return g
 
 
 def parse_vcr_args(description, argv=None):
-    """VCR/run_vcr.py's command line."""
+    """VCR/run_vcr.py's command line: (TaskArguments, TrainingArguments)."""
     p = _parser(description)
     g = add_vcr_data_args(p)
-    g.add_argument("--mode", required=True, choices=["answer", "rationale"],
-                   help="answer: Q->A (the question with each answer); rationale: QA->R (the question and the "
-                        "right answer with each rationale)")
-    g.add_argument("--train_split", default="train", help="split to train on")
-    g.add_argument("--eval_split", default="val", help="split scored each epoch ('none' to skip)")
-    g.add_argument("--class_loss_ratio", type=non_negative_float, default=None,
-                   help="weight of the image encoder's 81-way box-class loss (default: the model config's; "
-                        "0 as the original)")
+    _task_flag(g, "mode", required=True)
+    _task_flag(g, "train_split")
+    _task_flag(g, "eval_split", default="val", help="split scored each epoch ('none' to skip)")
+    _task_flag(g, "class_loss_ratio")
     add_model_args(p, default_model="visualbert-vcr-pre")
     add_training_args(p, learning_rate=2e-5, num_train_epochs=8, save_steps=5000)
-    args = check_training_args(p, p.parse_args(argv))
-    args.train_batch_size = args.batch_size
-    args.eval_split = None if args.eval_split == "none" else args.eval_split
-    return args
+    return _finetuning_settings(p, p.parse_args(argv))
 
 
 def parse_vcr_predict_args(description, argv=None):
-    """VCR/run_predict.py's command line."""
+    """VCR/run_predict.py's command line: (TaskArguments, PredictionArguments)."""
     p = _parser(description)
     g = add_vcr_data_args(p)
-    g.add_argument("--split", default="test", help="split to predict (test, or val to score it too)")
-    g.add_argument("--output", default=None, help="leaderboard CSV to write (default: VCR/predictions_<split>.csv)")
-    g.add_argument("--num_workers", type=non_negative_int, default=2,
-                   help="DataLoader worker processes (0 = load in the main process)")
-    g.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
-    g.add_argument("--use_amp", action="store_true", help="mixed precision inference (GPU only)")
-    g.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"], help="AMP compute dtype")
-    g.add_argument("--seed", type=seed_int, default=42, help=argparse.SUPPRESS)
+    _prediction_flag(g, "split", help="split to predict (test, or val to score it too)")
+    _prediction_flag(g, "output", help="leaderboard CSV to write (default: VCR/predictions_<split>.csv)")
+    for name in ("num_workers", "device", "use_amp", "amp_dtype", "seed"):
+        _prediction_flag(g, name)
     m = p.add_argument_group("models")
-    m.add_argument("--answer_model", required=True, help="a run (or model dir) fine-tuned with --mode answer")
-    m.add_argument("--rationale_model", required=True, help="a run (or model dir) fine-tuned with --mode rationale")
-    m.add_argument("--bert_model_name", default="bert-base-uncased",
-                   help="tokenizer: bert-base-uncased (ships with this package) or a vocab.txt / tokenizer directory")
-    m.add_argument("--no_cpu_kernels", dest="cpu_kernels", action="store_false",
-                   help="on CPU, run the models on Paddle's stock layers instead of visualbert.cpu's")
+    _prediction_flag(m, "answer_model", required=True)
+    _prediction_flag(m, "rationale_model", required=True)
+    _task_flag(m, "bert_model_name", help="tokenizer: bert-base-uncased (ships with this package) or a vocab.txt / "
+                                     "tokenizer directory")
+    _task_flag(m, "cpu_kernels", help="on CPU, run the models on Paddle's stock layers instead of visualbert.cpu's")
     args = p.parse_args(argv)
-    args.output = args.output or os.path.join("VCR", f"predictions_{args.split}.csv")
-    return args
+    output = args.output or os.path.join("VCR", f"predictions_{args.split}.csv")
+    return settings_from(p, TaskArguments, args), settings_from(p, PredictionArguments, args, output=output)
 
 def default_prediction_output(parser, task, args):
     """Where predictions go without --output: into the training run's directory (the one holding the

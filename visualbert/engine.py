@@ -32,20 +32,21 @@ from .lifetime import interrupts_in_one_line
 from .pretrained import user_errors
 from .batches import EpochBatchSampler, make_loader
 from .progress import Progress
+from .training_args import TrainingArguments
 
 
 # ---------------------------------------------------------------------------- optimisation
 
 
-def build_optimizer(model, args, total_steps):
-    warmup = args.warmup_steps if args.warmup_steps > 0 else args.warmup_proportion
-    scheduler = LinearDecayWithWarmup(args.learning_rate, total_steps, warmup)
+def build_optimizer(model, training, total_steps):
+    warmup = training.warmup_steps if training.warmup_steps > 0 else training.warmup_proportion
+    scheduler = LinearDecayWithWarmup(training.learning_rate, total_steps, warmup)
     # BERT convention: no weight decay on biases and LayerNorm parameters
     decay = {p.name for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n or "norm" in n)}
     optimizer = paddle.optimizer.AdamW(
-        learning_rate=scheduler, parameters=model.parameters(), weight_decay=args.weight_decay,
-        epsilon=args.adam_epsilon, apply_decay_param_fun=lambda name: name in decay,
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None,
+        learning_rate=scheduler, parameters=model.parameters(), weight_decay=training.weight_decay,
+        epsilon=training.adam_epsilon, apply_decay_param_fun=lambda name: name in decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(training.max_grad_norm) if training.max_grad_norm > 0 else None,
     )
     return optimizer, scheduler
 
@@ -83,9 +84,9 @@ def rank_drift(model):
     return max(float((g - gathered[0]).abs().max()) for g in gathered)
 
 
-def autocast(args):
+def autocast(training):
     """The precision of training's forward passes, and of the evaluations made while training."""
-    return paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype, level="O1")
+    return paddle.amp.auto_cast(enable=training.use_amp, dtype=training.amp_dtype, level="O1")
 
 
 def model_kwargs(model, batch, extra):
@@ -126,22 +127,23 @@ def _stops_in_one_line(train_fn):
     and the line names it."""
 
     @functools.wraps(train_fn)
-    def run(args, *a, **kw):
+    def run(training, *a, **kw):
         def last_checkpoint():
-            ckpts = list_checkpoints(args.output_dir)
+            ckpts = list_checkpoints(training.output_dir)
             return (f"last checkpoint {ckpts[-1]} (continue with --resume latest)" if ckpts
                     else "no checkpoint was written yet")
 
         with interrupts_in_one_line(after=last_checkpoint), user_errors():
-            return train_fn(args, *a, **kw)
+            return train_fn(training, *a, **kw)
 
     return run
 
 
 @_stops_in_one_line
-def train(args, model, train_dataset, collate_fn, loss_terms, scorer=None, best_metric=None,
-          forward_kwargs=None, run_files=None):
-    """Train ``model`` on ``train_dataset``; returns the last evaluation's metrics (or {}).
+def train(training, model, train_dataset, collate_fn, loss_terms, scorer=None, best_metric=None,
+          forward_kwargs=None, run_files=None, settings=None):
+    """Train ``model`` on ``train_dataset`` as ``training`` (a ``TrainingArguments``) says; returns the
+    last evaluation's metrics (or {}).
 
     loss_terms: {output field: fn(batch) -> number of units that field's mean is over}, e.g.
         {"masked_lm_loss": count of masked tokens, "sentence_image_loss": batch size}; called on the
@@ -150,38 +152,42 @@ def train(args, model, train_dataset, collate_fn, loss_terms, scorer=None, best_
     best_metric: the key of scorer's result that decides <output_dir>/best (higher is better).
     run_files: {file name: fn(path)} written into --output_dir by rank 0 once the run owns it
         (e.g. the answer vocabulary prediction reads); list them in ``rundir.RUN_OUTPUTS``.
+    settings: the task's own settings ({name: value}: data, model, feature provenance), recorded with
+        the training ones in run_config.json and compared with them on --resume.
     """
+    if not isinstance(training, TrainingArguments):
+        raise TypeError(f"engine.train takes a TrainingArguments, not {type(training).__name__}")
     world = dist.get_world_size()
-    batches_per_epoch = math.ceil(len(train_dataset) / (args.train_batch_size * world))
+    batches_per_epoch = math.ceil(len(train_dataset) / (training.train_batch_size * world))
     if batches_per_epoch == 0:
         raise SystemExit("error: the training set is empty")
-    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
-    if args.max_steps > 0:
-        total_steps = args.max_steps
+    steps_per_epoch = math.ceil(batches_per_epoch / training.gradient_accumulation_steps)
+    if training.max_steps > 0:
+        total_steps = training.max_steps
     else:
-        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    config = dict(vars(args), total_steps=total_steps, steps_per_epoch=steps_per_epoch, world_size=world,
-                  argv=sys.argv, paddle_version=paddle.__version__)
-    with own_output_dir(args, config, run_files or {}):
-        return _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, scorer,
+        total_steps = max(1, math.ceil(training.num_train_epochs * steps_per_epoch))
+    config = dict(settings or {}, **training.to_dict(), total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  world_size=world, argv=sys.argv, paddle_version=paddle.__version__)
+    with own_output_dir(training, config, run_files or {}):
+        return _train(training, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, scorer,
                       best_metric, forward_kwargs)
 
 
-def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, scorer, best_metric,
+def _train(training, config, batches_per_epoch, model, train_dataset, collate_fn, loss_terms, scorer, best_metric,
            forward_kwargs):
     world, rank = dist.get_world_size(), dist.get_rank()
     total_steps = config["total_steps"]
-    sampler = EpochBatchSampler(len(train_dataset), args.train_batch_size, args.seed, rank, world)
-    optimizer, scheduler = build_optimizer(model, args, total_steps)
+    sampler = EpochBatchSampler(len(train_dataset), training.train_batch_size, training.seed, rank, world)
+    optimizer, scheduler = build_optimizer(model, training, total_steps)
     scaler = None
-    if args.use_amp and args.amp_dtype == "float16":
+    if training.use_amp and training.amp_dtype == "float16":
         scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
 
     step, epoch, batches_done, best = 0, 0, 0, None
     # ranks draw different dropout masks: each rank's generators continue from seed + rank (the
     # checkpoint keeps every rank's own state, so a resume continues each of them exactly)
-    dropout_seed = args.seed + rank
-    resume_from, state = resume_checkpoint(args.resume, args.output_dir, model, optimizer, scaler, dropout_seed)
+    dropout_seed = training.seed + rank
+    resume_from, state = resume_checkpoint(training.resume, training.output_dir, model, optimizer, scaler, dropout_seed)
     if resume_from:
         step, epoch, batches_done, best = state["step"], state["epoch"], state["batches_done"], state.get("best")
         log0(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batches_done}")
@@ -191,17 +197,17 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
                 dist.broadcast(p, src=0)
         paddle.seed(dropout_seed)
 
-    metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
+    metrics_path = os.path.join(training.output_dir, "metrics.jsonl")
     writer = None
     if is_main():
         _truncate_metrics(metrics_path, step)
-        with open(os.path.join(args.output_dir, rundir.RUN_CONFIG), "w") as f:
+        with open(os.path.join(training.output_dir, rundir.RUN_CONFIG), "w") as f:
             json.dump(config, f, indent=1, default=str)
-        if args.visualdl:
+        if training.visualdl:
             from visualdl import LogWriter
-            writer = LogWriter(logdir=os.path.join(args.output_dir, "visualdl"))
-    log0(f"training: {len(train_dataset)} samples, {world} rank(s) x batch {args.train_batch_size} x "
-         f"accumulation {args.gradient_accumulation_steps}, {total_steps} optimizer steps")
+            writer = LogWriter(logdir=os.path.join(training.output_dir, "visualdl"))
+    log0(f"training: {len(train_dataset)} samples, {world} rank(s) x batch {training.train_batch_size} x "
+         f"accumulation {training.gradient_accumulation_steps}, {total_steps} optimizer steps")
 
     progress = Progress("train", "step", total_steps, initial=step)
     window = LossWindow(list(loss_terms))
@@ -212,9 +218,9 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
         if hasattr(train_dataset, "set_epoch"):
             train_dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, skip=batches_done)
-        it = iter(make_loader(train_dataset, sampler, CountLossUnits(collate_fn, loss_terms), args.num_workers))
+        it = iter(make_loader(train_dataset, sampler, CountLossUnits(collate_fn, loss_terms), training.num_workers))
         while step < total_steps:
-            micro = _take(it, args.gradient_accumulation_steps)
+            micro = _take(it, training.gradient_accumulation_steps)
             if not micro:
                 break
             # every loss term's units in the whole optimizer step, over all ranks (counted on the
@@ -223,7 +229,7 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
             totals = _step_totals(np.sum(local_units, axis=0), world)
             step_terms = paddle.zeros([len(loss_terms)], dtype="float32")  # stays on the device
             for b, units in zip(micro, local_units):
-                with autocast(args):
+                with autocast(training):
                     out = model(**model_kwargs(model, b, forward_kwargs))
                 weighted = [out[name].astype("float32") * (n / total) if n > 0 else None
                             for name, n, total in zip(loss_terms, units, totals)]
@@ -248,15 +254,15 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
             window.add(step, epoch, step_terms, sum(len(_first_tensor(b)) for b in micro) * world)
 
             epoch_done = batches_done >= batches_per_epoch
-            log_now = step % args.logging_steps == 0 or step == total_steps
-            eval_now = scorer and ((args.eval_steps and step % args.eval_steps == 0) or
-                                     (not args.eval_steps and epoch_done) or step == total_steps)
-            save_now = step % args.save_steps == 0 or step == total_steps
+            log_now = step % training.logging_steps == 0 or step == total_steps
+            eval_now = scorer and ((training.eval_steps and step % training.eval_steps == 0) or
+                                     (not training.eval_steps and epoch_done) or step == total_steps)
+            save_now = step % training.save_steps == 0 or step == total_steps
             if log_now or eval_now or save_now:
                 # reading the losses waits for the device: only here, and always before anything is saved
                 bad = window.sync()
                 if bad:
-                    ckpts = list_checkpoints(args.output_dir)
+                    ckpts = list_checkpoints(training.output_dir)
                     raise SystemExit(f"error: non-finite loss at step {bad[0]} (epoch {bad[1]}); stopping. "
                                      f"Last good checkpoint: {ckpts[-1] if ckpts else 'none'}")
             if log_now:
@@ -275,11 +281,11 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
             if save_now:
                 rng_states = gather_rng_states(dropout_seed)
                 if is_main():
-                    saved = save_checkpoint(args.output_dir, step, model, optimizer, scaler, state,
-                                            args.save_total_limit, rng_states)
+                    saved = save_checkpoint(training.output_dir, step, model, optimizer, scaler, state,
+                                            training.save_total_limit, rng_states)
             if eval_now:
-                with autocast(args):  # the precision training runs in
-                    last_eval, new_best = _score_and_keep_best(args, model, scorer, best_metric, best, step, epoch,
+                with autocast(training):  # the precision training runs in
+                    last_eval, new_best = _score_and_keep_best(training, model, scorer, best_metric, best, step, epoch,
                                                     metrics_path, writer, progress)
                 if saved and new_best != best:
                     update_trainer_state(saved, best=new_best)
@@ -294,8 +300,8 @@ def _train(args, config, batches_per_epoch, model, train_dataset, collate_fn, lo
         if drift > 1e-4:
             log0(f"warning: parameters differ across ranks by up to {drift:.3g}; data-parallel training went out of sync")
     if is_main():
-        save_model(model, os.path.join(args.output_dir, "model"))
-        log0(f"done: {step} steps; model saved to {os.path.join(args.output_dir, 'model')}")
+        save_model(model, os.path.join(training.output_dir, "model"))
+        log0(f"done: {step} steps; model saved to {os.path.join(training.output_dir, 'model')}")
     if writer:
         writer.close()
     if world > 1:
@@ -365,7 +371,7 @@ def _progress_fields(record, losses):
     return fields
 
 
-def _score_and_keep_best(args, model, scorer, best_metric, best, step, epoch, metrics_path, writer, progress):
+def _score_and_keep_best(training, model, scorer, best_metric, best, step, epoch, metrics_path, writer, progress):
     model.eval()
     with paddle.no_grad():
         result = scorer(model)
@@ -376,8 +382,8 @@ def _score_and_keep_best(args, model, scorer, best_metric, best, step, epoch, me
     if best_metric is not None and (best is None or result[best_metric] > best):
         best = result[best_metric]
         if is_main():
-            save_model(model, os.path.join(args.output_dir, "best"))
-            with open(os.path.join(args.output_dir, "best", "eval_results.json"), "w") as f:
+            save_model(model, os.path.join(training.output_dir, "best"))
+            with open(os.path.join(training.output_dir, "best", "eval_results.json"), "w") as f:
                 json.dump({"step": step, **result}, f, indent=1)
     return result, best
 

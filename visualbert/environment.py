@@ -15,8 +15,11 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 from . import quiet, rundir
 
 
-def setup_device(args):
-    """Pick the device, start the process group under paddle.distributed.launch, seed everything."""
+def setup_device(args, task=None):
+    """Pick the device, start the process group under paddle.distributed.launch, seed everything.
+
+    ``args``: the run's ``TrainingArguments`` or ``PredictionArguments`` (the device, precision, seed
+    and outputs); ``task``: its ``TaskArguments`` (the inputs no output may overwrite)."""
     paddlenlp_logger.set_level("WARNING")  # its per-save INFO lines drown the progress bar
     device = args.device
     if device == "auto":
@@ -33,7 +36,7 @@ def setup_device(args):
     if args.use_amp and device != "gpu":
         log0("note: AMP needs a GPU; training in fp32 on CPU")
         args.use_amp = False
-    check_output_paths(args)
+    check_output_paths(args, *([task] if task is not None else []))
     set_seed(args.seed)
     if getattr(args, "output_dir", None) and is_main() and os.path.isdir(args.output_dir):
         # refuse a used or busy --output_dir now rather than after loading the data; train() checks
@@ -46,12 +49,14 @@ def setup_device(args):
     return device
 
 
-def check_output_paths(args):
+def check_output_paths(*settings):
     """Refuse an output that cannot be written (a file in the way, a read-only directory) or must not be
     (an input of the run, the root or home directory) before any work, not after hours of it:
-    training's --output_dir, prediction's --output. Creates nothing."""
-    for flag, path, wanted in (("--output_dir", getattr(args, "output_dir", None), "directory"),
-                               ("--output", getattr(args, "output", None), "file")):
+    training's --output_dir, prediction's --output. ``settings``: the run's settings objects, together
+    naming its outputs and inputs. Creates nothing."""
+    named = {name: value for s in settings for name, value in vars(s).items()}
+    for flag, path, wanted in (("--output_dir", named.get("output_dir"), "directory"),
+                               ("--output", named.get("output"), "file")):
         if not path:
             continue
         if wanted == "directory" and os.path.exists(path) and not os.path.isdir(path):
@@ -59,8 +64,8 @@ def check_output_paths(args):
         if wanted == "file" and os.path.isdir(path):
             raise SystemExit(f"error: {flag} {path} is a directory; expected a file path")
         try:
-            check_not_input(flag, path, input_paths(args),
-                            replaced=rundir.RUN_OUTPUTS if getattr(args, "overwrite_output_dir", False) else None)
+            check_not_input(flag, path, input_paths(*settings),
+                            replaced=rundir.RUN_OUTPUTS if named.get("overwrite_output_dir") else None)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         existing = os.path.abspath(path if wanted == "directory" else os.path.dirname(os.path.abspath(path)))
@@ -80,10 +85,10 @@ _INPUT_FLAGS = ("model_name_or_path", "questions", "annotations", "answer_vocab"
                 "annotation_dir", "bert_model_name", "image_map", "resume", "config", "src", "image_dir", "boxes")
 
 
-def input_paths(args):
-    """[(flag, path)] of every input path the parsed ``args`` name that exists on disk."""
+def input_paths(*settings):
+    """[(flag, path)] of every input path the ``settings`` objects name that exists on disk."""
     found = []
-    for name, value in sorted(vars(args).items()):
+    for name, value in sorted({name: value for s in settings for name, value in vars(s).items()}.items()):
         if isinstance(value, str) and name.endswith(_INPUT_FLAGS) and os.path.exists(value):
             found.append(("--" + name, value))
     return found

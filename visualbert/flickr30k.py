@@ -2,7 +2,7 @@
 predictions, and R@K as the original code scored it.
 
 ``Flickr30K/run_flickr30k.py`` and ``Flickr30K/run_predict.py`` parse their command line (``cli``)
-and call ``finetune`` / ``predict`` here; ``python -m visualbert.evaluate flickr30k`` scores a
+into settings objects (``training_args``) and call ``finetune`` / ``predict`` here; ``python -m visualbert.evaluate flickr30k`` scores a
 prediction file with the same ``metrics.grounding_recall`` that training reports.
 
 Data: ``--annotation_dir`` (default ``<input_dir>/Flickr30kEntities``) holds the release as it
@@ -24,7 +24,7 @@ from .modeling import VisualBertForRegionToPhraseAlignment
 from .progress import Progress
 from .atomic import write_file
 from .lifetime import interrupts_in_one_line
-from .tasks import open_task_features, record_provenance
+from .tasks import open_task_features, record_provenance, run_settings
 
 __all__ = ["finetune", "predict", "annotation_root", "load_split", "ranked_boxes", "score_grounding",
            "write_predictions"]
@@ -148,49 +148,51 @@ def write_predictions(path, dataset, rows):
 # ---------------------------------------------------------------------------- entry points
 
 
-def finetune(args):
-    """What Flickr30K/run_flickr30k.py does: fine-tune the region-to-phrase head, scoring --eval_split as it goes."""
+def finetune(args, training):
+    """What Flickr30K/run_flickr30k.py does: fine-tune the region-to-phrase head with the data and model
+    of ``args`` (``TaskArguments``) as ``training`` (``TrainingArguments``) says, scoring
+    ``args.eval_split`` as it goes; returns the last evaluation's scores."""
     with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
-        return _finetune(args)
+        return _finetune(args, training)
 
 
-def _finetune(args):
-    environment.setup_device(args)
+def _finetune(args, training):
+    environment.setup_device(training, args)
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = _open_features(args)
         model, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
                                                  features, cpu_kernels=args.cpu_kernels)
-        model = record_provenance(model, args)
+        model = record_provenance(model, features)
         train_ds = _dataset(args, args.train_split, tokenizer, features, spatial)
         eval_ds = _dataset(args, args.eval_split, tokenizer, features, spatial) if args.eval_split else None
     scorer = None
     if eval_ds is not None:
-        scorer = lambda m: score_grounding(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
-    return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                        scorer=scorer, best_metric="recall_at_1")
+        scorer = lambda m: score_grounding(m, eval_ds, training.eval_batch_size, training.num_workers)  # noqa: E731
+    return engine.train(training, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
+                        scorer=scorer, best_metric="recall_at_1", settings=run_settings(args, model))
 
 
-def predict(args):
-    """What Flickr30K/run_predict.py does: write --output for --split and print its R@K."""
+def predict(args, prediction):
+    """What Flickr30K/run_predict.py does: write ``prediction.output`` for ``prediction.split`` and print its R@K."""
     written = []
-    with interrupts_in_one_line(after=lambda: None if written else f"{args.output} was not written"):
-        _predict(args, written)
+    with interrupts_in_one_line(after=lambda: None if written else f"{prediction.output} was not written"):
+        _predict(args, prediction, written)
 
 
-def _predict(args, written):
-    environment.setup_device(args)
+def _predict(args, prediction, written):
+    environment.setup_device(prediction, args)
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = _open_features(args)
         model, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
                                                  features, new_head=False, cpu_kernels=args.cpu_kernels)
-        dataset = _dataset(args, args.split, tokenizer, features, spatial)
-    with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
-        rows = ranked_boxes(model, dataset, args.batch_size, args.num_workers)
+        dataset = _dataset(args, prediction.split, tokenizer, features, spatial)
+    with paddle.amp.auto_cast(enable=prediction.use_amp, dtype=prediction.amp_dtype):
+        rows = ranked_boxes(model, dataset, prediction.batch_size, prediction.num_workers)
     if not environment.is_main():
         return
-    count = write_predictions(args.output, dataset, rows)
-    written.append(args.output)
-    print(f"wrote the ranked boxes of {count} phrases to {args.output}")
-    print(json.dumps({"split": args.split, **recall_of(dataset, rows)["overall"]}))
+    count = write_predictions(prediction.output, dataset, rows)
+    written.append(prediction.output)
+    print(f"wrote the ranked boxes of {count} phrases to {prediction.output}")
+    print(json.dumps({"split": prediction.split, **recall_of(dataset, rows)["overall"]}))

@@ -25,7 +25,6 @@ Calls are serialised by a lock: one pipeline object may be shared by the threads
 On the CPU the model runs through Paddle Inference (``engine="paddle_inference"``, see
 :mod:`visualbert.inference`); the attention of ``explain`` comes from the dygraph model.
 """
-import argparse
 import io
 import os
 import threading
@@ -34,6 +33,7 @@ import numpy as np
 
 from . import provenance
 from .formats.common import read_json
+from .training_args import TaskArguments
 
 __all__ = ["pipeline", "VisualQuestionAnswering", "VisualReasoning", "FeaturesUnavailable", "ImageFeaturizer",
            "load_image", "read_store_features", "TASKS"]
@@ -164,8 +164,7 @@ def _run_settings(model_dir):
         if not isinstance(saved, dict):
             raise ValueError(f"{run_config}: expected the training run's settings, a JSON object, "
                              f"found {type(saved).__name__}")
-    return argparse.Namespace(bert_model_name=saved.get("bert_model_name", "bert-base-uncased"),
-                              max_seq_length=int(saved.get("max_seq_length", 128)))
+    return TaskArguments(**{name: saved[name] for name in ("bert_model_name", "max_seq_length") if name in saved})
 
 
 def _quietly(fn, *args, **kwargs):
@@ -269,7 +268,7 @@ class VisualQuestionAnswering(_Pipeline):
 
         self.head = VisualBertForQuestionAnswering
         super().__init__(model, device, weights, engine)
-        self.answer_vocab = prediction_answer_vocab(argparse.Namespace(answer_vocab=None, model_name_or_path=self.model_dir))
+        self.answer_vocab = prediction_answer_vocab(TaskArguments(model_name_or_path=self.model_dir))
         if self.model.config.num_labels != len(self.answer_vocab):
             raise ValueError(f"{self.model_dir} predicts {self.model.config.num_labels} answers, but its answer "
                              f"vocabulary has {len(self.answer_vocab)}")

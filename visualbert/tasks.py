@@ -1,8 +1,9 @@
 """The tasks: pretraining, VQA2, NLVR2 and VCR (its own module, ``vcr_tasks``) — datasets for a split, the training run, predictions, official
 scores and leaderboard files.
 
-The scripts parse their command line (``cli``) and call ``pretrain`` / ``finetune`` / ``predict``
-here. The fine-tuning and prediction scripts share this code, so what training prints as its
+The scripts parse their command line (``cli``) into settings objects (``training_args``) and call
+``pretrain`` / ``finetune`` / ``predict`` here; Python code builds the same objects and calls them too.
+The fine-tuning and prediction scripts share this code, so what training prints as its
 evaluation and what ``run_predict.py`` writes and scores are the same computation.
 """
 import csv
@@ -18,7 +19,8 @@ import paddle.nn.functional as F
 
 from . import engine, environment, inference, pretrained, provenance, vcr_tasks
 from .atomic import write_file
-from .examples import ID_FIELD, build_answer_vocab, example_image_keys, load_dataset, read_vqa_json
+from .examples import (DEFAULT_FEATURE_TYPE, ID_FIELD, build_answer_vocab, example_image_keys, load_dataset,
+                       read_vqa_json)
 from .features import open_feature_dir, open_features
 from .formats.vqa import read_answer_vocab, read_image_map, write_answer_vocab
 from .lifetime import interrupts_in_one_line
@@ -43,60 +45,75 @@ logger = logging.getLogger("visualbert.tasks")
 # ---------------------------------------------------------------------------- fine-tuning and prediction
 
 
-def finetune(task, args):
-    """What run_vqa2.py / run_nlvr2.py / run_vcr.py do: fine-tune on ``task``, scoring --eval_split as training goes."""
+def finetune(task, args, training):
+    """What run_vqa2.py / run_nlvr2.py / run_vcr.py do: fine-tune on ``task`` (vqa2, nlvr2 or vcr) with the
+    data and model of ``args`` (``TaskArguments``) as ``training`` (``TrainingArguments``) says, scoring
+    ``args.eval_split`` as training goes; returns the last evaluation's scores."""
     with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
         if task == "vcr":
-            return vcr_tasks.finetune(args)
-        return _finetune(task, args)
+            return vcr_tasks.finetune(args, training)
+        return _finetune(task, args, training)
 
 
-def _finetune(task, args):
-    environment.setup_device(args)
+def _finetune(task, args, training):
+    environment.setup_device(training, args)
     train_ds, eval_ds, model = load_for_finetuning(task, args)
     scorer = None
     if eval_ds is not None:
         score = score_vqa if task == "vqa2" else score_nlvr2
-        scorer = lambda m: score(m, eval_ds, args.batch_size, args.num_workers)  # noqa: E731
+        scorer = lambda m: score(m, eval_ds, training.eval_batch_size, training.num_workers)  # noqa: E731
     vqa = {"forward_kwargs": {"loss_type": args.loss}, "run_files": vqa_run_files(train_ds)} if task == "vqa2" else {}
-    return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                        scorer=scorer, best_metric="vqa_accuracy" if task == "vqa2" else "accuracy", **vqa)
+    return engine.train(training, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
+                        scorer=scorer, best_metric="vqa_accuracy" if task == "vqa2" else "accuracy",
+                        settings=run_settings(args, model), **vqa)
 
 
-def predict(task, args):
-    """What the run_predict.py scripts do: write --output for --split, and print the scores when it has labels."""
+def run_settings(args, model=None):
+    """What run_config.json records of a task next to the training settings (and --resume compares):
+    every ``TaskArguments`` field, and how ``model``'s features were made when it read features."""
+    settings = args.to_dict()
+    made = getattr(model.config, provenance.PROVENANCE_KEY, None) if model is not None else None
+    if made is not None:
+        settings[provenance.PROVENANCE_KEY] = made
+    return settings
+
+
+def predict(task, args, prediction):
+    """What the run_predict.py scripts do: write ``prediction.output`` for ``prediction.split`` with the
+    data and model of ``args``, and print the scores when the split has labels."""
     written = []
-    with interrupts_in_one_line(after=lambda: None if written else f"{args.output} was not written"):
+    with interrupts_in_one_line(after=lambda: None if written else f"{prediction.output} was not written"):
         if task == "vcr":
-            vcr_tasks.predict(args)
+            vcr_tasks.predict(args, prediction)
         else:
-            _predict(task, args, written)
+            _predict(task, args, prediction, written)
 
 
-def _predict(task, args, written):
-    dataset, model = load_for_prediction(task, args)
-    with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
+def _predict(task, args, prediction, written):
+    dataset, model = load_for_prediction(task, args, prediction)
+    with paddle.amp.auto_cast(enable=prediction.use_amp, dtype=prediction.amp_dtype):
         if task == "vqa2":
-            predictions = vqa_predict(model, dataset, args.batch_size, args.num_workers)
+            predictions = vqa_predict(model, dataset, prediction.batch_size, prediction.num_workers)
         else:
-            predictions = nlvr2_predict(model, dataset, args.batch_size, args.num_workers)
+            predictions = nlvr2_predict(model, dataset, prediction.batch_size, prediction.num_workers)
     if not environment.is_main():
         return
     if task == "vqa2":
-        write_vqa_result(args.output, predictions)
-        written.append(args.output)
-        print(f"wrote {len(predictions)} answers to {args.output}")
+        write_vqa_result(prediction.output, predictions)
+        written.append(prediction.output)
+        print(f"wrote {len(predictions)} answers to {prediction.output}")
         truth = vqa_ground_truth(dataset)
         if truth:
-            print(json.dumps({"split": args.split, "vqa_accuracy": vqa_accuracy(predictions, truth)["overall"]}))
+            print(json.dumps({"split": prediction.split, "vqa_accuracy": vqa_accuracy(predictions, truth)["overall"]}))
     else:
-        write_nlvr2_csv(args.output, predictions)
-        written.append(args.output)
-        print(f"wrote {len(predictions)} predictions to {args.output}")
+        write_nlvr2_csv(prediction.output, predictions)
+        written.append(prediction.output)
+        print(f"wrote {len(predictions)} predictions to {prediction.output}")
         labels = nlvr2_labels(dataset)
         if labels:
             scores = nlvr2_scores(predictions, labels)
-            print(json.dumps({"split": args.split, "accuracy": scores["accuracy"], "consistency": scores["consistency"]}))
+            print(json.dumps({"split": prediction.split, "accuracy": scores["accuracy"],
+                              "consistency": scores["consistency"]}))
 
 
 def load_for_finetuning(task, args):
@@ -104,7 +121,7 @@ def load_for_finetuning(task, args):
     split (or None) and the model with a head sized for the task."""
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
-        features = open_task_features(args)
+        features = open_task_features(args, task)
         train_examples = eval_examples = None
         if getattr(args, "train_questions", None) or getattr(args, "eval_questions", None):
             train_examples, eval_examples = vqa_json_examples(args)
@@ -124,29 +141,29 @@ def load_for_finetuning(task, args):
             eval_ds = build(task, args.eval_split, args, tokenizer, features, examples=eval_examples, answer_vocab=vocab,
                             spatial=spatial, key_origin=key_origin(args, "eval"), labels_for="--eval_split")
         check_sequence_length(args, model)
-    return train_ds, eval_ds, record_provenance(model, args)
+    return train_ds, eval_ds, record_provenance(model, features)
 
 
-def load_for_prediction(task, args):
+def load_for_prediction(task, args, prediction):
     """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
-    environment.setup_device(args)
+    environment.setup_device(prediction, args)
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
-        features = open_task_features(args)
+        features = open_task_features(args, task)
         examples = vocab = None
         if getattr(args, "questions", None):
             template, image_map = vqa_image_keys(args)
             examples = read_vqa_json(args.questions, args.annotations, template, split="questions", image_map=image_map)
-            args.split = os.path.basename(args.questions)
+            prediction.split = os.path.basename(args.questions)
         elif getattr(args, "annotations", None):
             raise ValueError("--annotations needs --questions")
         if task == "vqa2":
             vocab = prediction_answer_vocab(args)
-        engine_name = _prediction_engine(args)
+        engine_name = _prediction_engine(prediction)
         model, spatial = pretrained.load_task_model(HEAD[task], args.model_name_or_path, features, new_head=False,
                                                  cpu_kernels=args.cpu_kernels and engine_name == "dygraph")
         check_sequence_length(args, model)
-        dataset = build(task, args.split, args, tokenizer, features, examples=examples, answer_vocab=vocab,
+        dataset = build(task, prediction.split, args, tokenizer, features, examples=examples, answer_vocab=vocab,
                         spatial=spatial, key_origin=key_origin(args))
         if task == "vqa2" and model.config.num_labels != len(vocab):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
@@ -164,11 +181,11 @@ def check_sequence_length(args, model):
         raise ValueError(f"--max_seq_length {args.max_seq_length}: {args.model_name_or_path} has positions for at most "
                          f"{limit} tokens (max_position_embeddings); pass --max_seq_length {limit} or less")
 
-def _prediction_engine(args):
+def _prediction_engine(prediction):
     """--engine, or the default for the device prediction runs on (never a predictor in a training process:
     only the run_predict.py scripts come here)."""
     device = paddle.get_device().split(":")[0]
-    name = getattr(args, "engine", None) or inference.default_engine(device, whole_split=True)
+    name = prediction.engine or inference.default_engine(device, whole_split=True)
     if name == "paddle_inference" and device != "cpu":
         raise ValueError("--engine paddle_inference runs on the CPU; pass --device cpu or --engine dygraph")
     if name == "paddle_inference" and dist.get_world_size() > 1:
@@ -177,34 +194,32 @@ def _prediction_engine(args):
     return name
 
 
-def open_task_features(args):
-    """The features a script reads (--features, else --image_feature_type under --input_dir), said in one
-    line; their provenance goes to ``args.feature_provenance`` (so into run_config.json, see record_provenance)."""
-    features = _open_task_features(args)
-    args.feature_provenance = provenance.of_store(features)
-    return features
-
-
-def record_provenance(model, args):
-    """Every model a run saves (best/, model/, checkpoints) says in its config how its features were made."""
-    setattr(model.config, provenance.PROVENANCE_KEY, args.feature_provenance)
+def record_provenance(model, features):
+    """Every model a run saves (best/, model/, checkpoints) says in its config how its features were made
+    (and run_config.json too, see ``run_settings``)."""
+    setattr(model.config, provenance.PROVENANCE_KEY, provenance.of_store(features))
     return model
 
 
-def _open_task_features(args):
+def open_task_features(args, name=None):
+    """The features a script reads (--features, else --image_feature_type under --input_dir; without it,
+    the default type of task or corpus ``name``), said in one line."""
     if getattr(args, "features", None):
         features = open_feature_dir(args.features, max_regions=args.max_regions)
         environment.log0(f"features: packed store {args.features}")
         return features
     if not args.input_dir:
         raise ValueError("--input_dir (the data root with the features) is needed unless --features names a feature store")
-    features = open_features(args.image_feature_type, args.input_dir, max_regions=args.max_regions)
+    feature_type = args.image_feature_type or DEFAULT_FEATURE_TYPE.get(name)
+    if not feature_type:
+        raise ValueError("--image_feature_type (the region features under --input_dir) or --features is needed")
+    features = open_features(feature_type, args.input_dir, max_regions=args.max_regions)
     if features.packed:
         where = "packed store " + ", ".join(p.directory for p in features.packed)
     else:
         where = (f"per-image .npy files under {features.layout.root_dir(features.input_dir)} "
                  "(no packed store; `python -m visualbert.features pack` makes one)")
-    environment.log0(f"features: {args.image_feature_type} from {where}")
+    environment.log0(f"features: {feature_type} from {where}")
     return features
 
 
@@ -335,28 +350,31 @@ def build(name, split, args, tokenizer, features, exclude_split=None, examples=N
 # ---------------------------------------------------------------------------- pretraining
 
 
-def pretrain(args):
-    """What run_pretrain.py does: masked LM (and image-text matching where the corpus has it) on --dataset."""
+def pretrain(args, training):
+    """What run_pretrain.py does: masked LM (and image-text matching where the corpus has it) on
+    ``args.dataset``, as ``training`` says; returns the last evaluation's scores."""
     with interrupts_in_one_line():  # while loading; the training loop says where it stopped itself
-        return _pretrain(args)
+        return _pretrain(args, training)
 
 
-def _pretrain(args):
-    environment.setup_device(args)
+def _pretrain(args, training):
+    if args.dataset not in PRETRAIN_SPLITS:
+        raise SystemExit(f"error: dataset {args.dataset!r}: expected one of {', '.join(sorted(PRETRAIN_SPLITS))}")
+    environment.setup_device(training, args)
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         if args.dataset == "vcr":  # images through the model's own encoder, no feature files
             model = vcr_tasks.pretrain_model(args)
-            train_ds, eval_ds = vcr_tasks.pretrain_datasets(args, tokenizer, model)
+            train_ds, eval_ds = vcr_tasks.pretrain_datasets(args, tokenizer, model, seed=training.seed)
         else:
-            features = open_task_features(args)
+            features = open_task_features(args, args.dataset)
             model, spatial = pretrained.load_task_model(VisualBertForPreTraining, args.model_name_or_path, features,
                                                      cpu_kernels=args.cpu_kernels)
-            model = record_provenance(model, args)
+            model = record_provenance(model, features)
             check_sequence_length(args, model)
-            train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, exclude=args.eval_split,
-                                        spatial=spatial)
-            eval_ds = (pretrain_dataset(args, args.eval_split, tokenizer, features, spatial=spatial)
+            train_ds = pretrain_dataset(args, args.train_split, tokenizer, features, seed=training.seed,
+                                        exclude=args.eval_split, spatial=spatial)
+            eval_ds = (pretrain_dataset(args, args.eval_split, tokenizer, features, seed=training.seed, spatial=spatial)
                        if args.eval_split else None)
 
     loss_terms = {"masked_lm_loss": lambda b: int((b["labels"] != -100).sum())}
@@ -366,20 +384,21 @@ def _pretrain(args):
     scorer = None
     if eval_ds is not None:
         if len(eval_ds) > args.max_eval_samples:  # a fixed, seeded subset keeps evaluation short
-            keep = np.random.default_rng(args.seed).choice(len(eval_ds), args.max_eval_samples, replace=False)
+            keep = np.random.default_rng(training.seed).choice(len(eval_ds), args.max_eval_samples, replace=False)
             eval_ds = paddle.io.Subset(eval_ds, sorted(keep.tolist()))
-        scorer = pretrain_scorer(args, eval_ds, train_ds.collate_fn())
-    return engine.train(args, model, train_ds, train_ds.collate_fn(), loss_terms, scorer=scorer,
-                        best_metric="mlm_accuracy" if scorer else None, forward_kwargs={"predict_masked_only": True})
+        scorer = pretrain_scorer(args, eval_ds, train_ds.collate_fn(), training.eval_batch_size)
+    return engine.train(training, model, train_ds, train_ds.collate_fn(), loss_terms, scorer=scorer,
+                        best_metric="mlm_accuracy" if scorer else None, forward_kwargs={"predict_masked_only": True},
+                        settings=run_settings(args, model))
 
 
-def pretrain_dataset(args, split, tokenizer, features, exclude=None, spatial=False):
+def pretrain_dataset(args, split, tokenizer, features, seed, exclude=None, spatial=False):
     examples = load_dataset(args.dataset, split, input_dir=args.input_dir, annotation_dir=args.annotation_dir,
                             exclude_split=exclude)
     if args.dataset == "nlvr2" and uses_matching(args):  # the label is trained on (VQA pretraining needs no answer)
         check_labelled(examples, args.dataset, split, "--train_split" if split == args.train_split else "--eval_split")
     check_features_exist(examples, features, args.dataset, split)
-    common = dict(max_seq_length=args.max_seq_length, mask_prob=args.mask_prob, seed=args.seed,
+    common = dict(max_seq_length=args.max_seq_length, mask_prob=args.mask_prob, seed=seed,
                   visual_dtype=args.feature_dtype, spatial=spatial)
     if args.dataset == "coco_captions":
         return CaptionPretrainDataset(examples, tokenizer, features, **common)
@@ -417,12 +436,12 @@ def pretrain_eval_step(with_matching):
     return step
 
 
-def pretrain_scorer(args, eval_ds, collate_fn):
+def pretrain_scorer(args, eval_ds, collate_fn, batch_size):
     """Masked-LM loss and accuracy over the masked tokens, and matching accuracy, on eval_ds."""
     step = pretrain_eval_step(uses_matching(args))
 
     def score(model):
-        rows = engine.predict(model, eval_ds, collate_fn, args.eval_batch_size, step)
+        rows = engine.predict(model, eval_ds, collate_fn, batch_size, step)
         loss, count, right = (sum(r[i] for r in rows) for i in range(3))
         result = {"mlm_loss": loss / max(count, 1), "mlm_accuracy": right / max(count, 1)}
         if uses_matching(args):

@@ -59,29 +59,33 @@ def _load(cls, name_or_path, args, new_head):
     return model
 
 
-def _dataset(args, items, tokenizer, model, mode, train=False, answer=None):
+def _dataset(args, items, tokenizer, model, mode, seed, train=False, answer=None):
     return VCRDataset(items, tokenizer, image_dir(args), mode, answer=answer, max_seq_length=args.max_seq_length,
-                      image_size=model.detector_settings["image_size"], train=train, seed=args.seed)
+                      image_size=model.detector_settings["image_size"], train=train, seed=seed)
 
 
 # ---------------------------------------------------------------------------- fine-tuning
 
 
-def finetune(args):
-    """What VCR/run_vcr.py does: fine-tune Q->A (--mode answer) or QA->R (--mode rationale)."""
-    environment.setup_device(args)
+def finetune(args, training):
+    """What VCR/run_vcr.py does: fine-tune Q->A (mode answer) or QA->R (mode rationale) as ``training`` says."""
+    if args.mode is None:
+        raise SystemExit("error: mode (answer: Q->A, or rationale: QA->R) is needed")
+    environment.setup_device(training, args)
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         model = _load(VisualBertForVCR, args.model_name_or_path, args, new_head=True)
-        train_ds = _dataset(args, split_items(args, args.train_split), tokenizer, model, args.mode, train=True)
+        train_ds = _dataset(args, split_items(args, args.train_split), tokenizer, model, args.mode, training.seed,
+                            train=True)
         eval_ds = None
         if args.eval_split:
-            eval_ds = _dataset(args, split_items(args, args.eval_split), tokenizer, model, args.mode)
+            eval_ds = _dataset(args, split_items(args, args.eval_split), tokenizer, model, args.mode, training.seed)
     scorer = None
     if eval_ds is not None:
-        scorer = lambda m: {"accuracy": accuracy(m, eval_ds, args.batch_size, args.num_workers)}  # noqa: E731
-    return engine.train(args, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
-                        scorer=scorer, best_metric="accuracy")
+        batch_size, workers = training.eval_batch_size, training.num_workers
+        scorer = lambda m: {"accuracy": accuracy(m, eval_ds, batch_size, workers)}  # noqa: E731
+    return engine.train(training, model, train_ds, train_ds.collate_fn(), {"loss": lambda b: len(b["input_ids"])},
+                        scorer=scorer, best_metric="accuracy", settings=args.to_dict())
 
 
 def _probabilities_step(model, batch):
@@ -107,45 +111,48 @@ def accuracy(model, dataset, batch_size, num_workers=0):
 # ---------------------------------------------------------------------------- the leaderboard file
 
 
-def predict(args):
-    """What VCR/run_predict.py does: the leaderboard CSV for --split, and the scores when it has labels.
+def predict(args, prediction):
+    """What VCR/run_predict.py does: the leaderboard CSV for ``prediction.split``, and the scores when it has labels.
 
     The answer model scores the four answers; the rationale model scores the four rationales once
     per answer (the context ending with answer 0, 1, 2, 3), as the leaderboard asks.
     """
-    environment.setup_device(args)
+    environment.setup_device(prediction, args)
     with pretrained.user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
-        items = split_items(args, args.split, need_labels=False)
-        answer_model = _load(VisualBertForVCR, args.answer_model, args, new_head=False)
-        rationale_model = _load(VisualBertForVCR, args.rationale_model, args, new_head=False)
-        answer_ds = _dataset(args, items, tokenizer, answer_model, "answer")
-        rationale_ds = [_dataset(args, items, tokenizer, rationale_model, "rationale", answer=a) for a in range(4)]
-    with paddle.amp.auto_cast(enable=args.use_amp, dtype=args.amp_dtype):
-        answers = choice_probabilities(answer_model, answer_ds, args.batch_size, args.num_workers, "vcr answers")
-        rationales = [choice_probabilities(rationale_model, ds, args.batch_size, args.num_workers,
+        items = split_items(args, prediction.split, need_labels=False)
+        answer_model = _load(VisualBertForVCR, prediction.answer_model, args, new_head=False)
+        rationale_model = _load(VisualBertForVCR, prediction.rationale_model, args, new_head=False)
+        seed = prediction.seed
+        answer_ds = _dataset(args, items, tokenizer, answer_model, "answer", seed)
+        rationale_ds = [_dataset(args, items, tokenizer, rationale_model, "rationale", seed, answer=a)
+                        for a in range(4)]
+    batch_size, workers = prediction.batch_size, prediction.num_workers
+    with paddle.amp.auto_cast(enable=prediction.use_amp, dtype=prediction.amp_dtype):
+        answers = choice_probabilities(answer_model, answer_ds, batch_size, workers, "vcr answers")
+        rationales = [choice_probabilities(rationale_model, ds, batch_size, workers,
                                            f"vcr rationales | answer {a}") for a, ds in enumerate(rationale_ds)]
     if not environment.is_main():
         return
 
     predictions = {i["annot_id"]: {"answer": answers[i["annot_id"]],
                                    "rationale": [r[i["annot_id"]] for r in rationales]} for i in items}
-    write_vcr_csv(args.output, predictions)
-    print(f"wrote {len(predictions)} rows to {args.output}")
+    write_vcr_csv(prediction.output, predictions)
+    print(f"wrote {len(predictions)} rows to {prediction.output}")
     labels = {i["annot_id"]: (i["answer_label"], i["rationale_label"]) for i in items
               if i["answer_label"] is not None and i["rationale_label"] is not None}
     if len(labels) == len(items):
         scores = vcr_scores(predictions, labels)
-        print(json.dumps({"split": args.split, **scores}))
+        print(json.dumps({"split": prediction.split, **scores}))
 
 
 # ---------------------------------------------------------------------------- pre-training
 
 
-def pretrain_datasets(args, tokenizer, model):
+def pretrain_datasets(args, tokenizer, model, seed):
     """(train, eval or None) masked-LM datasets of VCR for run_pretrain.py --dataset vcr."""
     common = dict(max_seq_length=args.max_seq_length, image_size=model.detector_settings["image_size"],
-                  seed=args.seed, mask_prob=args.mask_prob)
+                  seed=seed, mask_prob=args.mask_prob)
     train = VCRPretrainDataset(split_items(args, args.train_split), tokenizer, image_dir(args), train=True, **common)
     evaluation = None
     if args.eval_split:
