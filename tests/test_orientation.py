@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from visualbert import extract as E
-from visualbert.features import PackedStore
+from visualbert.features import PackedStore, open_feature_dir
 from visualbert.orientation import ORIENTATION_BINS
 
 SIZE = 32
@@ -65,3 +65,15 @@ def test_flat_cells_have_near_zero_histograms_and_boxes_get_them_too(tmp_path):
                          image_size=SIZE, patch_size=8, num_workers=0, progress=False)
     rows = PackedStore(boxed).get("rect")[:, 8 * 8 * 3:]
     assert np.linalg.norm(rows[0]) > 1 and np.abs(rows[1]).max() < 0.05
+
+
+def test_a_model_on_a_patches_hog_store_remakes_the_same_features_from_a_raw_image(tmp_path):
+    from visualbert import provenance
+    from visualbert.pipelines import ImageFeaturizer
+
+    store = whole_image_histograms(tmp_path, {"tri": ("triangle", 3)}, grid=2, patch_size=4)
+    featurize = ImageFeaturizer(provenance.of_store(open_feature_dir(str(tmp_path / "feats"))))
+    (feats, geometry), = featurize([Image.open(str(tmp_path / "images" / "tri.png"))])
+    assert feats.shape == (4, 4 * 4 * 3 + ORIENTATION_BINS)
+    np.testing.assert_allclose(feats, store.get("tri"), atol=1e-6)
+    np.testing.assert_allclose(geometry, store.extra("boxes", "tri"))
