@@ -19,6 +19,9 @@ imagenet`` downloads Paddle's ImageNet weights on first use, ``none`` keeps a ra
 a ``.pdparams`` file is read with the restricted unpickler), and ``patches``: no network at all, each
 cell's pixels resampled to ``--patch_size`` x ``--patch_size`` and flattened (8 x 8 x 3 = 192-d),
 for small images and offline use; with ``--boxes`` each box's pixels are resampled the same way.
+``patches_hog`` appends to each region's pixels a 12-bin histogram of its gradient orientations
+(:mod:`visualbert.orientation`): the shape of what the region holds, which raw pixels give a
+linear projection no hold on (16 x 16 x 3 + 12 = 780-d at ``--patch_size 16``).
 
 Beside the features the store keeps each region's geometry (``PackedStore.extra("boxes", key)``):
 normalised x1, y1, x2, y2, width, height. Decoding runs in ``--num_workers`` processes ahead of
@@ -38,6 +41,7 @@ import warnings
 import numpy as np
 
 from . import provenance
+from .orientation import ORIENTATION_BINS, normalise_histograms, orientation_maps
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
 from .formats.common import read_json
@@ -48,7 +52,8 @@ from .safeload import load_paddle
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
            "main"]
 
-BACKBONES = ("resnet152", "resnet101", "resnet50", "patches")
+BACKBONES = ("resnet152", "resnet101", "resnet50", "patches", "patches_hog")
+PATCH_BACKBONES = ("patches", "patches_hog")
 RESNET_STRIDE = 32
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -163,16 +168,18 @@ class Backbone:
 
     ``cell`` is the side, in map positions, each region is resampled to before flattening: 1 for
     the ResNets (a region is the mean of its 2048-d map), ``patch_size`` for ``patches`` (whose
-    "map" is the normalised image itself, stride 1).
+    "map" is the normalised image itself, stride 1). ``bins``: orientation histogram values after
+    each region's pixels (``patches_hog``), 0 for the others.
     """
 
     def __init__(self, name, weights, patch_size):
         import paddle
 
         self.name = name
-        if name == "patches":
+        self.bins = ORIENTATION_BINS if name == "patches_hog" else 0
+        if name in PATCH_BACKBONES:
             if weights not in (None, "none"):
-                raise ValueError("--backbone patches takes no --weights (it has no parameters)")
+                raise ValueError(f"--backbone {name} takes no --weights (it has no parameters)")
             self.net, self.stride, self.cell = None, 1, int(patch_size)
             return
         from paddle.vision import models
@@ -206,16 +213,22 @@ class Backbone:
         return x if self.net is None else self.net(x)
 
     def grid(self, fmap, n):
-        """[B, n * n, cell * cell * C]: the map average-pooled to n x n cells, row by row."""
+        """[B, n * n, cell * cell * C (+ bins)]: the map average-pooled to n x n cells, row by row."""
+        import paddle
         import paddle.nn.functional as F
 
         b, c = fmap.shape[0], fmap.shape[1]
         k = self.cell
         pooled = F.adaptive_avg_pool2d(fmap, n * k).reshape([b, c, n, k, n, k])
-        return pooled.transpose([0, 2, 4, 3, 5, 1]).reshape([b, n * n, k * k * c])
+        feats = pooled.transpose([0, 2, 4, 3, 5, 1]).reshape([b, n * n, k * k * c])
+        if not self.bins:
+            return feats
+        # histograms of the full-resolution image, not of the resampled patch: small shapes keep their edges
+        hist = F.adaptive_avg_pool2d(orientation_maps(fmap, self.bins), n).transpose([0, 2, 3, 1])
+        return paddle.concat([feats, normalise_histograms(hist.reshape([b, n * n, self.bins]))], axis=-1)
 
     def boxes(self, fmap, boxes):
-        """[sum n_i, cell * cell * C] for per-image boxes given in pixels of the resized image."""
+        """[sum n_i, cell * cell * C (+ bins)] for per-image boxes given in pixels of the resized image."""
         import paddle
         from paddle.vision.ops import roi_align
 
@@ -223,7 +236,12 @@ class Backbone:
         rois = paddle.to_tensor(np.concatenate(boxes).astype(np.float32))
         num = paddle.to_tensor(np.array([len(b) for b in boxes], dtype=np.int32))
         out = roi_align(fmap, rois, num, output_size=k, spatial_scale=1.0 / self.stride, aligned=True)
-        return out.transpose([0, 2, 3, 1]).reshape([-1, k * k * c])
+        feats = out.transpose([0, 2, 3, 1]).reshape([-1, k * k * c])
+        if not self.bins:
+            return feats
+        maps = roi_align(orientation_maps(fmap, self.bins), rois, num, output_size=k, spatial_scale=1.0 / self.stride,
+                         aligned=True)
+        return paddle.concat([feats, normalise_histograms(maps.mean(axis=[2, 3]))], axis=-1)
 
 
 def _check_boxes_inside(image_boxes, width, height, image_path, boxes_file):
@@ -268,7 +286,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
     if backbone not in BACKBONES:
         raise ValueError(f"unknown --backbone '{backbone}' (expected one of: {', '.join(BACKBONES)})")
     if image_size is None:
-        image_size = DEFAULT_IMAGE_SIZE["patches" if backbone == "patches" else "resnet"]
+        image_size = DEFAULT_IMAGE_SIZE["patches" if backbone in PATCH_BACKBONES else "resnet"]
     for flag, value in (("--image_size", image_size), ("--patch_size", patch_size), ("--batch_size", batch_size)):
         if int(value) < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
@@ -289,12 +307,12 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
         use_amp = False
     net = Backbone(backbone, weights, patch_size)
     if grid is None and box_table is None:
-        grid = image_size // patch_size if backbone == "patches" else -(-image_size // RESNET_STRIDE)
+        grid = image_size // patch_size if backbone in PATCH_BACKBONES else -(-image_size // RESNET_STRIDE)
         if grid < 1:
             raise ValueError(f"--image_size {image_size} is smaller than one --patch_size {patch_size} patch")
 
-    settings = {"backbone": backbone, "weights": weights or ("none" if backbone == "patches" else "imagenet"),
-                "grid": grid, "image_size": int(image_size), "patch_size": int(patch_size) if backbone == "patches" else None,
+    settings = {"backbone": backbone, "weights": weights or ("none" if backbone in PATCH_BACKBONES else "imagenet"),
+                "grid": grid, "image_size": int(image_size), "patch_size": int(patch_size) if backbone in PATCH_BACKBONES else None,
                 "boxes": os.path.abspath(boxes) if boxes else None}
     params = dict(settings, image_dir=os.path.abspath(image_dir))
     if boxes:
@@ -360,7 +378,8 @@ def build_parser():
                    help="the packed store to write (pass it to the training scripts as --features); keys are the "
                         "image paths relative to --image_dir without extension")
     p.add_argument("--backbone", default="resnet152", choices=BACKBONES,
-                   help="paddle.vision ResNet (2048-d regions) or patches (raw pixels, no weights)")
+                   help="paddle.vision ResNet (2048-d regions), patches (raw pixels, no weights) or patches_hog "
+                        "(raw pixels and a histogram of edge orientations: shapes, no weights)")
     p.add_argument("--weights", default=None,
                    help="ResNets: imagenet (Paddle's pretrained weights, downloaded once; the default), none (random "
                         "initialisation, for tests) or a .pdparams file")
@@ -373,7 +392,8 @@ def build_parser():
     p.add_argument("--image_size", type=positive_int, default=None,
                    help="images are resized to this square (default 448 for ResNets, 64 for patches)")
     p.add_argument("--patch_size", type=positive_int, default=8,
-                   help="patches: each region's pixels are resampled to P x P, giving P*P*3-d features (default 8)")
+                   help="patches, patches_hog: each region's pixels are resampled to P x P, giving P*P*3-d features "
+                        "(+12 for patches_hog; default 8)")
     p.add_argument("--batch_size", type=positive_int, default=16, help="images per backbone call")
     p.add_argument("--num_workers", type=non_negative_int, default=2, help="processes decoding images ahead of the backbone (0: inline)")
     p.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"], help="auto = gpu when available")
