@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import easy_vqa  # noqa: E402
-from visualbert import metrics  # noqa: E402
+from visualbert.formats.vqa import read_vqa_ground_truth  # noqa: E402
 
 
 def _package(tmp_path):
@@ -31,7 +31,7 @@ def test_convert_writes_official_files_with_distinct_ids_and_types(tmp_path):
     test_q = json.loads((tmp_path / "out" / "test_questions.json").read_text())["questions"]
     # both files number their rows from 0: the ids must not collide, or training drops the test questions
     assert not {q["question_id"] for q in train_q} & {q["question_id"] for q in test_q}
-    truth = metrics.load_vqa_ground_truth(str(tmp_path / "out" / "train_annotations.json"))
+    truth = read_vqa_ground_truth(str(tmp_path / "out" / "train_annotations.json"))
     by_question = {q["question"]: truth[q["question_id"]] for q in train_q}
     assert by_question["what is the blue shape?"]["answers"] == ["rectangle"] * 10
     assert [(by_question[q]["answer_type"], by_question[q]["question_type"]) for q in (
