@@ -50,6 +50,7 @@ import numpy as np
 from . import VOCAB_FILE, VQA_ANSWERS_FILE
 from .demo_flickr30k import write_flickr30k
 from .demo_vcr import VCR_SIZES, check_vcr_parts, install_vcr_demo, write_vcr_demo
+from .progress import Progress
 
 __all__ = ["OBJECTS", "COLORS", "SIZES", "write_demo", "main"]
 
@@ -231,8 +232,6 @@ def _refuse_real_data(out_dir):
 
 def write_demo(out_dir, seed=0, progress=True):
     """Write the demo under ``out_dir`` (replacing an earlier demo there); returns a summary dict."""
-    from tqdm import tqdm
-
     _check_words()
     start = time.time()
     out_dir = os.path.abspath(out_dir)
@@ -251,8 +250,7 @@ def write_demo(out_dir, seed=0, progress=True):
     counts = {}
     imdb = {}
     total = sum(SIZES["coco"].values()) + 2 * sum(SIZES["nlvr2"].values()) + sum(VCR_SIZES.values())
-    # a second of work: a bar on a terminal, nothing in a log file (where each refresh would pile up)
-    bar = tqdm(total=total, desc="demo images", unit="img", disable=not progress or not sys.stderr.isatty())
+    bar = Progress("demo images", "img", total, enabled=progress)
     for split, count in SIZES["coco"].items():
         images = _coco_images(rng, split, count)
         for img in images:
@@ -264,7 +262,7 @@ def write_demo(out_dir, seed=0, progress=True):
             if split != "test2015":
                 _save(os.path.join(coco, "data", "detectron_fix_144", "nlvr2", split[:-4], "feature_1024dim", name + ".npy"),
                       _render(rng, plants, img["regions"], dirs[1024], 1024))
-            bar.update(1)
+            bar.tick()
         imdb[split] = _imdb_items(rng, split, images)
         if split != "test2015":
             with open(os.path.join(ann, f"captions_{split}.json"), "w") as f:
@@ -296,7 +294,7 @@ def write_demo(out_dir, seed=0, progress=True):
                 plants = [[obj], [obj, COLORS[int(rng.integers(len(COLORS)))]]]
                 _save(os.path.join(nlvr, "data", "detectron_fix_144", split, "feature_1024dim",
                                    f"{split}-{set_id}-{pair_id}-img{side}.png.npy"), _render(rng, plants, n, nlvr_dirs, 1024))
-                bar.update(1)
+                bar.tick()
             for k in range(SIZES["sentences_per_pair"]):
                 sentence, truth = _nlvr2_sentence(rng, *objs)
                 lines.append(json.dumps({"identifier": f"{split}-{set_id}-{pair_id}-{k}", "sentence": sentence,
@@ -306,8 +304,8 @@ def write_demo(out_dir, seed=0, progress=True):
             f.write("\n".join(lines) + "\n")
         counts[f"nlvr2_{split}"] = len(lines)
     os.makedirs(os.path.join(tmp, "X_VCR"))
-    counts.update(write_vcr_demo(os.path.join(tmp, "X_VCR"), seed=seed, progress=bar.update))
-    bar.close()
+    counts.update(write_vcr_demo(os.path.join(tmp, "X_VCR"), seed=seed, progress=bar.tick))
+    bar.finish()
     flickr = write_flickr30k(os.path.join(tmp, "X_FLICKR"), seed=seed)
     counts["flickr30k_images"] = flickr["images"]
     install_vcr_demo(os.path.join(tmp, "X_VCR"), os.path.join(out_dir, "X_VCR"))

@@ -43,6 +43,7 @@ from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
 from .lifetime import init_worker, interrupts_in_one_line
+from .progress import Progress
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
            "main"]
@@ -300,7 +301,6 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
             dtype="float16", progress=True, log=None):
     """Write the packed store of every image under ``image_dir``; returns (output_dir, skipped [(path, why)])."""
     import paddle
-    from tqdm import tqdm
 
     log = log or (lambda line: print(line, file=sys.stderr))
     if backbone not in BACKBONES:
@@ -345,8 +345,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
         todo = [(k, p) for k, p in images if k not in writer.done]
         if len(todo) < len(images):
             log(f"resuming: {len(images) - len(todo)} of {len(images)} images already extracted")
-        bar = tqdm(total=len(images), initial=len(images) - len(todo), desc=f"extract {backbone}", unit="img",
-                   disable=not progress, dynamic_ncols=True)
+        bar = Progress(f"extract {backbone}", "img", len(images), initial=len(images) - len(todo), enabled=progress)
 
         def run(batch):
             if box_table is not None:
@@ -357,7 +356,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                 boxes=None if box_table is None else [box_table[key] for key, _, _, _ in batch], use_amp=use_amp)
             for (key, path, _, _), rows, geom in zip(batch, per_image, geometry):
                 writer.add(key, rows, where=path, boxes=geom)
-            bar.update(len(batch))
+            bar.tick(len(batch))
 
         batch = []
         ahead = max(2 * batch_size, 4 * num_workers)
@@ -370,7 +369,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                                          "--skip_bad_images to leave it out")
                     log(f"skipped: {path}: cannot read image ({why})")
                     skipped.append((path, why))
-                    bar.update(1)
+                    bar.tick()
                     continue
                 batch.append((key, path, pixels, size))
                 if len(batch) == batch_size:
@@ -378,6 +377,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                     batch = []
             if batch:
                 run(batch)
+            bar.finish()
         finally:
             decoded.close()  # stops the decoding workers now, not when the generator is collected
             bar.close()  # before any error line, so the bar does not print itself after it
