@@ -50,6 +50,7 @@ import numpy as np
 from . import VOCAB_FILE, VQA_ANSWERS_FILE
 from .demo_flickr30k import write_flickr30k
 from .demo_vcr import VCR_SIZES, check_vcr_parts, install_vcr_demo, write_vcr_demo
+from .errors import USER_ERRORS, run_command
 from .progress import Progress
 
 __all__ = ["OBJECTS", "COLORS", "SIZES", "write_demo", "main"]
@@ -347,23 +348,21 @@ def main(argv=None):
     if args.own_images:
         from .own_demo import run_own_images
 
-        try:
+        def own_images():
             summary = run_own_images(args.own_images, seed=args.seed)
-        except (OSError, RuntimeError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        print(f"own images: VQA accuracy {summary['accuracy']:.4f} in {summary['seconds']} s ("
-              + ", ".join(f"{name} {sec} s" for name, sec in summary["stages"]) + ")")
-        return 0
-    try:
+            print(f"own images: VQA accuracy {summary['accuracy']:.4f} in {summary['seconds']} s ("
+                  + ", ".join(f"{name} {sec} s" for name, sec in summary["stages"]) + ")")
+
+        # RuntimeError: a stage (one of README's commands) failed; its own output says why
+        return run_command(own_images, catch=USER_ERRORS + (RuntimeError,))
+
+    def work():
         summary = write_demo(args.out_dir, seed=args.seed, progress=not args.quiet)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO, X_NLVR, "
-          "X_FLICKR and X_VCR")
-    print("  " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
-    return 0
+        print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO, "
+              "X_NLVR, X_FLICKR and X_VCR")
+        print("  " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ training code computes the very same numbers without going through files.
 import argparse
 import json
 import os
-import pickle
 import sys
 
 from visualbert import metrics
 from visualbert.argtypes import positive_int
+from visualbert.errors import run_command
 from visualbert.annotations import read_flickr30k, read_flickr30k_image_list
 
 
@@ -211,7 +211,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+    def work():
         if args.task == "vqa":
             scores = evaluate_vqa(args.result, args.annotations, args.questions)
         elif args.task == "nlvr2":
@@ -221,13 +221,10 @@ def main(argv=None):
                                         args.image_dir)
         else:
             scores = evaluate_vcr(args.predictions, args.labels)
-    # Bad input files are the user's to fix, so they get one line, not a traceback.
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    json.dump(_rounded(scores), sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+        json.dump(_rounded(scores), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ import numpy as np
 from . import provenance
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
-from .lifetime import init_worker, interrupts_in_one_line
+from .errors import run_command
+from .lifetime import init_worker
 from .progress import Progress
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
@@ -430,20 +431,18 @@ def main(argv=None):
     def resumable():
         return f"{partial} is kept: rerun the same command to resume" if os.path.isdir(partial) else None
 
-    try:
-        with interrupts_in_one_line(after=resumable):
-            out, skipped = extract(args.image_dir, args.output_dir, backbone=args.backbone, weights=args.weights,
-                                   grid=args.grid, boxes=args.boxes, image_size=args.image_size,
-                                   patch_size=args.patch_size, batch_size=args.batch_size,
-                                   num_workers=args.num_workers, device=args.device, use_amp=args.use_amp,
-                                   skip_bad_images=args.skip_bad_images, dtype=args.dtype)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    meta = PackedStore(out).meta
-    print(f"extracted {meta['num_images']} images, {meta['num_rows']} regions x {meta['dim']} ({meta['dtype']}) into {out}"
-          + (f"; skipped {len(skipped)} unreadable (listed in {os.path.join(out, SKIPPED_FILE)})" if skipped else ""))
-    return 0
+    def work():
+        out, skipped = extract(args.image_dir, args.output_dir, backbone=args.backbone, weights=args.weights,
+                               grid=args.grid, boxes=args.boxes, image_size=args.image_size,
+                               patch_size=args.patch_size, batch_size=args.batch_size,
+                               num_workers=args.num_workers, device=args.device, use_amp=args.use_amp,
+                               skip_bad_images=args.skip_bad_images, dtype=args.dtype)
+        meta = PackedStore(out).meta
+        print(f"extracted {meta['num_images']} images, {meta['num_rows']} regions x {meta['dim']} ({meta['dtype']}) "
+              f"into {out}" + (f"; skipped {len(skipped)} unreadable (listed in {os.path.join(out, SKIPPED_FILE)})"
+                               if skipped else ""))
+
+    return run_command(work, after=resumable)
 
 
 if __name__ == "__main__":

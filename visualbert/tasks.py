@@ -18,6 +18,7 @@ import paddle.nn.functional as F
 
 from . import engine, environment, inference, pretrained, provenance, vcr_tasks
 from .atomic import write_file
+from .errors import user_errors
 from .examples import (ID_FIELD, build_answer_vocab, example_image_keys, load_answer_vocab, load_dataset,
                        read_image_map, read_vqa_json, write_answer_vocab)
 from .features import open_feature_dir, open_features
@@ -102,7 +103,7 @@ def _predict(task, args, written):
 def load_for_finetuning(task, args):
     """Setup shared by the fine-tuning scripts: train split (evaluation questions removed), eval
     split (or None) and the model with a head sized for the task."""
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = open_task_features(args)
         train_examples = eval_examples = None
@@ -130,7 +131,7 @@ def load_for_finetuning(task, args):
 def load_for_prediction(task, args):
     """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
     environment.setup_device(args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = open_task_features(args)
         examples = vocab = None
@@ -343,7 +344,7 @@ def pretrain(args):
 
 def _pretrain(args):
     environment.setup_device(args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         if args.dataset == "vcr":  # images through the model's own encoder, no feature files
             model = vcr_tasks.pretrain_model(args)

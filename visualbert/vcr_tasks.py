@@ -18,6 +18,7 @@ import paddle.nn.functional as F
 
 from . import engine, environment, pretrained
 from .atomic import write_file
+from .errors import user_errors
 from .annotations import read_vcr
 from .metrics import vcr_csv_rows, vcr_scores
 from .vcr_dataset import VCRDataset, VCRPretrainDataset
@@ -70,7 +71,7 @@ def _dataset(args, items, tokenizer, model, mode, train=False, answer=None):
 def finetune(args):
     """What VCR/run_vcr.py does: fine-tune Q->A (--mode answer) or QA->R (--mode rationale)."""
     environment.setup_device(args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         model = _load(VisualBertForVCR, args.model_name_or_path, args, new_head=True)
         train_ds = _dataset(args, split_items(args, args.train_split), tokenizer, model, args.mode, train=True)
@@ -114,7 +115,7 @@ def predict(args):
     per answer (the context ending with answer 0, 1, 2, 3), as the leaderboard asks.
     """
     environment.setup_device(args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         items = split_items(args, args.split, need_labels=False)
         answer_model = _load(VisualBertForVCR, args.answer_model, args, new_head=False)
