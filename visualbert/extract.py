@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from . import provenance
+from . import provenance, quiet
 from .argtypes import non_negative_int, positive_int
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
 from .errors import run_command
@@ -425,6 +425,7 @@ def build_parser():
 
 
 def main(argv=None):
+    quiet.silence()  # before paddle is imported: a command prints only what it has to say
     args = build_parser().parse_args(argv)
     partial = os.path.abspath(args.output_dir) + ".partial"
 
