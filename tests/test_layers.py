@@ -83,3 +83,18 @@ def test_the_check_sees_lazy_and_relative_imports():
     found = sorted(imported_modules(source, ["visualbert", "features"]))
     # VOCAB_FILE is the package root's; stores is features' own
     assert found == [("engine", 6), ("examples", 1), ("features", 7), ("tasks", 5)]
+
+
+def test_no_test_file_imports_another():
+    """Shared test code lives in conftest.py (fixtures) and helpers.py, so a test file can change alone."""
+    tests = os.path.join(ROOT, "tests")
+    names = {f.removesuffix(".py") for f in os.listdir(tests) if f.startswith("test_") and f.endswith(".py")}
+    found = []
+    for name in sorted(names):
+        with open(os.path.join(tests, name + ".py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            imported = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            found += [f"{name}.py line {node.lineno}: {m}" for m in imported if m.split(".")[0] in names]
+    assert not found, found
