@@ -7,10 +7,13 @@
 Single process:  python run_pretrain.py --input_dir X_COCO --output_dir logs/x --dataset coco_captions ...
 Data parallel:   python -m paddle.distributed.launch --gpus 0,1 run_pretrain.py ...
 """
+import sys
+
 from visualbert import quiet
 
 quiet.silence()  # first: paddle is imported without third-party noise
 from visualbert import cli, tasks  # noqa: E402
+from visualbert.errors import run_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -22,4 +25,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # a user error is one line and status 1; an error in the middle of training keeps its traceback
+    sys.exit(run_command(main, catch=()))

@@ -9,10 +9,13 @@ Data: the Flickr30K Entities release under --annotation_dir (Sentences/, Annotat
 train.txt / val.txt / test.txt image lists) and region features with boxes from --features
 (python -m visualbert.features import --format butd_tsv|flickr_h5, or python -m visualbert.extract --boxes).
 """
+import sys
+
 from visualbert import quiet
 
 quiet.silence()  # first: paddle is imported without third-party noise
 from visualbert import cli, flickr30k  # noqa: E402
+from visualbert.errors import run_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -24,4 +27,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # a user error is one line and status 1; an error in the middle of training keeps its traceback
+    sys.exit(run_command(main, catch=()))

@@ -5,10 +5,13 @@ phrase, types, boxes (every region's box in pixels, best first) and scores; prin
 R@10 and the upper bound, the same numbers training printed for that checkpoint and
 python -m visualbert.evaluate flickr30k computes from the file.
 """
+import sys
+
 from visualbert import quiet
 
 quiet.silence()  # first: paddle is imported without third-party noise
 from visualbert import cli, flickr30k  # noqa: E402
+from visualbert.errors import run_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -20,4 +23,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # a user error is one line and status 1; an error in the middle of training keeps its traceback
+    sys.exit(run_command(main, catch=()))

@@ -3,10 +3,13 @@
 The answer model scores the four answers; the rationale model scores the four rationales given each
 of the four answers. For a labelled split (val) it also prints Q->A, QA->R and Q->AR.
 """
+import sys
+
 from visualbert import quiet
 
 quiet.silence()  # first: paddle is imported without third-party noise
 from visualbert import cli, tasks  # noqa: E402
+from visualbert.errors import run_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -18,4 +21,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # a user error is one line and status 1; an error in the middle of training keeps its traceback
+    sys.exit(run_command(main, catch=()))

@@ -4,10 +4,13 @@ Each question is scored with its four choices (the multiple-choice head); the im
 (ResNet-50 with ROIAlign over the boxes) trains with the model. Evaluates the chosen task's accuracy
 on --eval_split every epoch (or every --eval_steps) and keeps the best model in <output_dir>/best.
 """
+import sys
+
 from visualbert import quiet
 
 quiet.silence()  # first: paddle is imported without third-party noise
 from visualbert import cli, tasks  # noqa: E402
+from visualbert.errors import run_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -19,4 +22,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # a user error is one line and status 1; an error in the middle of training keeps its traceback
+    sys.exit(run_command(main, catch=()))

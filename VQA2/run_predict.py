@@ -4,10 +4,13 @@ Writes [{"question_id": int, "answer": str}, ...] with exactly one entry per que
 (never <unk>). When the split has answers (val, minival, ...) it also prints the official VQA
 accuracy, the same number training printed for that checkpoint.
 """
+import sys
+
 from visualbert import quiet
 
 quiet.silence()  # first: paddle is imported without third-party noise
 from visualbert import cli, tasks  # noqa: E402
+from visualbert.errors import run_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -19,4 +22,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # a user error is one line and status 1; an error in the middle of training keeps its traceback
+    sys.exit(run_command(main, catch=()))

@@ -7,10 +7,13 @@ Data: imdb splits under --input_dir (--train_split / --eval_split), or any quest
 annotations in the official VQA JSON format (--train_questions / --train_annotations, optionally
 --eval_questions / --eval_annotations) with features from --features (python -m visualbert.extract).
 """
+import sys
+
 from visualbert import quiet
 
 quiet.silence()  # first: paddle is imported without third-party noise
 from visualbert import cli, tasks  # noqa: E402
+from visualbert.errors import run_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -22,4 +25,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # a user error is one line and status 1; an error in the middle of training keeps its traceback
+    sys.exit(run_command(main, catch=()))

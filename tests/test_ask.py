@@ -116,7 +116,7 @@ def test_model_on_imported_features_says_so_in_one_line_and_takes_store_features
     Image.new("RGB", (20, 20)).save(tmp_path / "x.png")
     proc = run_script(["-m", "visualbert.ask", "--model", str(model), "--image", str(tmp_path / "x.png"),
                        "--question", "what?"], check=False)
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot make this model's features from a raw image" in lines[0]
     assert "--features STORE --key KEY" in lines[0] and not provenance.reproducible(record)

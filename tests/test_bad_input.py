@@ -16,7 +16,7 @@ import pytest
 
 from conftest import (KEYS, LOSS_TERMS, ROOT, Evil, ToyDataset, ToyModel, collate, make_args, max_diff, one_line, params,
                       plant_payload, run, run_script, write_npy_features)
-from visualbert import engine, environment, features as F, pretrained
+from visualbert import engine, environment, errors, features as F, pretrained
 from visualbert import examples as D
 from visualbert.features.__main__ import main as features_main
 from visualbert.checkpoint import read_checkpoint
@@ -66,13 +66,13 @@ def test_crafted_model_weights_run_nothing(tmp_path, tiny_config):
         VisualBertForVisualReasoning.from_pretrained(str(model_dir))
     # what the scripts do with --model_name_or_path (a directory, or the .pdparams file in it)
     for name in (model_dir, model_dir / "model_state.pdparams"):
-        with pytest.raises(SystemExit) as e, pretrained.user_errors():
+        with pytest.raises(SystemExit) as e, errors.user_errors():
             pretrained.load_model(VisualBertForVisualReasoning, str(name))
         assert one_line(e).startswith("error: ") and "model_state.pdparams: refusing to load 'posix.system'" in str(e.value)
     assert not marker.exists()
     # a weights file cut short is one line too
     (model_dir / "model_state.pdparams").write_bytes(b"\x80\x04\x95")
-    with pytest.raises(SystemExit) as e, pretrained.user_errors():
+    with pytest.raises(SystemExit) as e, errors.user_errors():
         pretrained.load_model(VisualBertForVisualReasoning, str(model_dir))
     assert "model_state.pdparams: truncated or corrupt Paddle file" in one_line(e)
 

@@ -15,90 +15,12 @@ import pytest
 from conftest import Evil
 from safetensors.numpy import load_file, save_file
 
+from helpers import EXPECTED, HF, ORIGINAL, RUNNERS, TOL, check, run_nlvr2, run_pretraining, run_region_alignment, run_vqa, tensor
 from visualbert import convert as cv
 from visualbert import modeling
 from visualbert.safeload import UnsafePickleError
 from visualbert.torch_format import load_torch_file
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-HF = os.path.join(FIXTURES, "hf")
-ORIGINAL = os.path.join(FIXTURES, "original")
-INPUTS = dict(np.load(os.path.join(FIXTURES, "inputs.npz")))
-EXPECTED = dict(np.load(os.path.join(FIXTURES, "outputs.npz")))
-TOL = 1e-5
-# The same parity through visualbert.cpu's layers: tests/test_cpu.py.
-
-
-def batch(prefix=""):
-    keys = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
-            "visual_token_type_ids")
-    return {k: paddle.to_tensor(INPUTS[prefix + k]) for k in keys}
-
-
-def tensor(name):
-    return paddle.to_tensor(INPUTS[name])
-
-
-def check(got, prefix):
-    """Compare every output computed against every expected key under ``prefix``."""
-    wanted = sorted(k for k in EXPECTED if k.startswith(prefix + "."))
-    assert sorted(got) == wanted
-    diffs = {k: float(np.abs(got[k].numpy() - EXPECTED[k]).max()) for k in wanted}
-    assert max(diffs.values()) <= TOL, diffs
-    return diffs
-
-
-def run_base(model):
-    got = {}
-    o = model(**batch(), output_attentions=True, output_hidden_states=True)
-    got["base.last_hidden_state"], got["base.pooler_output"] = o.last_hidden_state, o.pooler_output
-    got.update({f"base.hidden_states.{i}": h for i, h in enumerate(o.hidden_states)})
-    got.update({f"base.attentions.{i}": a for i, a in enumerate(o.attentions)})
-    o = model(**batch(), image_text_alignment=tensor("image_text_alignment"))
-    got["base.aligned.last_hidden_state"], got["base.aligned.pooler_output"] = o.last_hidden_state, o.pooler_output
-    o = model(input_ids=tensor("input_ids"), attention_mask=tensor("attention_mask"),
-              token_type_ids=tensor("token_type_ids"))
-    got["base.text_only.last_hidden_state"], got["base.text_only.pooler_output"] = o.last_hidden_state, o.pooler_output
-    o = model(**batch(), head_mask=tensor("head_mask"), output_attentions=True)
-    got["base.head_masked.last_hidden_state"] = o.last_hidden_state
-    got.update({f"base.head_masked.attentions.{i}": a for i, a in enumerate(o.attentions)})
-    return got
-
-
-def run_pretraining(model):
-    o = model(**batch(), labels=tensor("mlm_labels"), sentence_image_labels=tensor("sentence_image_labels"))
-    got = {"pretraining.prediction_logits": o.prediction_logits,
-           "pretraining.seq_relationship_logits": o.seq_relationship_logits, "pretraining.loss": o.loss}
-    got["pretraining.masked_lm_loss"] = model(**batch(), labels=tensor("mlm_labels")).loss
-    return got
-
-
-def run_vqa(model):
-    return {"vqa.logits": model(**batch()).logits, "vqa.loss": model(**batch(), labels=tensor("vqa_targets")).loss}
-
-
-def run_nlvr2(model):
-    o = model(**batch(), labels=tensor("nlvr2_labels"))
-    return {"nlvr2.logits": o.logits, "nlvr2.loss": o.loss}
-
-
-def run_multiple_choice(model):
-    o = model(**batch("mc_"), labels=tensor("mc_labels"))
-    return {"multiple_choice.logits": o.logits, "multiple_choice.loss": o.loss}
-
-
-def run_region_alignment(model):
-    o = model(**batch(), region_to_phrase_position=tensor("region_to_phrase_position"), labels=tensor("region_labels"))
-    return {"region_alignment.logits": o.logits, "region_alignment.loss": o.loss}
-
-
-def run_bypass(model):
-    o = model(**batch())
-    return {"bypass.last_hidden_state": o.last_hidden_state, "bypass.pooler_output": o.pooler_output}
-
-
-RUNNERS = {"base": run_base, "pretraining": run_pretraining, "vqa": run_vqa, "nlvr2": run_nlvr2,
-           "multiple_choice": run_multiple_choice, "region_alignment": run_region_alignment, "bypass": run_bypass}
 
 
 @pytest.mark.parametrize("name", list(RUNNERS))

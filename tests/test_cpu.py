@@ -13,8 +13,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
-from test_convert import HF, RUNNERS, check
-from test_modeling import ALL_HEADS, make, numpy_batch, tensors
+from helpers import ALL_HEADS, HF, RUNNERS, check, make, numpy_batch, tensors
 
 from visualbert import cpu, pretrained
 from visualbert import modeling as vm

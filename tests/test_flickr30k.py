@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
+from helpers import question_files
 from visualbert import evaluate, metrics
 from visualbert.formats import flickr30k as flickr30k_format
 from visualbert.features import PackWriter, open_feature_dir
@@ -426,8 +427,6 @@ def test_paper_recipe_coco_caption_pretraining_on_an_imported_store_then_groundi
 def test_vqa_trained_from_a_config_on_a_boxed_store_records_and_uses_the_geometry(tmp_path, tiny_config):
     """Box geometry is not Flickr30K's only: a VQA run on a store with boxes appends them, records it in
     the model's config, and prediction appends them again (its accuracy equals training's)."""
-    from test_vqa_json import question_files
-
     q, a = question_files(tmp_path)
     held_out = {}
     for name, path, field in (("q", q, "questions"), ("a", a, "annotations")):

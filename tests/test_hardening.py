@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from conftest import KEYS, one_line, plant_payload, run_script, write_npy_features
-from visualbert import environment, features as F, pretrained
+from visualbert import environment, errors, features as F, pretrained
 from visualbert.modeling import VisualBertConfig, VisualBertForVisualReasoning
 from visualbert.torch_format import load_torch_file
 
@@ -29,7 +29,7 @@ def model_dir(tmp_path, tiny_config):
 
 
 def load_refusal(path):
-    with pytest.raises(SystemExit) as e, pretrained.user_errors():
+    with pytest.raises(SystemExit) as e, errors.user_errors():
         pretrained.load_model(VisualBertForVisualReasoning, str(path))
     message = one_line(e)
     assert message.startswith("error: ")

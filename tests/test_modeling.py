@@ -4,48 +4,8 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
+from helpers import ALL_HEADS, B, T, V, make, numpy_batch, tensors, tiny_model_config
 from visualbert import modeling as vm
-
-B, T, V, D = 2, 6, 3, 8
-
-
-def tiny_config(**overrides):
-    fields = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                  max_position_embeddings=32, visual_embedding_dim=D, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0)
-    fields.update(overrides)
-    return vm.VisualBertConfig(**fields)
-
-
-def numpy_batch(seed=0):
-    """What a numpy collator produces: padded text and regions, visual token types 0 and 1."""
-    g = np.random.default_rng(seed)
-    attention_mask = np.ones((B, T), np.int64)
-    attention_mask[1, 4:] = 0
-    visual_attention_mask = np.ones((B, V), np.int64)
-    visual_attention_mask[0, 2:] = 0
-    return dict(
-        input_ids=g.integers(0, 50, (B, T)).astype(np.int64) * attention_mask,
-        token_type_ids=np.zeros((B, T), np.int64),
-        attention_mask=attention_mask,
-        visual_embeds=g.standard_normal((B, V, D)).astype(np.float32),
-        visual_token_type_ids=np.array([[0, 1, 1], [1, 1, 0]], np.int64),
-        visual_attention_mask=visual_attention_mask,
-    )
-
-
-def tensors(batch):
-    return {k: paddle.to_tensor(v) for k, v in batch.items()}
-
-
-def make(cls, **overrides):
-    paddle.seed(0)
-    model = cls(tiny_config(**overrides))
-    model.eval()
-    return model
-
-
-ALL_HEADS = [head.model for head in vm.HEADS.values()]
 
 
 @pytest.mark.parametrize("cls", ALL_HEADS)
@@ -344,7 +304,7 @@ def fused_on_cpu(monkeypatch):
 
 
 def test_fused_attention_gets_a_per_query_mask_and_matches_the_matmul_path(fused_on_cpu):
-    config = tiny_config()
+    config = tiny_model_config()
     paddle.seed(0)
     layer = vm.VisualBertSelfAttention(config)
     layer.eval()
@@ -397,7 +357,7 @@ def test_fused_kernel_only_in_half_precision_on_an_accelerator(monkeypatch):
     recorded = RecordedAttention(F.scaled_dot_product_attention)
     monkeypatch.setattr(vm.F, "scaled_dot_product_attention", recorded)
     monkeypatch.setattr(vm, "_on_cpu", lambda tensor: False)  # an accelerator, computing in float32
-    layer = vm.VisualBertSelfAttention(tiny_config())
+    layer = vm.VisualBertSelfAttention(tiny_model_config())
     hidden = paddle.randn([2, 8, layer.all_head_size])  # 8: where Paddle picks its memory-efficient kernel
     layer(hidden, vm._mask_bias(paddle.ones([2, 8]), "float32"))
     assert recorded.masks == []  # float32 takes the matmul path

@@ -8,16 +8,12 @@ import pytest
 from PIL import Image
 
 from conftest import run_script
+from helpers import write_json
 from visualbert import cli, tasks
 from visualbert import examples as D
 from visualbert.extract import extract
 from visualbert.features import open_feature_dir
 from visualbert.formats.vqa import read_image_map
-
-
-def write_json(path, payload):
-    path.write_text(json.dumps(payload))
-    return str(path)
 
 
 def vqa_files(tmp_path, name, image_ids):

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 from conftest import run_script
+from helpers import question_files, write_json
 
 from visualbert import VQA_ANSWERS_FILE
 from visualbert import examples as D
@@ -12,27 +13,6 @@ from visualbert.formats.vqa import read_answer_vocab, write_answer_vocab
 from visualbert.own_demo import IMAGE_KEY, write_shapes
 
 FAST = ["--device", "cpu", "--num_workers", "0", "--seed", "1"]
-
-
-def write_json(path, payload):
-    path.write_text(json.dumps(payload))
-    return str(path)
-
-
-def question_files(tmp_path, answers_per_question=None):
-    """Two images, three questions; 10 human answers each."""
-    answers_per_question = answers_per_question or {1: ["Yes"] * 7 + ["no"] * 3, 2: ["two"] * 6 + ["2"] * 4,
-                                                    3: ["a dog"] * 10}
-    questions = [{"image_id": 7, "question": "is it red?", "question_id": 1},
-                 {"image_id": 7, "question": "how many?", "question_id": 2},
-                 {"image_id": 12, "question": "what is it?", "question_id": 3}]
-    annotations = [{"question_id": q["question_id"], "image_id": q["image_id"], "question_type": "what",
-                    "answer_type": "other", "multiple_choice_answer": answers_per_question[q["question_id"]][0],
-                    "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
-                                for i, a in enumerate(answers_per_question[q["question_id"]])]}
-                   for q in questions]
-    return (write_json(tmp_path / "q.json", {"questions": questions, "task_type": "Open-Ended"}),
-            write_json(tmp_path / "a.json", {"annotations": annotations}))
 
 
 def test_reader_maps_image_ids_to_store_keys_and_keeps_all_answers(tmp_path):

@@ -16,6 +16,7 @@ import json
 import sys
 
 from visualbert import quiet
+from visualbert.errors import USER_ERRORS, run_command
 from visualbert.inference import add_engine_arg
 
 __all__ = ["build_parser", "main"]
@@ -145,22 +146,16 @@ def _print_text(result):
 def main(argv=None):
     quiet.silence()
     args = build_parser().parse_args(argv)
-    from .pipelines import FeaturesUnavailable
 
-    try:
+    def work():
         result = ask(args)
-    except FeaturesUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError, KeyError, TypeError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result))
-    else:
-        _print_text(result)
-    return 0
+        if args.json:
+            print(json.dumps(result))
+        else:
+            _print_text(result)
+
+    # KeyError, TypeError: a --features store without the --key, a boxes file of the wrong shape
+    return run_command(work, catch=USER_ERRORS + (KeyError, TypeError))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from . import modeling
 from .environment import check_not_input, is_inside
-from .lifetime import interrupts_in_one_line
+from .errors import run_command
 from .configuration import released_name
 from .formats.common import read_json
 from .modeling import RELEASED_MODELS, VisualBertConfig
@@ -426,15 +426,12 @@ def main(argv=None):
                         help="replace the checkpoint files of a non-empty DST (its other files are kept)")
     args = parser.parse_args(argv)
     paddlenlp_logger.set_level("WARNING")  # its INFO lines name the temporary dir, not DST
-    try:
-        with interrupts_in_one_line():
-            model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
-                            args.seed, resnet=args.resnet)
-    except (ValueError, OSError, UnsafePickleError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.dst} ({type(model).__name__}, {len(model.state_dict())} tensors) from {args.src}")
-    return 0
+    def work():
+        model = convert(args.src, args.dst, args.head, args.config, args.visual_embedding_dim, args.overwrite,
+                        args.seed, resnet=args.resnet)
+        print(f"wrote {args.dst} ({type(model).__name__}, {len(model.state_dict())} tensors) from {args.src}")
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ from . import VOCAB_FILE, VQA_ANSWERS_FILE
 from .demo_flickr30k import write_flickr30k
 from .demo_vcr import VCR_SIZES, check_vcr_parts, install_vcr_demo, write_vcr_demo
 from .formats.vqa import read_answer_vocab
+from .errors import USER_ERRORS, run_command
+from .progress import Progress
 
 __all__ = ["OBJECTS", "COLORS", "SIZES", "write_demo", "main"]
 
@@ -231,8 +233,6 @@ def _refuse_real_data(out_dir):
 
 def write_demo(out_dir, seed=0, progress=True):
     """Write the demo under ``out_dir`` (replacing an earlier demo there); returns a summary dict."""
-    from tqdm import tqdm
-
     _check_words()
     start = time.time()
     out_dir = os.path.abspath(out_dir)
@@ -251,8 +251,7 @@ def write_demo(out_dir, seed=0, progress=True):
     counts = {}
     imdb = {}
     total = sum(SIZES["coco"].values()) + 2 * sum(SIZES["nlvr2"].values()) + sum(VCR_SIZES.values())
-    # a second of work: a bar on a terminal, nothing in a log file (where each refresh would pile up)
-    bar = tqdm(total=total, desc="demo images", unit="img", disable=not progress or not sys.stderr.isatty())
+    bar = Progress("demo images", "img", total, enabled=progress)
     for split, count in SIZES["coco"].items():
         images = _coco_images(rng, split, count)
         for img in images:
@@ -264,7 +263,7 @@ def write_demo(out_dir, seed=0, progress=True):
             if split != "test2015":
                 _save(os.path.join(coco, "data", "detectron_fix_144", "nlvr2", split[:-4], "feature_1024dim", name + ".npy"),
                       _render(rng, plants, img["regions"], dirs[1024], 1024))
-            bar.update(1)
+            bar.tick()
         imdb[split] = _imdb_items(rng, split, images)
         if split != "test2015":
             with open(os.path.join(ann, f"captions_{split}.json"), "w") as f:
@@ -296,7 +295,7 @@ def write_demo(out_dir, seed=0, progress=True):
                 plants = [[obj], [obj, COLORS[int(rng.integers(len(COLORS)))]]]
                 _save(os.path.join(nlvr, "data", "detectron_fix_144", split, "feature_1024dim",
                                    f"{split}-{set_id}-{pair_id}-img{side}.png.npy"), _render(rng, plants, n, nlvr_dirs, 1024))
-                bar.update(1)
+                bar.tick()
             for k in range(SIZES["sentences_per_pair"]):
                 sentence, truth = _nlvr2_sentence(rng, *objs)
                 lines.append(json.dumps({"identifier": f"{split}-{set_id}-{pair_id}-{k}", "sentence": sentence,
@@ -306,8 +305,8 @@ def write_demo(out_dir, seed=0, progress=True):
             f.write("\n".join(lines) + "\n")
         counts[f"nlvr2_{split}"] = len(lines)
     os.makedirs(os.path.join(tmp, "X_VCR"))
-    counts.update(write_vcr_demo(os.path.join(tmp, "X_VCR"), seed=seed, progress=bar.update))
-    bar.close()
+    counts.update(write_vcr_demo(os.path.join(tmp, "X_VCR"), seed=seed, progress=bar.tick))
+    bar.finish()
     flickr = write_flickr30k(os.path.join(tmp, "X_FLICKR"), seed=seed)
     counts["flickr30k_images"] = flickr["images"]
     install_vcr_demo(os.path.join(tmp, "X_VCR"), os.path.join(out_dir, "X_VCR"))
@@ -349,23 +348,21 @@ def main(argv=None):
     if args.own_images:
         from .own_demo import run_own_images
 
-        try:
+        def own_images():
             summary = run_own_images(args.own_images, seed=args.seed)
-        except (OSError, RuntimeError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        print(f"own images: VQA accuracy {summary['accuracy']:.4f} in {summary['seconds']} s ("
-              + ", ".join(f"{name} {sec} s" for name, sec in summary["stages"]) + ")")
-        return 0
-    try:
+            print(f"own images: VQA accuracy {summary['accuracy']:.4f} in {summary['seconds']} s ("
+                  + ", ".join(f"{name} {sec} s" for name, sec in summary["stages"]) + ")")
+
+        # RuntimeError: a stage (one of README's commands) failed; its own output says why
+        return run_command(own_images, catch=USER_ERRORS + (RuntimeError,))
+
+    def work():
         summary = write_demo(args.out_dir, seed=args.seed, progress=not args.quiet)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO, X_NLVR, "
-          "X_FLICKR and X_VCR")
-    print("  " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
-    return 0
+        print(f"wrote {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']} s to {summary['out_dir']}/X_COCO, "
+              "X_NLVR, X_FLICKR and X_VCR")
+        print("  " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

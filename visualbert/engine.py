@@ -29,7 +29,7 @@ from .checkpoint import (gather_rng_states, list_checkpoints, resume_checkpoint,
                          update_trainer_state)
 from .environment import is_main, log0, own_output_dir
 from .lifetime import interrupts_in_one_line
-from .pretrained import user_errors
+from .errors import user_errors
 from .batches import EpochBatchSampler, make_loader
 from .progress import Progress
 from .training_args import TrainingArguments

@@ -13,11 +13,11 @@ numbers.
 import argparse
 import json
 import os
-import pickle
 import sys
 
 from visualbert import metrics
 from visualbert.argtypes import positive_int
+from visualbert.errors import run_command
 from visualbert.formats.common import check_ids_match
 from visualbert.formats.flickr30k import read_flickr30k, read_flickr30k_image_list, read_grounding_predictions
 from visualbert.formats.nlvr2 import read_nlvr2_labels, read_nlvr2_predictions
@@ -209,7 +209,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+    def work():
         if args.task == "vqa":
             scores = evaluate_vqa(args.result, args.annotations, args.questions)
         elif args.task == "nlvr2":
@@ -219,13 +219,10 @@ def main(argv=None):
                                         args.image_dir)
         else:
             scores = evaluate_vcr(args.predictions, args.labels)
-    # Bad input files are the user's to fix, so they get one line, not a traceback.
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    json.dump(_rounded(scores), sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+        json.dump(_rounded(scores), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

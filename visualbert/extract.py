@@ -40,13 +40,15 @@ import warnings
 
 import numpy as np
 
-from . import provenance
-from .orientation import ORIENTATION_BINS, normalise_histograms, orientation_maps
+from . import provenance, quiet
 from .argtypes import non_negative_int, positive_int
+from .errors import run_command
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
-from .formats.common import read_json
 from .features.geometry import GEOMETRY_DIM, box_geometry, check_pixel_boxes, grid_geometry
-from .lifetime import init_worker, interrupts_in_one_line
+from .formats.common import read_json
+from .lifetime import init_worker
+from .orientation import ORIENTATION_BINS, normalise_histograms, orientation_maps
+from .progress import Progress
 from .safeload import load_paddle
 
 __all__ = ["BACKBONES", "list_images", "load_boxes", "decode_image", "resize_image", "image_features", "Backbone", "extract",
@@ -280,7 +282,6 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
             dtype="float16", progress=True, log=None):
     """Write the packed store of every image under ``image_dir``; returns (output_dir, skipped [(path, why)])."""
     import paddle
-    from tqdm import tqdm
 
     log = log or (lambda line: print(line, file=sys.stderr))
     if backbone not in BACKBONES:
@@ -325,8 +326,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
         todo = [(k, p) for k, p in images if k not in writer.done]
         if len(todo) < len(images):
             log(f"resuming: {len(images) - len(todo)} of {len(images)} images already extracted")
-        bar = tqdm(total=len(images), initial=len(images) - len(todo), desc=f"extract {backbone}", unit="img",
-                   disable=not progress, dynamic_ncols=True)
+        bar = Progress(f"extract {backbone}", "img", len(images), initial=len(images) - len(todo), enabled=progress)
 
         def run(batch):
             if box_table is not None:
@@ -337,7 +337,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                 boxes=None if box_table is None else [box_table[key] for key, _, _, _ in batch], use_amp=use_amp)
             for (key, path, _, _), rows, geom in zip(batch, per_image, geometry):
                 writer.add(key, rows, where=path, boxes=geom)
-            bar.update(len(batch))
+            bar.tick(len(batch))
 
         batch = []
         ahead = max(2 * batch_size, 4 * num_workers)
@@ -350,7 +350,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                                          "--skip_bad_images to leave it out")
                     log(f"skipped: {path}: cannot read image ({why})")
                     skipped.append((path, why))
-                    bar.update(1)
+                    bar.tick()
                     continue
                 batch.append((key, path, pixels, size))
                 if len(batch) == batch_size:
@@ -358,6 +358,7 @@ def extract(image_dir, output_dir, backbone="resnet152", weights=None, grid=None
                     batch = []
             if batch:
                 run(batch)
+            bar.finish()
         finally:
             decoded.close()  # stops the decoding workers now, not when the generator is collected
             bar.close()  # before any error line, so the bar does not print itself after it
@@ -406,26 +407,25 @@ def build_parser():
 
 
 def main(argv=None):
+    quiet.silence()  # before paddle is imported: a command prints only what it has to say
     args = build_parser().parse_args(argv)
     partial = os.path.abspath(args.output_dir) + ".partial"
 
     def resumable():
         return f"{partial} is kept: rerun the same command to resume" if os.path.isdir(partial) else None
 
-    try:
-        with interrupts_in_one_line(after=resumable):
-            out, skipped = extract(args.image_dir, args.output_dir, backbone=args.backbone, weights=args.weights,
-                                   grid=args.grid, boxes=args.boxes, image_size=args.image_size,
-                                   patch_size=args.patch_size, batch_size=args.batch_size,
-                                   num_workers=args.num_workers, device=args.device, use_amp=args.use_amp,
-                                   skip_bad_images=args.skip_bad_images, dtype=args.dtype)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    meta = PackedStore(out).meta
-    print(f"extracted {meta['num_images']} images, {meta['num_rows']} regions x {meta['dim']} ({meta['dtype']}) into {out}"
-          + (f"; skipped {len(skipped)} unreadable (listed in {os.path.join(out, SKIPPED_FILE)})" if skipped else ""))
-    return 0
+    def work():
+        out, skipped = extract(args.image_dir, args.output_dir, backbone=args.backbone, weights=args.weights,
+                               grid=args.grid, boxes=args.boxes, image_size=args.image_size,
+                               patch_size=args.patch_size, batch_size=args.batch_size,
+                               num_workers=args.num_workers, device=args.device, use_amp=args.use_amp,
+                               skip_bad_images=args.skip_bad_images, dtype=args.dtype)
+        meta = PackedStore(out).meta
+        print(f"extracted {meta['num_images']} images, {meta['num_rows']} regions x {meta['dim']} ({meta['dtype']}) "
+              f"into {out}" + (f"; skipped {len(skipped)} unreadable (listed in {os.path.join(out, SKIPPED_FILE)})"
+                               if skipped else ""))
+
+    return run_command(work, after=resumable)
 
 
 if __name__ == "__main__":

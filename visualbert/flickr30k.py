@@ -23,6 +23,7 @@ from .metrics import grounding_recall
 from .modeling import VisualBertForRegionToPhraseAlignment
 from .progress import Progress
 from .atomic import write_file
+from .errors import user_errors
 from .lifetime import interrupts_in_one_line
 from .tasks import open_task_features, record_provenance, run_settings
 
@@ -158,7 +159,7 @@ def finetune(args, training):
 
 def _finetune(args, training):
     environment.setup_device(training, args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = _open_features(args)
         model, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,
@@ -182,7 +183,7 @@ def predict(args, prediction):
 
 def _predict(args, prediction, written):
     environment.setup_device(prediction, args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = _open_features(args)
         model, spatial = pretrained.load_task_model(VisualBertForRegionToPhraseAlignment, args.model_name_or_path,

@@ -81,10 +81,9 @@ def interrupts_in_one_line(after=None):
             raise
         if in_main_thread:  # a second Ctrl-C must not cut the cleanup short with a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from tqdm import tqdm as bars  # the class keeps every open bar
+        from .progress import close_bars
 
-        for bar in list(bars._instances):  # end a progress bar's line, so the message gets its own
-            bar.close()
+        close_bars()  # end a progress bar's line, so the message gets its own
         detail = after() if after else None
         print("stopped: interrupted (SIGINT)" + (f"; {detail}" if detail else ""), file=sys.stderr, flush=True)
         raise SystemExit(130) from None

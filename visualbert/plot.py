@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from .errors import run_command
+
 PANELS = ("losses", "learning rate", "eval metrics", "other")
 Y_LABELS = {"losses": "loss", "learning rate": "learning rate", "eval metrics": "score", "other": "value"}
 
@@ -161,7 +163,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+    def work():
         runs = {run_dir: read_metrics(run_dir) for run_dir in args.run_dirs}
         if args.out:
             targets = [(args.out, runs)]
@@ -170,10 +172,8 @@ def main(argv=None):
         for out_path, subset in targets:
             plot_runs(subset, out_path)
             print(out_path)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 Every refusal is one ``error:`` line naming the path and what was expected; nothing is ever downloaded.
 """
-import contextlib
 import os
 
 import paddle
@@ -168,15 +167,6 @@ def _load_model(cls, name_or_path, visual_embedding_dim, new_head, **overrides):
         raise SystemExit(f"error: {name_or_path} expects {model.config.visual_embedding_dim}-dim region features, "
                          f"but the features have {visual_embedding_dim} (pick the matching --image_feature_type or model)")
     return model
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Around a script's setup: bad data or paths end the run with one line, not a traceback."""
-    try:
-        yield
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
 
 
 def tokenizer_from_args(args):

@@ -27,6 +27,7 @@ import socket
 import sys
 
 from visualbert import quiet
+from visualbert.errors import run_command
 from visualbert.inference import add_engine_arg
 
 __all__ = ["create_app", "build_parser", "main", "FIELDS", "encode_multipart"]
@@ -209,17 +210,21 @@ def main(argv=None):
 
     from .pipelines import FeaturesUnavailable, pipeline
 
-    try:
-        pipe = pipeline("visual-question-answering", args.model, device=args.device, weights=args.weights,
-                        engine=args.engine)
-        pipe.check_reproducible()
-    except FeaturesUnavailable as e:
-        print(f"error: {e}; the web page needs a model whose features can be made from an uploaded image",
-              file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    pipe = None
+
+    def load():
+        nonlocal pipe
+        try:
+            pipe = pipeline("visual-question-answering", args.model, device=args.device, weights=args.weights,
+                            engine=args.engine)
+            pipe.check_reproducible()
+        except FeaturesUnavailable as e:
+            raise SystemExit(f"error: {e}; the web page needs a model whose features can be made from an uploaded "
+                             "image") from None
+
+    status = run_command(load)
+    if status:
+        return status
     app = create_app(pipe, max_upload_bytes=args.max_upload_mb << 20, max_pixels=args.max_megapixels * 1_000_000,
                      max_question_chars=args.max_question_chars)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)

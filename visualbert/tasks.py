@@ -19,6 +19,7 @@ import paddle.nn.functional as F
 
 from . import engine, environment, inference, pretrained, provenance, vcr_tasks
 from .atomic import write_file
+from .errors import user_errors
 from .examples import (DEFAULT_FEATURE_TYPE, ID_FIELD, build_answer_vocab, example_image_keys, load_dataset,
                        read_vqa_json)
 from .features import open_feature_dir, open_features
@@ -119,7 +120,7 @@ def _predict(task, args, prediction, written):
 def load_for_finetuning(task, args):
     """Setup shared by the fine-tuning scripts: train split (evaluation questions removed), eval
     split (or None) and the model with a head sized for the task."""
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = open_task_features(args, task)
         train_examples = eval_examples = None
@@ -147,7 +148,7 @@ def load_for_finetuning(task, args):
 def load_for_prediction(task, args, prediction):
     """Setup shared by the run_predict.py scripts: the split's dataset and the trained model."""
     environment.setup_device(prediction, args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         features = open_task_features(args, task)
         examples = vocab = None
@@ -361,7 +362,7 @@ def _pretrain(args, training):
     if args.dataset not in PRETRAIN_SPLITS:
         raise SystemExit(f"error: dataset {args.dataset!r}: expected one of {', '.join(sorted(PRETRAIN_SPLITS))}")
     environment.setup_device(training, args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         if args.dataset == "vcr":  # images through the model's own encoder, no feature files
             model = vcr_tasks.pretrain_model(args)

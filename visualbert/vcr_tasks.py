@@ -18,6 +18,7 @@ import paddle.nn.functional as F
 
 from . import engine, environment, pretrained
 from .atomic import write_file
+from .errors import user_errors
 from .formats.vcr import read_vcr, vcr_csv_rows
 from .metrics import vcr_scores
 from .vcr_dataset import VCRDataset, VCRPretrainDataset
@@ -72,7 +73,7 @@ def finetune(args, training):
     if args.mode is None:
         raise SystemExit("error: mode (answer: Q->A, or rationale: QA->R) is needed")
     environment.setup_device(training, args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         model = _load(VisualBertForVCR, args.model_name_or_path, args, new_head=True)
         train_ds = _dataset(args, split_items(args, args.train_split), tokenizer, model, args.mode, training.seed,
@@ -118,7 +119,7 @@ def predict(args, prediction):
     per answer (the context ending with answer 0, 1, 2, 3), as the leaderboard asks.
     """
     environment.setup_device(prediction, args)
-    with pretrained.user_errors():
+    with user_errors():
         tokenizer = pretrained.tokenizer_from_args(args)
         items = split_items(args, prediction.split, need_labels=False)
         answer_model = _load(VisualBertForVCR, prediction.answer_model, args, new_head=False)

@@ -4,7 +4,7 @@ import json
 import sys
 
 from ..examples import example_image_keys, load_dataset
-from ..lifetime import interrupts_in_one_line
+from ..errors import run_command
 from . import FEATURE_TYPES, PackedStore, inspect_features, pack_features
 from .pack import inspect_store
 from .importers import import_features
@@ -20,8 +20,7 @@ def _expected_keys(dataset, splits, input_dir, annotation_dir):
 
 def main(argv=None):
     # a store being written stays as <output>.partial, which the same command resumes
-    with interrupts_in_one_line():
-        return _run(argv)
+    return run_command(lambda: _run(argv))
 
 
 def _run(argv):
@@ -68,54 +67,49 @@ def _run(argv):
         i.error("pass either --features DIR, or --image_feature_type with --input_dir")
     if args.command == "inspect" and not args.features and not (args.image_feature_type and args.input_dir):
         i.error("--image_feature_type and --input_dir go together")
-    try:
-        if args.command == "import":
-            out, corrupt = import_features(args.format, args.src, args.output_dir, dtype=args.dtype)
-            if corrupt:
-                print(f"error: {len(corrupt)} corrupt images (named above); nothing was published; fix or remove them and "
-                      "rerun (the images already read are kept)", file=sys.stderr)
-                return 1
-            meta = PackedStore(out).meta
-            print(f"imported {meta['num_images']} images, {meta['num_rows']} rows x {meta['dim']} ({meta['dtype']}) into {out}")
-            return 0
-        if args.command == "pack":
-            out = pack_features(args.image_feature_type, args.input_dir, out=args.out, split=args.split, dtype=args.dtype)
-            meta = PackedStore(out).meta
-            print(f"packed {meta['num_images']} images, {meta['num_rows']} rows x {meta['dim']} ({meta['dtype']}) into {out}")
+    if args.command == "import":
+        out, corrupt = import_features(args.format, args.src, args.output_dir, dtype=args.dtype)
+        if corrupt:
+            raise SystemExit(f"error: {len(corrupt)} corrupt images (named above); nothing was published; fix or remove "
+                             "them and rerun (the images already read are kept)")
+        meta = PackedStore(out).meta
+        print(f"imported {meta['num_images']} images, {meta['num_rows']} rows x {meta['dim']} ({meta['dtype']}) into {out}")
+        return 0
+    if args.command == "pack":
+        out = pack_features(args.image_feature_type, args.input_dir, out=args.out, split=args.split, dtype=args.dtype)
+        meta = PackedStore(out).meta
+        print(f"packed {meta['num_images']} images, {meta['num_rows']} rows x {meta['dim']} ({meta['dtype']}) into {out}")
+    else:
+        expected = None
+        if args.dataset:
+            if not args.dataset_splits:
+                raise ValueError("--dataset needs --dataset_splits")
+            expected = _expected_keys(args.dataset, args.dataset_splits.split(","), args.input_dir, args.annotation_dir)
+        if args.features:
+            report = inspect_store(args.features, expected_keys=expected)
         else:
-            expected = None
-            if args.dataset:
-                if not args.dataset_splits:
-                    raise ValueError("--dataset needs --dataset_splits")
-                expected = _expected_keys(args.dataset, args.dataset_splits.split(","), args.input_dir, args.annotation_dir)
-            if args.features:
-                report = inspect_store(args.features, expected_keys=expected)
-            else:
-                report = inspect_features(args.image_feature_type, args.input_dir, split=args.split, expected_keys=expected)
-            if args.json:
-                print(json.dumps(report))
-            else:
-                print(f"{report['image_feature_type']} at {report['root']}")
-                print(f"  images: {report['images']} ({report['images_packed']} from packed stores {report['packed_stores']})")
-                print(f"  dims: {report['dims']}")
-                print(f"  rows per image: min {report['rows_min']}  mean {report['rows_mean']:.1f}  max {report['rows_max']}")
-                if report.get("made_by"):
-                    print("  made by: " + ", ".join(f"{k} {v}" for k, v in report["made_by"].items() if v is not None))
-                for line in report["bad_files"]:
-                    print(f"  bad: {line}")
-                for path in report["changed_since_packing"]:
-                    print(f"  changed since packing (pack again): {path}")
-                if expected is not None:
-                    print(f"  missing: {len(report['missing'])} of {report['expected']} images the dataset needs")
-                    for k in report["missing"][:20]:
-                        print(f"    {k}")
-                    if len(report["missing"]) > 20:
-                        print(f"    ... and {len(report['missing']) - 20} more")
-            if report["bad_files"] or report["changed_since_packing"] or (expected is not None and report["missing"]):
-                return 1
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+            report = inspect_features(args.image_feature_type, args.input_dir, split=args.split, expected_keys=expected)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"{report['image_feature_type']} at {report['root']}")
+            print(f"  images: {report['images']} ({report['images_packed']} from packed stores {report['packed_stores']})")
+            print(f"  dims: {report['dims']}")
+            print(f"  rows per image: min {report['rows_min']}  mean {report['rows_mean']:.1f}  max {report['rows_max']}")
+            if report.get("made_by"):
+                print("  made by: " + ", ".join(f"{k} {v}" for k, v in report["made_by"].items() if v is not None))
+            for line in report["bad_files"]:
+                print(f"  bad: {line}")
+            for path in report["changed_since_packing"]:
+                print(f"  changed since packing (pack again): {path}")
+            if expected is not None:
+                print(f"  missing: {len(report['missing'])} of {report['expected']} images the dataset needs")
+                for k in report["missing"][:20]:
+                    print(f"    {k}")
+                if len(report["missing"]) > 20:
+                    print(f"    ... and {len(report['missing']) - 20} more")
+        if report["bad_files"] or report["changed_since_packing"] or (expected is not None and report["missing"]):
+            return 1
     return 0
 
 

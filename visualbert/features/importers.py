@@ -37,6 +37,7 @@ import zipfile
 import numpy as np
 
 from .. import provenance
+from ..progress import track
 from ..safeload import UnsafePickleError, load_npy, load_pickle
 from .geometry import GEOMETRY_DIM, box_geometry, check_geometry
 from .layouts import check_rows, walk_files
@@ -316,8 +317,6 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
     With any corrupt image nothing is published and the lines naming them are returned (each was
     also passed to ``log``); ``output_dir`` is returned only when the store is complete.
     """
-    from tqdm import tqdm
-
     log = log or (lambda line: print(line, file=sys.stderr))
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format '{fmt}' (expected one of: {', '.join(FORMATS)})")
@@ -331,7 +330,7 @@ def import_features(fmt, sources, output_dir, dtype="float16", progress=True, lo
     params = {"format": fmt, "sources": sources}
     corrupt, seen = [], {}
     with PackWriter(output_dir, params, dtype=dtype, extras={"boxes": GEOMETRY_DIM} if geometry else None) as writer:
-        for key, where, load in tqdm(_READERS[fmt](sources), desc=f"import {fmt}", unit="img", disable=not progress):
+        for key, where, load in track(_READERS[fmt](sources), f"import {fmt}", "img", enabled=progress):
             try:
                 if key is not None and key in seen:
                     raise Corrupt(f"{where}: key '{key}' again (first at {seen[key]})")

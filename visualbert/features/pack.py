@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 
 from .. import provenance
+from ..progress import track
 from .layouts import check_finite, check_row_shape, npy_shape, read_feature_file, source_stamp
 from .stores import PACK_FORMAT, PACK_VERSION, FeatureStore, default_pack_dir, open_features
 
@@ -18,8 +19,6 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
     Resumable and atomic as :class:`PackWriter` describes: a rerun after a kill resumes from the
     last finished image.
     """
-    from tqdm import tqdm
-
     out = os.path.abspath(out or default_pack_dir(image_feature_type, input_dir, split))
     if os.path.exists(out):
         raise FileExistsError(f"{out}: already exists; remove it to pack again")
@@ -29,7 +28,7 @@ def pack_features(image_feature_type, input_dir, out=None, split=None, dtype="fl
         raise FileNotFoundError(f"{store.where()}: no per-image .npy feature files to pack for {image_feature_type}")
     reader = _reader or read_feature_file
     with PackWriter(out, {"image_feature_type": image_feature_type, "split": split}, dtype=dtype) as writer:
-        for key, path in tqdm(files, desc=f"pack {image_feature_type}", unit="img", disable=not progress):
+        for key, path in track(files, f"pack {image_feature_type}", "img", enabled=progress):
             if key not in writer.done:
                 stamp = source_stamp(path)  # before reading: a change during the read then shows as stale
                 writer.add(key, reader(path, key), where=path, stamp=stamp)
@@ -299,8 +298,6 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
     Reads only the .npy headers (and the packed index), so it is fast on large stores;
     ``changed_since_packing`` lists per-image files that differ from what a packed store holds.
     """
-    from tqdm import tqdm
-
     if not os.path.isdir(input_dir):  # else it would report an empty store
         raise FileNotFoundError(f"--input_dir {os.fspath(input_dir)}: no such directory")
     store = open_features(image_feature_type, input_dir, split=split)
@@ -315,7 +312,7 @@ def inspect_features(image_feature_type, input_dir, split=None, expected_keys=No
                         stale.append(store.path(k))
     packed_keys = len(rows)
     files = [(k, path) for k, path in store.iter_files() if k not in rows]
-    for key, path in tqdm(files, desc=f"inspect {image_feature_type}", unit="img", disable=not progress):
+    for key, path in track(files, f"inspect {image_feature_type}", "img", enabled=progress):
         try:
             shape, dtype = npy_shape(path)
             check_row_shape(shape, dtype, path)
