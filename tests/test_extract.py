@@ -145,7 +145,7 @@ def test_weights_file_of_another_network_is_one_clear_error(images, tmp_path):
 
 def test_pixel_boxes_are_checked_alike_for_a_boxes_file_and_a_pipeline():
     """check_pixel_boxes serves extract --boxes and the prediction pipelines' boxes: the same rule, the box named."""
-    from visualbert.features.geometry import check_pixel_boxes
+    from visualbert.geometry import check_pixel_boxes
 
     np.testing.assert_array_equal(check_pixel_boxes([[1, 2, 3, 4]], what="boxes"), np.array([[1, 2, 3, 4]], np.float32))
     with pytest.raises(ValueError, match=r"^boxes must be a non-empty list of \[x1, y1, x2, y2\] in image pixels$"):

@@ -47,7 +47,7 @@ def test_build_gives_each_task_its_dataset(demo_dir, name, split, dataset_class)
 def test_pretraining_gets_the_corpus_dataset_and_matching_head_use(demo_dir, corpus, matching, dataset_class):
     args = task_args(demo_dir, corpus)
     split = {"coco_captions": "val", "vqa2": "val", "nlvr2": "dev"}[corpus]
-    ds = tasks.pretrain_dataset(args, split, inputs.get_tokenizer(), features_of(demo_dir, corpus))
+    ds = tasks.pretrain_dataset(args, split, inputs.get_tokenizer(), features_of(demo_dir, corpus), seed=0)
     assert type(ds) is dataset_class and tasks.uses_matching(args) is matching
     assert tasks.uses_matching(task_args(demo_dir, "nlvr2", no_nlvr2_label=True)) is False
 
@@ -64,8 +64,8 @@ def test_a_missing_image_is_named_before_any_work(demo_dir):
     from visualbert.examples import load_dataset
 
     example = dict(next(iter(load_dataset("nlvr2", "dev", input_dir=str(demo_dir / "X_NLVR")))))
-    example["image_keys"] = [example["image_keys"][0], "dev-nowhere-img1"]
-    with pytest.raises(FileNotFoundError, match=r"no region features for image dev-nowhere-img1 \(needed by nlvr2 dev "
+    example["image_keys"] = [example["image_keys"][0], "dev-9999-0-img1.png"]
+    with pytest.raises(FileNotFoundError, match=r"no region features for image dev-9999-0-img1\.png \(needed by nlvr2 dev "
                                                 r"identifier .*; the key was made with --image_map"):
         tasks.check_features_exist([example], features_of(demo_dir, "nlvr2"), "nlvr2", "dev", key_origin="--image_map")
 

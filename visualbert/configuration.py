@@ -3,7 +3,7 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.transformers import PretrainedConfig
 
-from .features.geometry import GEOMETRY_DIM
+from .geometry import GEOMETRY_DIM
 
 __all__ = ["VisualBertConfig", "RELEASED_MODELS", "ACTIVATIONS", "SPATIAL_DIM", "released_name"]
 

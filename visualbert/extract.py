@@ -44,7 +44,7 @@ from . import provenance, quiet
 from .argtypes import non_negative_int, positive_int
 from .errors import run_command
 from .features import IMAGE_EXTENSIONS, PackWriter, PackedStore, walk_files
-from .features.geometry import GEOMETRY_DIM, box_geometry, check_pixel_boxes, grid_geometry
+from .geometry import GEOMETRY_DIM, box_geometry, check_pixel_boxes, grid_geometry
 from .formats.common import read_json
 from .lifetime import init_worker
 from .orientation import ORIENTATION_BINS, normalise_histograms, orientation_maps

@@ -105,7 +105,7 @@ class ImageFeaturizer:
     def __call__(self, images, boxes=None):
         """[(float32 [n, D], geometry [n, 6])] for PIL ``images``; ``boxes``: per image [[x1, y1, x2, y2], ...] pixels."""
         from .extract import image_features, resize_image
-        from .features.geometry import check_pixel_boxes
+        from .geometry import check_pixel_boxes
 
         if self.needs_boxes and boxes is None:
             raise FeaturesUnavailable(f"cannot make this model's features from a raw image alone: "

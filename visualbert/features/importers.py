@@ -39,7 +39,7 @@ import numpy as np
 from .. import provenance
 from ..progress import track
 from ..safeload import UnsafePickleError, load_npy, load_pickle
-from .geometry import GEOMETRY_DIM, box_geometry, check_geometry
+from ..geometry import GEOMETRY_DIM, box_geometry, check_geometry
 from .layouts import check_rows, walk_files
 from .pack import PackWriter
 

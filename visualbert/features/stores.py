@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from ..formats.common import read_json
-from .geometry import check_geometry
+from ..geometry import check_geometry
 from .layouts import check_finite, check_split, get_layout, npy_shape, read_feature_file, source_stamp
 
 PACK_FORMAT = "visualbert-packed-features"
