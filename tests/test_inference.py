@@ -1,5 +1,6 @@
-"""Paddle Inference (visualbert.inference): the exported program answers as the dygraph model does, the
-cache beside the weights is made once and again when the weights change, and training never builds a predictor."""
+"""Paddle Inference (visualbert.inference) and ONNX Runtime (visualbert.onnx_engine): the exported program
+answers as the dygraph model does, the cache beside the weights is made once and again when the weights
+change, and training never builds a predictor."""
 import json
 import os
 
@@ -117,6 +118,12 @@ def test_training_and_its_evaluation_never_build_a_predictor_prediction_does(dem
     by_predictor = json.loads((tmp_path / "val.json").read_text())
     assert len(by_predictor) > 100
     assert by_predictor == json.loads((tmp_path / "val-dygraph.json").read_text())
+    # and through ONNX Runtime: the same answers again, its file beside the program
+    run_script(["VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"), "--model_name_or_path",
+                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-onnx.json"),
+                "--engine", "onnxruntime", *fast])
+    assert json.loads((tmp_path / "val-onnx.json").read_text()) == by_predictor
+    assert (out / "best" / "inference" / "model.onnx").exists()
 
 
 def test_a_read_only_model_directory_caches_its_program_in_the_users_cache(tmp_path, tiny_config, monkeypatch):
