@@ -37,10 +37,14 @@ def _padded_batch(rng, dim, text_lengths, region_counts, two_images=False):
     return {k: v.astype(np.float32 if k == "visual_embeds" else np.int64) for k, v in x.items()}
 
 
+@pytest.mark.parametrize("engine", inference.EXPORTED_ENGINES)
 @pytest.mark.parametrize("head", [modeling.VisualBertForQuestionAnswering, modeling.VisualBertForVisualReasoning])
-def test_predictor_logits_equal_the_dygraph_models_on_padded_batches(tmp_path, tiny_config, head):
+def test_exported_engines_logits_equal_the_dygraph_models_on_padded_batches(tmp_path, tiny_config, head, engine):
+    from visualbert.onnx_engine import OnnxModel
+
     model = _tiny_model(tiny_config, head, tmp_path / "model")
-    runner = inference.load_inference_model(head, str(tmp_path / "model"), threads=1)
+    runner = inference.load_inference_model(head, str(tmp_path / "model"), threads=1, engine=engine)
+    assert isinstance(runner, {"paddle_inference": inference.InferenceModel, "onnxruntime": OnnxModel}[engine])
     rng = np.random.default_rng(0)
     two_images = head is modeling.VisualBertForVisualReasoning
     # batches of different sizes and lengths through one predictor: its shapes are dynamic
@@ -143,24 +147,6 @@ def test_a_read_only_model_directory_caches_its_program_in_the_users_cache(tmp_p
 
 
 # ---------------------------------------------------------------------------- --engine onnxruntime
-
-
-@pytest.mark.parametrize("head", [modeling.VisualBertForQuestionAnswering, modeling.VisualBertForVisualReasoning])
-def test_onnxruntime_logits_equal_the_dygraph_models_on_padded_batches(tmp_path, tiny_config, head):
-    from visualbert.onnx_engine import OnnxModel
-
-    model = _tiny_model(tiny_config, head, tmp_path / "model")
-    runner = inference.load_inference_model(head, str(tmp_path / "model"), threads=1, engine="onnxruntime")
-    assert isinstance(runner, OnnxModel)
-    rng = np.random.default_rng(0)
-    two_images = head is modeling.VisualBertForVisualReasoning
-    for lengths, regions in [((7, 4, 9), (5, 3, 5)), ((3,), (2,)), ((12, 12), (8, 1))]:
-        x = _padded_batch(rng, model.config.visual_embedding_dim, lengths, regions, two_images)
-        with paddle.no_grad():
-            expected = model(**{k: paddle.to_tensor(v) for k, v in x.items()}).logits.numpy()
-        got = runner(**{k: paddle.to_tensor(v) for k, v in x.items()}).logits.numpy()
-        assert got.shape == expected.shape
-        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
 def test_the_onnx_file_shares_the_programs_cache_and_is_made_again_when_the_weights_change(tmp_path, tiny_config):

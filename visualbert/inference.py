@@ -27,7 +27,7 @@ import threading
 import numpy as np
 
 __all__ = ["ENGINES", "EXPORTED_ENGINES", "INPUT_NAMES", "InferenceModel", "add_engine_arg", "default_engine", "export",
-           "load_inference_model", "program_inputs"]
+           "ExportedModel", "load_inference_model"]
 
 ENGINES = ("dygraph", "paddle_inference", "onnxruntime")
 # the engines that run an export of the model rather than the model itself: CPU only, one process
@@ -220,38 +220,15 @@ def _save_program(model, prefix):
                         input_spec=_ProgramInputs.specs(model.config.visual_embedding_dim))
 
 
-def program_inputs(**inputs):
-    """The model inputs (paddle Tensors or arrays) as the exported program takes them: contiguous numpy
-    arrays, float32 region features and int64 ids and masks."""
-    import paddle
-
-    arrays = {}
-    for name, value in inputs.items():
-        value = value.numpy() if isinstance(value, paddle.Tensor) else np.asarray(value)
-        arrays[name] = np.ascontiguousarray(value, dtype=np.float32 if name == "visual_embeds" else np.int64)
-    return arrays
-
-
-class InferenceModel:
-    """A Paddle Inference predictor over an exported program, called like the dygraph model in prediction.
-
-    ``threads``: the CPU threads of its math library (default: OMP_NUM_THREADS, else every core).
-    Calls are serialised (a predictor runs one batch at a time).
-    """
+class ExportedModel:
+    """An engine over the exported model, called like the dygraph model in prediction: the model's
+    keyword arguments in, an object with ``.logits`` out. Calls are serialised (an engine runs one
+    batch at a time on all its threads). Each engine's class defines ``_run(arrays)``: the logits (numpy)
+    of one batch of input arrays by name."""
 
     training = False
 
-    def __init__(self, program_dir, config, threads=None):
-        from paddle import inference
-
-        prefix = os.path.join(program_dir, _PROGRAM)
-        graph = prefix + ".json" if os.path.isfile(prefix + ".json") else prefix + ".pdmodel"
-        settings = inference.Config(graph, prefix + ".pdiparams")
-        settings.disable_gpu()
-        settings.enable_mkldnn()
-        settings.set_cpu_math_library_num_threads(int(threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count()))
-        settings.disable_glog_info()
-        self.predictor = inference.create_predictor(settings)
+    def __init__(self, program_dir, config):
         self.config = config
         self.program_dir = program_dir
         self._lock = threading.Lock()
@@ -261,17 +238,15 @@ class InferenceModel:
         """``.logits`` (a paddle Tensor, float32) of one padded batch; ``labels`` is accepted and ignored."""
         import paddle
 
-        given = program_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                               visual_embeds=visual_embeds, visual_attention_mask=visual_attention_mask,
-                               visual_token_type_ids=visual_token_type_ids)
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+                 "visual_embeds": visual_embeds, "visual_attention_mask": visual_attention_mask,
+                 "visual_token_type_ids": visual_token_type_ids}
+        arrays = {}
+        for name, value in given.items():  # as the program takes them: float32 features, int64 ids and masks
+            value = value.numpy() if isinstance(value, paddle.Tensor) else np.asarray(value)
+            arrays[name] = np.ascontiguousarray(value, dtype=np.float32 if name == "visual_embeds" else np.int64)
         with self._lock:
-            for name in self.predictor.get_input_names():
-                value = given[name]
-                handle = self.predictor.get_input_handle(name)
-                handle.reshape(value.shape)
-                handle.copy_from_cpu(value)
-            self.predictor.run()
-            logits = self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
+            logits = self._run(arrays)
         return _Logits(paddle.to_tensor(logits))
 
     __call__ = forward
@@ -280,7 +255,35 @@ class InferenceModel:
         return self
 
     def train(self):
-        raise RuntimeError("an InferenceModel only predicts; train the dygraph model")
+        raise RuntimeError(f"an {type(self).__name__} only predicts; train the dygraph model")
+
+
+class InferenceModel(ExportedModel):
+    """A Paddle Inference predictor over an exported program.
+
+    ``threads``: the CPU threads of its math library (default: OMP_NUM_THREADS, else every core).
+    """
+
+    def __init__(self, program_dir, config, threads=None):
+        from paddle import inference
+
+        super().__init__(program_dir, config)
+        prefix = os.path.join(program_dir, _PROGRAM)
+        graph = prefix + ".json" if os.path.isfile(prefix + ".json") else prefix + ".pdmodel"
+        settings = inference.Config(graph, prefix + ".pdiparams")
+        settings.disable_gpu()
+        settings.enable_mkldnn()
+        settings.set_cpu_math_library_num_threads(int(threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count()))
+        settings.disable_glog_info()
+        self.predictor = inference.create_predictor(settings)
+
+    def _run(self, arrays):
+        for name in self.predictor.get_input_names():
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(arrays[name].shape)
+            handle.copy_from_cpu(arrays[name])
+        self.predictor.run()
+        return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
 
 
 def load_inference_model(head, model_dir, model=None, threads=None, engine="paddle_inference"):

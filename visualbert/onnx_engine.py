@@ -8,7 +8,8 @@ model.onnx``), made under the same fingerprint plus the converters' versions, so
 or an upgraded converter makes it again; ``inference.export`` writes it, through :func:`convert`.
 """
 import os
-import threading
+
+from .inference import ExportedModel
 
 __all__ = ["OnnxModel", "convert", "converter_versions"]
 
@@ -54,16 +55,14 @@ def convert(program_prefix, config):
     os.remove(plain)
 
 
-class OnnxModel:
-    """An ONNX Runtime session over the exported model, called like the dygraph model in prediction.
+class OnnxModel(ExportedModel):
+    """An ONNX Runtime session over the exported model (``model.onnx`` in ``program_dir``).
 
-    ``threads``: its intra-op threads (default: OMP_NUM_THREADS, else every core). Calls are serialised,
-    as the Paddle Inference predictor's are, so that two requests do not split the cores between them.
+    ``threads``: its intra-op threads (default: OMP_NUM_THREADS, else every core).
     """
 
-    training = False
-
     def __init__(self, program_dir, config, threads=None):
+        super().__init__(program_dir, config)
         onnxruntime, _ = _modules()
         settings = onnxruntime.SessionOptions()
         settings.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -74,28 +73,6 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(os.path.join(program_dir, ONNX_FILE), settings,
                                                     providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.config = config
-        self.program_dir = program_dir
-        self._lock = threading.Lock()
 
-    def forward(self, input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
-                visual_token_type_ids, labels=None):
-        """``.logits`` (a paddle Tensor, float32) of one padded batch; ``labels`` is accepted and ignored."""
-        import paddle
-
-        from .inference import _Logits, program_inputs
-
-        given = program_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                               visual_embeds=visual_embeds, visual_attention_mask=visual_attention_mask,
-                               visual_token_type_ids=visual_token_type_ids)
-        with self._lock:
-            logits = self.session.run(None, {name: given[name] for name in self.input_names})[0]
-        return _Logits(paddle.to_tensor(logits))
-
-    __call__ = forward
-
-    def eval(self):
-        return self
-
-    def train(self):
-        raise RuntimeError("an OnnxModel only predicts; train the dygraph model")
+    def _run(self, arrays):
+        return self.session.run(None, {name: arrays[name] for name in self.input_names})[0]
