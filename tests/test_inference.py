@@ -194,3 +194,23 @@ def test_onnxruntime_without_its_packages_says_so_in_one_line(tmp_path, tiny_con
     message = str(stop.value.code)
     assert message.startswith("error: --engine onnxruntime needs the " + missing) and "\n" not in message
     assert "inference" not in os.listdir(tmp_path / "model")  # nothing exported before the check
+
+
+def test_a_failed_conversion_leaves_the_cached_program_as_it_was_and_nothing_half_written(tmp_path, tiny_config,
+                                                                                         monkeypatch):
+    from visualbert import onnx_engine
+
+    head = modeling.VisualBertForQuestionAnswering
+    _tiny_model(tiny_config, head, tmp_path / "model")
+    program = inference.export(str(tmp_path / "model"), head)
+    before = sorted(os.listdir(program))
+
+    def broken(program_prefix, config):
+        print("converter step output")
+        raise RuntimeError("the converter failed")
+
+    monkeypatch.setattr(onnx_engine, "convert", broken)
+    with pytest.raises(RuntimeError, match="the converter failed"):
+        inference.export(str(tmp_path / "model"), head, onnx=True)
+    assert sorted(os.listdir(program)) == before
+    assert sorted(os.listdir(tmp_path / "model")) == ["config.json", "inference", "model_state.pdparams"]

@@ -173,6 +173,9 @@ def export(model_dir, head, model=None, onnx=False):
             program_current, onnx_current = _current(_read_fingerprint(target), wanted, wanted_onnx if onnx else None)
             if not program_current or (onnx and not onnx_current):
                 raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed export or conversion leaves nothing half-written
+            raise
     return target
 
 
