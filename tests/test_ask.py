@@ -147,3 +147,23 @@ def test_nlvr2_model_answers_true_or_false_with_its_probability(shapes_vqa, tmp_
     wrong = run_script(["-m", "visualbert.ask", "--model", str(model), "--image", str(left), "--question", "x"],
                        check=False)
     assert wrong.returncode == 1 and "pass --image2" in wrong.stderr
+
+
+def test_onnxruntime_engine_answers_as_the_dygraph_model_on_the_val_split_and_in_ask(shapes_vqa, tmp_path):
+    questions = json.loads((shapes_vqa["dir"] / "val_questions.json").read_text())["questions"]
+    inputs = [{"image": str(shapes_vqa["images"] / f"shape_{q['image_id']:05d}.png"), "question": q["question"]}
+              for q in questions]
+    by_onnx = pipeline("vqa", str(shapes_vqa["model"]), engine="onnxruntime")(inputs, top_k=1)
+    by_dygraph = pipeline("vqa", str(shapes_vqa["model"]), engine="dygraph")(inputs, top_k=1)
+    assert len(by_onnx) == 320
+    assert [a[0]["answer"] for a in by_onnx] == [a[0]["answer"] for a in by_dygraph]
+
+    image = shapes_vqa["images"] / "shape_50005.png"
+    asked = ["--model", str(shapes_vqa["model"]), "--image", str(image), "--question", "what shape is in the picture?",
+             "--question", "what color is the shape?", "--top_k", "3"]
+    printed = {engine: run_script(["-m", "visualbert.ask", *asked, "--engine", engine]).stdout
+               for engine in ("onnxruntime", "dygraph")}
+    assert printed["onnxruntime"].startswith("Q: what shape is in the picture?")
+    answers = {engine: [line.split()[0] for line in out.splitlines() if not line.startswith("Q:")]
+               for engine, out in printed.items()}
+    assert len(answers["onnxruntime"]) == 6 and answers["onnxruntime"] == answers["dygraph"]

@@ -1,5 +1,6 @@
-"""Paddle Inference (visualbert.inference): the exported program answers as the dygraph model does, the
-cache beside the weights is made once and again when the weights change, and training never builds a predictor."""
+"""Paddle Inference (visualbert.inference) and ONNX Runtime (visualbert.onnx_engine): the exported program
+answers as the dygraph model does, the cache beside the weights is made once and again when the weights
+change, and training never builds a predictor."""
 import json
 import os
 
@@ -36,10 +37,14 @@ def _padded_batch(rng, dim, text_lengths, region_counts, two_images=False):
     return {k: v.astype(np.float32 if k == "visual_embeds" else np.int64) for k, v in x.items()}
 
 
+@pytest.mark.parametrize("engine", inference.EXPORTED_ENGINES)
 @pytest.mark.parametrize("head", [modeling.VisualBertForQuestionAnswering, modeling.VisualBertForVisualReasoning])
-def test_predictor_logits_equal_the_dygraph_models_on_padded_batches(tmp_path, tiny_config, head):
+def test_exported_engines_logits_equal_the_dygraph_models_on_padded_batches(tmp_path, tiny_config, head, engine):
+    from visualbert.onnx_engine import OnnxModel
+
     model = _tiny_model(tiny_config, head, tmp_path / "model")
-    runner = inference.load_inference_model(head, str(tmp_path / "model"), threads=1)
+    runner = inference.load_inference_model(head, str(tmp_path / "model"), threads=1, engine=engine)
+    assert isinstance(runner, {"paddle_inference": inference.InferenceModel, "onnxruntime": OnnxModel}[engine])
     rng = np.random.default_rng(0)
     two_images = head is modeling.VisualBertForVisualReasoning
     # batches of different sizes and lengths through one predictor: its shapes are dynamic
@@ -117,6 +122,12 @@ def test_training_and_its_evaluation_never_build_a_predictor_prediction_does(dem
     by_predictor = json.loads((tmp_path / "val.json").read_text())
     assert len(by_predictor) > 100
     assert by_predictor == json.loads((tmp_path / "val-dygraph.json").read_text())
+    # and through ONNX Runtime: the same answers again, its file beside the program
+    run_script(["VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"), "--model_name_or_path",
+                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-onnx.json"),
+                "--engine", "onnxruntime", *fast])
+    assert json.loads((tmp_path / "val-onnx.json").read_text()) == by_predictor
+    assert (out / "best" / "inference" / "model.onnx").exists()
 
 
 def test_a_read_only_model_directory_caches_its_program_in_the_users_cache(tmp_path, tiny_config, monkeypatch):
@@ -133,3 +144,73 @@ def test_a_read_only_model_directory_caches_its_program_in_the_users_cache(tmp_p
     assert program.startswith(str(tmp_path / "cache" / "visualbert" / "inference"))
     assert os.path.isfile(os.path.join(program, "model.pdiparams"))
     assert "inference" not in os.listdir(tmp_path / "model")
+
+
+# ---------------------------------------------------------------------------- --engine onnxruntime
+
+
+def test_the_onnx_file_shares_the_programs_cache_and_is_made_again_when_the_weights_change(tmp_path, tiny_config):
+    head = modeling.VisualBertForQuestionAnswering
+    _tiny_model(tiny_config, head, tmp_path / "model", seed=0)
+    program = inference.export(str(tmp_path / "model"), head)
+    assert "model.onnx" not in os.listdir(program)  # Paddle Inference alone converts nothing
+    assert inference.export(str(tmp_path / "model"), head, onnx=True) == program  # the program's cache, ONNX added
+    onnx_file = os.path.join(program, "model.onnx")
+    made = os.stat(onnx_file).st_mtime_ns
+    assert sorted(os.listdir(program)) == ["fingerprint.json", "model.json", "model.onnx", "model.pdiparams"]
+    assert inference.export(str(tmp_path / "model"), head, onnx=True) == program
+    assert inference.export(str(tmp_path / "model"), head) == program
+    assert os.stat(onnx_file).st_mtime_ns == made  # reused by both engines, not made again
+    assert not [n for n in os.listdir(tmp_path / "model") if n.startswith(".tmp")]
+
+    retrained = _tiny_model(tiny_config, head, tmp_path / "model", seed=1)
+    runner = inference.load_inference_model(head, str(tmp_path / "model"), threads=1, engine="onnxruntime")
+    x = _padded_batch(np.random.default_rng(1), retrained.config.visual_embedding_dim, (6, 4), (3, 2))
+    with paddle.no_grad():
+        expected = retrained(**{k: paddle.to_tensor(v) for k, v in x.items()}).logits.numpy()
+    np.testing.assert_allclose(runner(**x).logits.numpy(), expected, atol=1e-4, rtol=0)
+
+
+def test_onnxruntime_with_a_read_only_model_directory_caches_in_the_users_cache(tmp_path, tiny_config, monkeypatch):
+    head = modeling.VisualBertForVisualReasoning
+    _tiny_model(tiny_config, head, tmp_path / "model")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    writable = os.access
+    monkeypatch.setattr(inference.os, "access", lambda path, mode: False if os.path.samefile(
+        path, tmp_path / "model") else writable(path, mode))
+    runner = inference.load_inference_model(head, str(tmp_path / "model"), threads=1, engine="onnxruntime")
+    assert runner.program_dir.startswith(str(tmp_path / "cache" / "visualbert" / "inference"))
+    assert os.path.isfile(os.path.join(runner.program_dir, "model.onnx"))
+    assert "inference" not in os.listdir(tmp_path / "model")
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "paddle2onnx"])
+def test_onnxruntime_without_its_packages_says_so_in_one_line(tmp_path, tiny_config, monkeypatch, missing):
+    head = modeling.VisualBertForQuestionAnswering
+    _tiny_model(tiny_config, head, tmp_path / "model")
+    monkeypatch.setitem(__import__("sys").modules, missing, None)  # as if not installed: importing it fails
+    with pytest.raises(SystemExit) as stop:
+        inference.load_inference_model(head, str(tmp_path / "model"), engine="onnxruntime")
+    message = str(stop.value.code)
+    assert message.startswith("error: --engine onnxruntime needs the " + missing) and "\n" not in message
+    assert "inference" not in os.listdir(tmp_path / "model")  # nothing exported before the check
+
+
+def test_a_failed_conversion_leaves_the_cached_program_as_it_was_and_nothing_half_written(tmp_path, tiny_config,
+                                                                                         monkeypatch):
+    from visualbert import onnx_engine
+
+    head = modeling.VisualBertForQuestionAnswering
+    _tiny_model(tiny_config, head, tmp_path / "model")
+    program = inference.export(str(tmp_path / "model"), head)
+    before = sorted(os.listdir(program))
+
+    def broken(program_prefix, config):
+        print("converter step output")
+        raise RuntimeError("the converter failed")
+
+    monkeypatch.setattr(onnx_engine, "convert", broken)
+    with pytest.raises(RuntimeError, match="the converter failed"):
+        inference.export(str(tmp_path / "model"), head, onnx=True)
+    assert sorted(os.listdir(program)) == before
+    assert sorted(os.listdir(tmp_path / "model")) == ["config.json", "inference", "model_state.pdparams"]

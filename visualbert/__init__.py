@@ -17,7 +17,8 @@ def pipeline(task, model, device="cpu", weights=None, engine=None):
         vqa = pipeline("visual-question-answering", "runs/mine/best")
         vqa(image="photo.jpg", question="what is the man holding?", top_k=5)
 
-    ``engine``: ``"paddle_inference"`` (the default on the CPU) or ``"dygraph"``; see :mod:`visualbert.inference`.
+    ``engine``: ``"paddle_inference"`` (the default on the CPU), ``"onnxruntime"`` or ``"dygraph"``; see
+    :mod:`visualbert.inference`.
     """
     from .pipelines import pipeline as make
 

@@ -1,5 +1,7 @@
 """Prediction through Paddle Inference: a trained model exported once to a static program and run by
 Paddle's deployment predictor (oneDNN on the CPU), with answers equal to the training-time model's.
+``--engine onnxruntime`` runs the same program converted to ONNX (``visualbert.onnx_engine``), cached in
+the same directory under the same fingerprint.
 
 ``--engine paddle_inference`` (the default on the CPU for one question at a time: ``ask``, ``serve``,
 ``pipeline``) uses it; ``--engine dygraph`` runs the model as training does (on the CPU with
@@ -24,10 +26,12 @@ import threading
 
 import numpy as np
 
-__all__ = ["ENGINES", "INPUT_NAMES", "InferenceModel", "add_engine_arg", "default_engine", "export",
-           "load_inference_model"]
+__all__ = ["ENGINES", "EXPORTED_ENGINES", "INPUT_NAMES", "InferenceModel", "add_engine_arg", "default_engine", "export",
+           "ExportedModel", "load_inference_model"]
 
-ENGINES = ("dygraph", "paddle_inference")
+ENGINES = ("dygraph", "paddle_inference", "onnxruntime")
+# the engines that run an export of the model rather than the model itself: CPU only, one process
+EXPORTED_ENGINES = ("paddle_inference", "onnxruntime")
 
 # What the exported program takes, in this order: the collated batch's model inputs.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
@@ -50,8 +54,10 @@ def add_engine_arg(parser):
     parser.add_argument("--engine", default=None, choices=ENGINES,
                         help="how the model runs: paddle_inference (exported once to <model>/inference/ and run "
                              "by Paddle's deployment predictor with oneDNN; the default for ask and serve on the "
-                             "CPU, faster for one question) or dygraph (the model as trained; the default for "
-                             "run_predict.py, faster for batches, and on a GPU); same answers")
+                             "CPU, faster for one question), onnxruntime (the same export converted to ONNX and "
+                             "run by ONNX Runtime after its BERT optimizer; CPU; the fastest measured, for one "
+                             "question and for batches) or dygraph (the model as trained; the default for "
+                             "run_predict.py and on a GPU); same answers")
 
 
 def _fingerprint(model_dir):
@@ -120,26 +126,43 @@ def _cache_dir(model_dir):
 _export_lock = threading.Lock()
 
 
-def export(model_dir, head, model=None):
+def export(model_dir, head, model=None, onnx=False):
     """The directory of ``model_dir``'s inference program (``head``: the model class), exported now unless a
     cache made from the same weights and config is there. ``model``: the loaded dygraph model, if the
-    caller has one on Paddle's stock layers (else it is loaded here and released after)."""
+    caller has one on Paddle's stock layers (else it is loaded here and released after). ``onnx``: the
+    directory must also hold the program converted to ONNX (``visualbert.onnx_engine``); a current
+    program without it is copied, not exported again, and the conversion added."""
     from .checkpoint import _write_dir_atomically
 
     model_dir = os.fspath(model_dir)
     target = _cache_dir(model_dir)
     wanted = _fingerprint(model_dir)
+    if onnx:
+        from . import onnx_engine
+
+        wanted_onnx = onnx_engine.converter_versions()  # checks that the converters import, before any export
     with _export_lock:
-        if _read_fingerprint(target) == wanted:
+        program_current, onnx_current = _current(_read_fingerprint(target), wanted, wanted_onnx if onnx else None)
+        if program_current and (not onnx or onnx_current):
             return target
-        if model is None:
+        if model is None and not program_current:
             model = _stock_model(head, model_dir)
         os.makedirs(os.path.dirname(target), exist_ok=True)
 
         def write(tmp):
-            _save_program(model, os.path.join(tmp, _PROGRAM))
+            made = dict(wanted)
+            if program_current:
+                for name in os.listdir(target):
+                    if name.startswith(_PROGRAM + ".") and not name.endswith(".onnx"):
+                        shutil.copy2(os.path.join(target, name), tmp)
+            else:
+                _save_program(model, os.path.join(tmp, _PROGRAM))
+            if onnx:
+                config = model.config if model is not None else _model_config(model_dir)
+                onnx_engine.convert(os.path.join(tmp, _PROGRAM), config)
+                made["onnx"] = wanted_onnx
             with open(os.path.join(tmp, _FINGERPRINT), "w") as f:
-                json.dump(wanted, f)
+                json.dump(made, f)
 
         tmp = tempfile.mkdtemp(prefix=".tmp-inference-", dir=os.path.dirname(target))
         try:
@@ -147,9 +170,28 @@ def export(model_dir, head, model=None):
         except OSError:
             # another process exporting the same model renamed its program into place first: take that one
             shutil.rmtree(tmp, ignore_errors=True)
-            if _read_fingerprint(target) != wanted:
+            program_current, onnx_current = _current(_read_fingerprint(target), wanted, wanted_onnx if onnx else None)
+            if not program_current or (onnx and not onnx_current):
                 raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed export or conversion leaves nothing half-written
+            raise
     return target
+
+
+def _current(cached, wanted, wanted_onnx):
+    """(whether a cache's fingerprint ``cached`` says its program was made from the model as it is now,
+    whether its ONNX conversion was made by the converters installed now)."""
+    if cached is None:
+        return False, False
+    program = {k: v for k, v in cached.items() if k != "onnx"} == wanted
+    return program, program and wanted_onnx is not None and cached.get("onnx") == wanted_onnx
+
+
+def _model_config(model_dir):
+    from .pretrained import _checkpoint_config
+
+    return _checkpoint_config(model_dir, model_dir)
 
 
 def _read_fingerprint(target):
@@ -181,26 +223,15 @@ def _save_program(model, prefix):
                         input_spec=_ProgramInputs.specs(model.config.visual_embedding_dim))
 
 
-class InferenceModel:
-    """A Paddle Inference predictor over an exported program, called like the dygraph model in prediction.
-
-    ``threads``: the CPU threads of its math library (default: OMP_NUM_THREADS, else every core).
-    Calls are serialised (a predictor runs one batch at a time).
-    """
+class ExportedModel:
+    """An engine over the exported model, called like the dygraph model in prediction: the model's
+    keyword arguments in, an object with ``.logits`` out. Calls are serialised (an engine runs one
+    batch at a time on all its threads). Each engine's class defines ``_run(arrays)``: the logits (numpy)
+    of one batch of input arrays by name."""
 
     training = False
 
-    def __init__(self, program_dir, config, threads=None):
-        from paddle import inference
-
-        prefix = os.path.join(program_dir, _PROGRAM)
-        graph = prefix + ".json" if os.path.isfile(prefix + ".json") else prefix + ".pdmodel"
-        settings = inference.Config(graph, prefix + ".pdiparams")
-        settings.disable_gpu()
-        settings.enable_mkldnn()
-        settings.set_cpu_math_library_num_threads(int(threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count()))
-        settings.disable_glog_info()
-        self.predictor = inference.create_predictor(settings)
+    def __init__(self, program_dir, config):
         self.config = config
         self.program_dir = program_dir
         self._lock = threading.Lock()
@@ -213,16 +244,12 @@ class InferenceModel:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
                  "visual_embeds": visual_embeds, "visual_attention_mask": visual_attention_mask,
                  "visual_token_type_ids": visual_token_type_ids}
+        arrays = {}
+        for name, value in given.items():  # as the program takes them: float32 features, int64 ids and masks
+            value = value.numpy() if isinstance(value, paddle.Tensor) else np.asarray(value)
+            arrays[name] = np.ascontiguousarray(value, dtype=np.float32 if name == "visual_embeds" else np.int64)
         with self._lock:
-            for name in self.predictor.get_input_names():
-                value = given[name]
-                value = value.numpy() if isinstance(value, paddle.Tensor) else np.asarray(value)
-                value = np.ascontiguousarray(value, dtype=np.float32 if name == "visual_embeds" else np.int64)
-                handle = self.predictor.get_input_handle(name)
-                handle.reshape(value.shape)
-                handle.copy_from_cpu(value)
-            self.predictor.run()
-            logits = self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
+            logits = self._run(arrays)
         return _Logits(paddle.to_tensor(logits))
 
     __call__ = forward
@@ -231,18 +258,48 @@ class InferenceModel:
         return self
 
     def train(self):
-        raise RuntimeError("an InferenceModel only predicts; train the dygraph model")
+        raise RuntimeError(f"an {type(self).__name__} only predicts; train the dygraph model")
 
 
-def load_inference_model(head, model_dir, model=None, threads=None):
-    """The InferenceModel of the model directory ``model_dir`` (exported first when no current cache is there).
-    ``model``: its dygraph model when the caller loaded it already (its config is the predictor's)."""
-    from .pretrained import _checkpoint_config
+class InferenceModel(ExportedModel):
+    """A Paddle Inference predictor over an exported program.
 
+    ``threads``: the CPU threads of its math library (default: OMP_NUM_THREADS, else every core).
+    """
+
+    def __init__(self, program_dir, config, threads=None):
+        from paddle import inference
+
+        super().__init__(program_dir, config)
+        prefix = os.path.join(program_dir, _PROGRAM)
+        graph = prefix + ".json" if os.path.isfile(prefix + ".json") else prefix + ".pdmodel"
+        settings = inference.Config(graph, prefix + ".pdiparams")
+        settings.disable_gpu()
+        settings.enable_mkldnn()
+        settings.set_cpu_math_library_num_threads(int(threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count()))
+        settings.disable_glog_info()
+        self.predictor = inference.create_predictor(settings)
+
+    def _run(self, arrays):
+        for name in self.predictor.get_input_names():
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(arrays[name].shape)
+            handle.copy_from_cpu(arrays[name])
+        self.predictor.run()
+        return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def load_inference_model(head, model_dir, model=None, threads=None, engine="paddle_inference"):
+    """The exported model of the model directory ``model_dir``, run by ``engine`` (``paddle_inference``: an
+    InferenceModel; ``onnxruntime``: a ``visualbert.onnx_engine.OnnxModel``), exported first when no current
+    cache is there. ``model``: its dygraph model when the caller loaded it already (its config is the engine's)."""
     model_dir = os.fspath(model_dir)
     if not os.path.isdir(model_dir):
-        raise SystemExit(f"error: --engine paddle_inference needs a model directory, not {model_dir} "
+        raise SystemExit(f"error: --engine {engine} needs a model directory, not {model_dir} "
                          "(convert or train one, or pass --engine dygraph)")
-    config = model.config if model is not None else _checkpoint_config(model_dir, model_dir)
-    program_dir = export(model_dir, head, model=model)
-    return InferenceModel(program_dir, config, threads=threads)
+    config = model.config if model is not None else _model_config(model_dir)
+    if engine == "onnxruntime":
+        from .onnx_engine import OnnxModel
+
+        return OnnxModel(export(model_dir, head, model=model, onnx=True), config, threads=threads)
+    return InferenceModel(export(model_dir, head, model=model), config, threads=threads)

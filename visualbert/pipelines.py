@@ -23,7 +23,8 @@ an answer here is the answer prediction gives for the same image and question.
 
 Calls are serialised by a lock: one pipeline object may be shared by the threads of a server.
 On the CPU the model runs through Paddle Inference (``engine="paddle_inference"``, see
-:mod:`visualbert.inference`); the attention of ``explain`` comes from the dygraph model.
+:mod:`visualbert.inference`) or ONNX Runtime (``engine="onnxruntime"``, :mod:`visualbert.onnx_engine`);
+the attention of ``explain`` comes from the dygraph model.
 """
 import io
 import os
@@ -191,16 +192,17 @@ class _Pipeline:
         self.engine = engine or inference.default_engine(device)
         if self.engine not in inference.ENGINES:
             raise ValueError(f"unknown engine '{self.engine}' (expected one of: {', '.join(inference.ENGINES)})")
-        if self.engine == "paddle_inference" and device != "cpu":
-            raise ValueError("the paddle_inference engine runs on the CPU; on a GPU use engine='dygraph'")
+        if self.engine in inference.EXPORTED_ENGINES and device != "cpu":
+            raise ValueError(f"the {self.engine} engine runs on the CPU; on a GPU use engine='dygraph'")
         self.model_dir = pretrained.resolve_model_path(os.fspath(model))
         self.model = _quietly(pretrained.load_model, self.head, self.model_dir, new_head=False,
                               cpu_kernels=self.engine == "dygraph")
         self.model.eval()
         # the dygraph model: what draws the attention pictures (the predictor returns logits only)
         self.dygraph = self.model
-        if self.engine == "paddle_inference":
-            self.model = inference.load_inference_model(self.head, self.model_dir, model=self.dygraph)
+        if self.engine in inference.EXPORTED_ENGINES:
+            self.model = inference.load_inference_model(self.head, self.model_dir, model=self.dygraph,
+                                                        engine=self.engine)
         # a model trained with add_spatial_features takes each region's box geometry after its features
         self.spatial = bool(getattr(self.dygraph.config, "add_spatial_features", False))
         settings = _run_settings(self.model_dir)
@@ -414,8 +416,9 @@ def pipeline(task, model, device="cpu", weights=None, engine=None):
     the trained model directory ``model`` (RUN/best, RUN/model, a checkpoint, or RUN itself).
 
     ``engine``: ``"paddle_inference"`` (the default on the CPU, faster for a few questions: the model exported once to
-    ``<model>/inference/`` and run by Paddle's deployment predictor) or ``"dygraph"`` (the model as
-    trained; the default on a GPU). Both give the same answers (logits within 1e-4)."""
+    ``<model>/inference/`` and run by Paddle's deployment predictor), ``"onnxruntime"`` (CPU: that export
+    converted to ONNX and run by ONNX Runtime, the fastest measured) or ``"dygraph"`` (the model as
+    trained; the default on a GPU). All give the same answers (logits within 1e-4)."""
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}' (expected one of: {', '.join(TASKS)})")
     return TASKS[task](model, device=device, weights=weights, engine=engine)

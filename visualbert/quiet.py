@@ -17,7 +17,8 @@ passes), the root logger's level put back to what it was before ``import paddle`
 GLOG_minloglevel=1 (C++ warnings and errors still show) unless it is set already. ``stderr_without``
 serves the same purpose later: ``environment.setup_device`` drops the "Modified FLAGS detected" block that
 starting data parallel prints; ``native_stderr_without`` drops a C++ line (``inference.export`` the
-``Paddle static graph(PIR) not support input out tensor`` warning that saving any program prints).
+``Paddle static graph(PIR) not support input out tensor`` warning that saving any program prints);
+``output_kept_for_errors`` holds back what a converter prints step by step (``onnx_engine.convert``) unless it fails.
 """
 import contextlib
 import logging
@@ -72,6 +73,36 @@ def native_stderr_without(fragments):
                     if not any(f in line for f in fragments)]
             if kept:
                 sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def output_kept_for_errors():
+    """Hold back everything written while the block runs (file descriptors 1 and 2, Python's print and
+    logging records): it is written to stderr only when the block raises, where it may say why."""
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 1)
+        os.dup2(caught.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+            logging.disable(logging.NOTSET)
+            if failed:
+                caught.seek(0)
+                sys.stderr.write(caught.read().decode(errors="replace"))
                 sys.stderr.flush()
 
 

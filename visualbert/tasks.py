@@ -169,9 +169,9 @@ def load_for_prediction(task, args, prediction):
         if task == "vqa2" and model.config.num_labels != len(vocab):
             raise ValueError(f"{args.model_name_or_path} predicts {model.config.num_labels} answers, but the answer "
                              f"vocabulary has {len(vocab)}; pass the run's {ANSWER_VOCAB_FILE} as --answer_vocab")
-        if engine_name == "paddle_inference":
+        if engine_name in inference.EXPORTED_ENGINES:
             model = inference.load_inference_model(HEAD[task], pretrained.resolve_model_path(args.model_name_or_path),
-                                                   model=model)
+                                                   model=model, engine=engine_name)
     return dataset, model
 
 
@@ -187,10 +187,10 @@ def _prediction_engine(prediction):
     only the run_predict.py scripts come here)."""
     device = paddle.get_device().split(":")[0]
     name = prediction.engine or inference.default_engine(device, whole_split=True)
-    if name == "paddle_inference" and device != "cpu":
-        raise ValueError("--engine paddle_inference runs on the CPU; pass --device cpu or --engine dygraph")
-    if name == "paddle_inference" and dist.get_world_size() > 1:
-        raise ValueError("--engine paddle_inference predicts in one process; pass --engine dygraph under "
+    if name in inference.EXPORTED_ENGINES and device != "cpu":
+        raise ValueError(f"--engine {name} runs on the CPU; pass --device cpu or --engine dygraph")
+    if name in inference.EXPORTED_ENGINES and dist.get_world_size() > 1:
+        raise ValueError(f"--engine {name} predicts in one process; pass --engine dygraph under "
                          "paddle.distributed.launch")
     return name
 

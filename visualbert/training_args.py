@@ -188,7 +188,7 @@ class PredictionArguments:
     use_amp: bool = setting(False, "mixed precision inference (GPU only)")
     amp_dtype: str = setting("float16", "AMP compute dtype", choices=["float16", "bfloat16"])
     seed: int = setting(42, argparse.SUPPRESS, type=seed_int)
-    engine: Optional[str] = setting(None, "dygraph or paddle_inference (default: the device's)")
+    engine: Optional[str] = setting(None, "dygraph, paddle_inference or onnxruntime (default: the device's)")
     # VCR: the two models whose scores the leaderboard file combines
     answer_model: Optional[str] = setting(None, "a run (or model dir) fine-tuned with --mode answer")
     rationale_model: Optional[str] = setting(None, "a run (or model dir) fine-tuned with --mode rationale")
