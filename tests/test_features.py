@@ -296,7 +296,7 @@ def test_feature_dim_mismatch_is_caught_up_front_and_per_file(tmp_path):
         F.check_feature_dim(store, 2048)
     coco100(str(tmp_path), "train2014", 50, rows=2, dim=16)
     with pytest.raises(ValueError, match=r"COCO_train2014_000000000050.npy: feature dim 16, but .*\.npy has 8 \(the "
-                                         "dimension the run took for coco_detectron_fix_100\)"):
+                                         r"dimension the run took for coco_detectron_fix_100\)"):
         store.get("COCO_train2014_000000000050")
     with pytest.raises(ValueError, match="feature dim 16, the images before it have 8"):
         F.pack_features("coco_detectron_fix_100", str(tmp_path), progress=False)
