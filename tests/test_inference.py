@@ -184,7 +184,7 @@ def test_onnxruntime_with_a_read_only_model_directory_caches_in_the_users_cache(
     assert "inference" not in os.listdir(tmp_path / "model")
 
 
-@pytest.mark.parametrize("missing", ["onnxruntime", "paddle2onnx"])
+@pytest.mark.parametrize("missing", ["onnxruntime", "paddle2onnx", "sympy"])
 def test_onnxruntime_without_its_packages_says_so_in_one_line(tmp_path, tiny_config, monkeypatch, missing):
     head = modeling.VisualBertForQuestionAnswering
     _tiny_model(tiny_config, head, tmp_path / "model")

@@ -22,6 +22,7 @@ def _modules():
     try:
         import onnxruntime
         import paddle2onnx
+        import sympy  # noqa: F401  onnxruntime's BERT optimizer infers the graph's shapes with it
     except ImportError as e:
         raise SystemExit(f"error: --engine onnxruntime needs the {e.name} package ({e}); install it with "
                          "`pip install -r requirements.txt`, or pass --engine paddle_inference or dygraph") from None
