@@ -71,7 +71,9 @@ def main():
     try:
         engine.train(args, model, ToyDataset(), collate, terms)
     except StopAfterSave:
-        pass
+        # ranks leave together, as train() ends with a barrier: a rank exiting while the other still
+        # talks to the store rank 0 hosts can abort the process at teardown (exit -6)
+        dist.barrier()
     np.savez(os.path.join(result_dir, f"params_rank{rank}.npz"), **{k: v.numpy() for k, v in model.state_dict().items()})
 
 
