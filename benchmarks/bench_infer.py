@@ -1,11 +1,13 @@
-"""Prediction engines side by side: ours through Paddle Inference, ours as the dygraph model, and
-transformers' VisualBERT (torch), on the BERT-base VQA head with the same weights and inputs.
+"""Prediction engines side by side: ours through ONNX Runtime, through Paddle Inference and as the
+dygraph model, and transformers' VisualBERT (torch), on the BERT-base VQA head with the same weights
+and inputs. Ours load as ``ask``, ``serve`` and ``pipeline()`` load them
+(``inference.load_inference_model(..., engine=...)``), export cache included.
 
     python benchmarks/bench_infer.py --theirs_python .venv-bench/bin/python --threads 2 --json infer.json
 
 Measures the latency of one question (batch 1, repeated ``--repeats`` times per round, median) and the
 throughput at batch 64 (one batch per round). Each contender lives in its own worker process, so
-that a Paddle Inference predictor never shares a process with the dygraph model (its oneDNN state
+that an exported engine never shares a process with the dygraph model (its oneDNN state
 would slow the dygraph model down) and so that transformers and torch come from their own
 environment (``--theirs_python``: transformers 5.x needs a newer huggingface_hub than PaddleNLP
 2.8). The workers wait while another works; rounds alternate their order, so slow drifts of a
@@ -28,8 +30,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_model import machine, make_inputs, model_config  # noqa: E402
 
-CONTENDERS = ("ours, Paddle Inference", "ours, dygraph", "transformers")
-WORKER_KIND = {"ours, Paddle Inference": "paddle_inference", "ours, dygraph": "dygraph", "transformers": "theirs"}
+CONTENDERS = ("ours, ONNX Runtime", "ours, Paddle Inference", "ours, dygraph", "transformers")
+WORKER_KIND = {"ours, ONNX Runtime": "onnxruntime", "ours, Paddle Inference": "paddle_inference",
+               "ours, dygraph": "dygraph", "transformers": "theirs"}
+OURS = CONTENDERS[:-1]
+EXPORTED = CONTENDERS[:2]
 
 
 def parse_args(argv=None):
@@ -79,10 +84,10 @@ def _worker(kind, workdir, threads, tiny):
         head = modeling.VisualBertForQuestionAnswering
         model = convert.load_into(convert.HEADS["vqa"](modeling.VisualBertConfig(**cfg)), state, "transformers", "vqa")
         model.eval()
-        if kind == "paddle_inference":
-            model_dir = os.path.join(workdir, "ours")
+        if kind in ("onnxruntime", "paddle_inference"):
+            model_dir = os.path.join(workdir, kind)
             model.save_pretrained(model_dir)
-            model = inference.load_inference_model(head, model_dir, threads=threads)
+            model = inference.load_inference_model(head, model_dir, threads=threads, engine=kind)
         else:
             from visualbert import cpu
 
@@ -150,7 +155,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as workdir:
         # transformers first: it draws the weights the others load
         workers = {"transformers": Worker("transformers", args.theirs_python, workdir, args)}
-        for name in CONTENDERS[:2]:
+        for name in OURS:
             workers[name] = Worker(name, sys.executable, workdir, args)
         for w in workers.values():
             header.update({k: v for k, v in w.info.items() if k != "ready"})
@@ -166,9 +171,12 @@ def main(argv=None):
                         times[measure, name].append(statistics.median(got))
             print(f"round {r + 1}/{args.warmup + args.rounds}" + (" (warm-up)" if r < args.warmup else ""), flush=True)
         theirs = workers["transformers"].logits(args.batch)
-        parity = {name: float(abs(workers[name].logits(args.batch) - theirs).max()) for name in CONTENDERS[:2]}
-        parity["ours, Paddle Inference vs ours, dygraph"] = float(abs(
-            workers[CONTENDERS[0]].logits(args.batch) - workers[CONTENDERS[1]].logits(args.batch)).max())
+        dygraph = workers["ours, dygraph"].logits(args.batch)
+        parity = {name: float(abs(workers[name].logits(args.batch) - theirs).max()) for name in OURS}
+        for name in EXPORTED:
+            parity[f"{name} vs ours, dygraph"] = float(abs(workers[name].logits(args.batch) - dygraph).max())
+            parity[f"{name} vs ours, dygraph: same top answer"] = int(
+                (workers[name].logits(args.batch).argmax(-1) == dygraph.argmax(-1)).sum())
         for w in workers.values():
             w.close()
     header["loadavg_at_end"] = os.getloadavg()
@@ -200,7 +208,7 @@ def main(argv=None):
 if __name__ == "__main__":
     if "--worker" in sys.argv:
         w = argparse.ArgumentParser()
-        w.add_argument("--worker", choices=("theirs", "dygraph", "paddle_inference"))
+        w.add_argument("--worker", choices=tuple(WORKER_KIND.values()))
         w.add_argument("--workdir")
         w.add_argument("--threads", type=int)
         w.add_argument("--tiny", action="store_true")

@@ -47,8 +47,11 @@ def test_exported_engines_logits_equal_the_dygraph_models_on_padded_batches(tmp_
     assert isinstance(runner, {"paddle_inference": inference.InferenceModel, "onnxruntime": OnnxModel}[engine])
     rng = np.random.default_rng(0)
     two_images = head is modeling.VisualBertForVisualReasoning
-    # batches of different sizes and lengths through one predictor: its shapes are dynamic
-    for lengths, regions in [((7, 4, 9), (5, 3, 5)), ((3,), (2,)), ((12, 12), (8, 1))]:
+    # batches of different sizes and lengths through one predictor: its shapes are dynamic; the last is run
+    # in chunks (rows_per_run), each cut to its own longest text
+    many = 2 * inference.ExportedModel.rows_per_run + 3
+    for lengths, regions in [((7, 4, 9), (5, 3, 5)), ((3,), (2,)), ((12, 12), (8, 1)),
+                             (tuple(rng.integers(2, 13, many)), tuple(rng.integers(1, 6, many)))]:
         x = _padded_batch(rng, model.config.visual_embedding_dim, lengths, regions, two_images)
         with paddle.no_grad():
             expected = model(**{k: paddle.to_tensor(v) for k, v in x.items()}).logits.numpy()
@@ -75,10 +78,43 @@ def test_the_program_is_cached_beside_the_model_and_made_again_when_the_weights_
     np.testing.assert_allclose(runner(**x).logits.numpy(), expected, atol=1e-4, rtol=0)
 
 
-def test_the_default_engine_is_paddle_inference_for_questions_on_the_cpu_only():
-    assert inference.default_engine("cpu") == "paddle_inference"
-    assert inference.default_engine("cpu", whole_split=True) == "dygraph"
+def test_the_default_engine_is_onnxruntime_on_the_cpu_in_one_process():
+    assert inference.default_engine("cpu") == "onnxruntime"
+    assert inference.default_engine("cpu", processes=2) == "dygraph"
+    assert inference.default_engine("cpu", model_dir=False) == "dygraph"  # a config file: nothing to export
     assert inference.default_engine("gpu") == "dygraph"
+
+
+class _RowSums(inference.ExportedModel):
+    """An engine whose logits are per-row sums of its text inputs, recording the shape of every run."""
+
+    def __init__(self):
+        super().__init__(program_dir=None, config=None)
+        self.runs = []
+
+    def _run(self, arrays):
+        self.runs.append(arrays["input_ids"].shape)
+        return np.stack([arrays["input_ids"].sum(axis=1), arrays["visual_embeds"].sum(axis=(1, 2))], axis=1)
+
+
+def test_a_large_batch_runs_in_chunks_of_similar_length_each_cut_to_its_longest_text():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(2, 30, 2 * _RowSums.rows_per_run + 5)
+    x = _padded_batch(rng, 4, tuple(lengths), tuple(rng.integers(1, 4, len(lengths))))
+    engine = _RowSums()
+    got = engine(**x).logits.numpy()
+    # every row's answer lands on its own row, computed from all of its tokens
+    np.testing.assert_allclose(got[:, 0], x["input_ids"].sum(axis=1))
+    np.testing.assert_allclose(got[:, 1], x["visual_embeds"].sum(axis=(1, 2)), rtol=1e-6)
+    assert [rows for rows, _ in engine.runs] == [16, 16, len(lengths) - 32]
+    # rows taken longest first: each chunk is cut to its own longest text
+    ordered = np.sort(lengths)[::-1]
+    assert [text for _, text in engine.runs] == [ordered[0], ordered[16], ordered[32]]
+    assert engine.runs[-1][1] < x["input_ids"].shape[1]
+
+    small = _RowSums()
+    small(**{k: v[:5] for k, v in x.items()})
+    assert small.runs == [(5, x["input_ids"].shape[1])]  # a batch of rows_per_run or fewer runs as it came
 
 
 # Runs a script with paddle.inference.create_predictor wrapped: every predictor made leaves a line in MARKS.
@@ -118,14 +154,14 @@ def test_training_and_its_evaluation_never_build_a_predictor_prediction_does(dem
 
     # the demo's val split: every top answer of the predictor is the dygraph model's
     run_script(["VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"), "--model_name_or_path",
-                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-dygraph.json"), *fast])
+                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-dygraph.json"),
+                "--engine", "dygraph", *fast])
     by_predictor = json.loads((tmp_path / "val.json").read_text())
     assert len(by_predictor) > 100
     assert by_predictor == json.loads((tmp_path / "val-dygraph.json").read_text())
-    # and through ONNX Runtime: the same answers again, its file beside the program
+    # and through ONNX Runtime, the default: the same answers again, its file beside the program
     run_script(["VQA2/run_predict.py", "--input_dir", str(demo_dir / "X_COCO"), "--model_name_or_path",
-                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-onnx.json"),
-                "--engine", "onnxruntime", *fast])
+                str(out / "best"), "--split", "val", "--output", str(tmp_path / "val-onnx.json"), *fast])
     assert json.loads((tmp_path / "val-onnx.json").read_text()) == by_predictor
     assert (out / "best" / "inference" / "model.onnx").exists()
 

@@ -17,7 +17,7 @@ def pipeline(task, model, device="cpu", weights=None, engine=None):
         vqa = pipeline("visual-question-answering", "runs/mine/best")
         vqa(image="photo.jpg", question="what is the man holding?", top_k=5)
 
-    ``engine``: ``"paddle_inference"`` (the default on the CPU), ``"onnxruntime"`` or ``"dygraph"``; see
+    ``engine``: ``"onnxruntime"`` (the default on the CPU), ``"paddle_inference"`` or ``"dygraph"``; see
     :mod:`visualbert.inference`.
     """
     from .pipelines import pipeline as make

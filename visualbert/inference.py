@@ -1,12 +1,9 @@
-"""Prediction through Paddle Inference: a trained model exported once to a static program and run by
-Paddle's deployment predictor (oneDNN on the CPU), with answers equal to the training-time model's.
-``--engine onnxruntime`` runs the same program converted to ONNX (``visualbert.onnx_engine``), cached in
-the same directory under the same fingerprint.
-
-``--engine paddle_inference`` (the default on the CPU for one question at a time: ``ask``, ``serve``,
-``pipeline``) uses it; ``--engine dygraph`` runs the model as training does (on the CPU with
-``visualbert.cpu``'s kernels: the default for whole splits, ``run_predict.py``, where it measured
-faster; see BENCHMARKS.md). The program is cached beside the weights in
+"""Prediction through an exported model: a trained model exported once to a static program, with answers
+equal to the training-time model's. ``--engine onnxruntime`` (the default on the CPU for ``ask``,
+``serve``, ``pipeline`` and the ``run_predict.py`` scripts: the fastest measured, see BENCHMARKS.md)
+runs the program converted to ONNX (``visualbert.onnx_engine``); ``--engine paddle_inference`` runs it
+by Paddle's deployment predictor (oneDNN on the CPU); ``--engine dygraph`` runs the model as training
+does (the default on a GPU and under ``paddle.distributed.launch``). The program is cached beside the weights in
 ``<model>/inference/`` (written atomically: a temp dir renamed into place) together with the
 fingerprint of the weights and config it was made from; a changed model is exported again.
 
@@ -14,7 +11,7 @@ Never in a training process: a predictor switches oneDNN state that is global to
 the dygraph model of the same process then runs slower. Training-time evaluation therefore stays
 dygraph (``engine.predict`` over the model); only the prediction entry points build a predictor.
 
-:class:`InferenceModel` stands where the dygraph model stood: it is called with the model's keyword
+Each engine's model (:class:`ExportedModel`) stands where the dygraph model stood: it is called with the model's keyword
 arguments (``engine.model_kwargs`` picks them from a batch) and returns an object with ``.logits``,
 so ``engine.predict`` and the prediction steps in ``tasks`` run unchanged over it.
 """
@@ -36,28 +33,29 @@ EXPORTED_ENGINES = ("paddle_inference", "onnxruntime")
 # What the exported program takes, in this order: the collated batch's model inputs.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
                "visual_token_type_ids")
+_TEXT_INPUTS = INPUT_NAMES[:3]  # the inputs shaped [B, text length]
 _FINGERPRINT = "fingerprint.json"
 _PROGRAM = "model"
 _EXPORT_FORMAT = 1  # bump when what export() writes changes: older caches are then made again
 
 
-def default_engine(device, whole_split=False):
-    """The engine a prediction command uses when none is named, the faster one as measured (BENCHMARKS.md,
-    BERT-base on 2 CPU threads): Paddle Inference for questions one at a time on the CPU (ask, serve,
-    pipeline), the dygraph model on visualbert.cpu's kernels for batches of a whole split
-    (``whole_split``: run_predict.py) and everywhere on a GPU."""
-    return "paddle_inference" if device == "cpu" and not whole_split else "dygraph"
+def default_engine(device, processes=1, model_dir=True):
+    """The engine a prediction command uses when none is named, the fastest one measured (BENCHMARKS.md,
+    BERT-base on 2 CPU threads, one question and batches of 64): ONNX Runtime on the CPU, the dygraph model
+    on a GPU and across ``processes`` > 1 (the exported engines run on the CPU, in one process), and for a
+    model that is not a saved directory (``model_dir`` False: a config file, freshly initialised, has no
+    directory to cache an export in)."""
+    return "onnxruntime" if device == "cpu" and processes == 1 and model_dir else "dygraph"
 
 
 def add_engine_arg(parser):
     """The ``--engine`` switch of the prediction commands (run_predict.py, ask, serve)."""
     parser.add_argument("--engine", default=None, choices=ENGINES,
-                        help="how the model runs: paddle_inference (exported once to <model>/inference/ and run "
-                             "by Paddle's deployment predictor with oneDNN; the default for ask and serve on the "
-                             "CPU, faster for one question), onnxruntime (the same export converted to ONNX and "
-                             "run by ONNX Runtime after its BERT optimizer; CPU; the fastest measured, for one "
-                             "question and for batches) or dygraph (the model as trained; the default for "
-                             "run_predict.py and on a GPU); same answers")
+                        help="how the model runs: onnxruntime (exported once to <model>/inference/, converted "
+                             "to ONNX and run by ONNX Runtime after its BERT optimizer; the default on the CPU, "
+                             "the fastest measured for one question and for batches), paddle_inference (the "
+                             "same export run by Paddle's deployment predictor with oneDNN; CPU) or dygraph "
+                             "(the model as trained; the default on a GPU and across processes); same answers")
 
 
 def _fingerprint(model_dir):
@@ -230,6 +228,9 @@ class ExportedModel:
     of one batch of input arrays by name."""
 
     training = False
+    # A larger batch runs in chunks of this many rows: their activations stay in the CPU's caches, and each
+    # chunk is padded only to its own longest text (BENCHMARKS.md: BERT-base at batch 64 on 2 threads)
+    rows_per_run = 16
 
     def __init__(self, program_dir, config):
         self.config = config
@@ -249,8 +250,28 @@ class ExportedModel:
             value = value.numpy() if isinstance(value, paddle.Tensor) else np.asarray(value)
             arrays[name] = np.ascontiguousarray(value, dtype=np.float32 if name == "visual_embeds" else np.int64)
         with self._lock:
-            logits = self._run(arrays)
+            logits = self._run_in_chunks(arrays)
         return _Logits(paddle.to_tensor(logits))
+
+    def _run_in_chunks(self, arrays):
+        """The logits of a batch run ``rows_per_run`` rows at a time, the rows taken in order of their text
+        length and each chunk cut to its own longest text. Exact: the columns cut are padding in every row
+        of the chunk, which no token attends to and no head reads."""
+        batch = len(arrays["input_ids"])
+        if batch <= self.rows_per_run:
+            return self._run(arrays)
+        text_mask = arrays["attention_mask"]
+        order = np.argsort(-text_mask.sum(axis=1), kind="stable")
+        chunks = []
+        for start in range(0, batch, self.rows_per_run):
+            rows = order[start:start + self.rows_per_run]
+            used = np.flatnonzero(text_mask[rows].any(axis=0))
+            text_len = int(used[-1]) + 1 if len(used) else text_mask.shape[1]
+            chunks.append(self._run({name: value[rows][:, :text_len] if name in _TEXT_INPUTS else value[rows]
+                                     for name, value in arrays.items()}))
+        logits = np.empty((batch,) + chunks[0].shape[1:], chunks[0].dtype)
+        logits[order] = np.concatenate(chunks)
+        return logits
 
     __call__ = forward
 

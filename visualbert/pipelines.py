@@ -22,8 +22,8 @@ or ``boxes=`` then. Inputs are built by the training datasets themselves (``VQAD
 an answer here is the answer prediction gives for the same image and question.
 
 Calls are serialised by a lock: one pipeline object may be shared by the threads of a server.
-On the CPU the model runs through Paddle Inference (``engine="paddle_inference"``, see
-:mod:`visualbert.inference`) or ONNX Runtime (``engine="onnxruntime"``, :mod:`visualbert.onnx_engine`);
+On the CPU the model runs through ONNX Runtime (``engine="onnxruntime"``, the default, see
+:mod:`visualbert.onnx_engine`) or Paddle Inference (``engine="paddle_inference"``, :mod:`visualbert.inference`);
 the attention of ``explain`` comes from the dygraph model.
 """
 import io
@@ -415,10 +415,10 @@ def pipeline(task, model, device="cpu", weights=None, engine=None):
     """A callable for ``task`` (``visual-question-answering`` / ``vqa``, ``visual-reasoning`` / ``nlvr2``) over
     the trained model directory ``model`` (RUN/best, RUN/model, a checkpoint, or RUN itself).
 
-    ``engine``: ``"paddle_inference"`` (the default on the CPU, faster for a few questions: the model exported once to
-    ``<model>/inference/`` and run by Paddle's deployment predictor), ``"onnxruntime"`` (CPU: that export
-    converted to ONNX and run by ONNX Runtime, the fastest measured) or ``"dygraph"`` (the model as
-    trained; the default on a GPU). All give the same answers (logits within 1e-4)."""
+    ``engine``: ``"onnxruntime"`` (the default on the CPU, the fastest measured: the model exported once to
+    ``<model>/inference/``, converted to ONNX and run by ONNX Runtime), ``"paddle_inference"`` (CPU: that
+    export run by Paddle's deployment predictor) or ``"dygraph"`` (the model as trained; the default on a
+    GPU). All give the same answers (logits within 1e-4)."""
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}' (expected one of: {', '.join(TASKS)})")
     return TASKS[task](model, device=device, weights=weights, engine=engine)

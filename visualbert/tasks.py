@@ -160,7 +160,7 @@ def load_for_prediction(task, args, prediction):
             raise ValueError("--annotations needs --questions")
         if task == "vqa2":
             vocab = prediction_answer_vocab(args)
-        engine_name = _prediction_engine(prediction)
+        engine_name = _prediction_engine(prediction, args.model_name_or_path)
         model, spatial = pretrained.load_task_model(HEAD[task], args.model_name_or_path, features, new_head=False,
                                                  cpu_kernels=args.cpu_kernels and engine_name == "dygraph")
         check_sequence_length(args, model)
@@ -182,11 +182,13 @@ def check_sequence_length(args, model):
         raise ValueError(f"--max_seq_length {args.max_seq_length}: {args.model_name_or_path} has positions for at most "
                          f"{limit} tokens (max_position_embeddings); pass --max_seq_length {limit} or less")
 
-def _prediction_engine(prediction):
-    """--engine, or the default for the device prediction runs on (never a predictor in a training process:
-    only the run_predict.py scripts come here)."""
+def _prediction_engine(prediction, model_name_or_path):
+    """--engine, or the default for the device prediction runs on and the model (never a predictor in a
+    training process: only the run_predict.py scripts come here)."""
     device = paddle.get_device().split(":")[0]
-    name = prediction.engine or inference.default_engine(device, whole_split=True)
+    name = prediction.engine or inference.default_engine(
+        device, processes=dist.get_world_size(),
+        model_dir=os.path.isdir(model_name_or_path) or model_name_or_path.endswith(".pdparams"))
     if name in inference.EXPORTED_ENGINES and device != "cpu":
         raise ValueError(f"--engine {name} runs on the CPU; pass --device cpu or --engine dygraph")
     if name in inference.EXPORTED_ENGINES and dist.get_world_size() > 1:
