@@ -167,3 +167,10 @@ def test_onnxruntime_engine_answers_as_the_dygraph_model_on_the_val_split_and_in
     answers = {engine: [line.split()[0] for line in out.splitlines() if not line.startswith("Q:")]
                for engine, out in printed.items()}
     assert len(answers["onnxruntime"]) == 6 and answers["onnxruntime"] == answers["dygraph"]
+
+
+def test_a_missing_model_is_one_line_naming_the_path_not_another_commands_flag(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        pipeline("vqa", str(tmp_path / "none"))
+    message = str(e.value)
+    assert message.startswith("error: ") and str(tmp_path / "none") in message and "--model_name_or_path" not in message

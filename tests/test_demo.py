@@ -138,3 +138,9 @@ def test_cli_writes_and_reports_errors(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert f"{blocker} is a file, not a directory" in proc.stderr
+    # under a file too: the same line naming the file, not the OS's "Not a directory"
+    proc = subprocess.run([sys.executable, "-m", "visualbert.demo", "--out_dir", str(blocker / "demo"), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and f"{blocker} is a file, not a directory" in proc.stderr
+    assert "Errno" not in proc.stderr and blocker.read_text() == "x"

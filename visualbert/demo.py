@@ -231,11 +231,23 @@ def _refuse_real_data(out_dir):
                                  "refusing to replace it (pass another --out_dir)")
 
 
+def _self_and_parents(path):
+    while True:
+        yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
 def write_demo(out_dir, seed=0, progress=True):
     """Write the demo under ``out_dir`` (replacing an earlier demo there); returns a summary dict."""
     _check_words()
     start = time.time()
     out_dir = os.path.abspath(out_dir)
+    blocked = next((p for p in _self_and_parents(out_dir) if os.path.lexists(p) and not os.path.isdir(p)), None)
+    if blocked:
+        raise ValueError(f"--out_dir {out_dir}: {blocked} is a file, not a directory (pass another --out_dir)")
     _refuse_real_data(out_dir)
     check_vcr_parts(os.path.join(out_dir, "X_VCR"), DEMO_MARKER)
     os.makedirs(out_dir, exist_ok=True)

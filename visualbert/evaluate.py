@@ -17,6 +17,7 @@ import sys
 
 from visualbert import metrics
 from visualbert.argtypes import positive_int
+from visualbert.atomic import write_file
 from visualbert.errors import run_command
 from visualbert.formats.common import check_ids_match
 from visualbert.formats.flickr30k import read_flickr30k, read_flickr30k_image_list, read_grounding_predictions
@@ -120,7 +121,7 @@ def draw_grounding(out_dir, phrases, predicted, image_dir=None):
         x = 4 + pen.textlength(before + "|", font=font) - pen.textlength("|", font=font)
         pen.text((x, size[1] + 12), phrase["text"], fill=(220, 0, 0), font=font)
         path = os.path.join(out_dir, f"{image_id}_{caption}_{phrase_index}.png")
-        canvas.save(path)
+        write_file(path, lambda f: canvas.save(f, format="PNG"), binary=True)
         written.append(path)
     return written
 

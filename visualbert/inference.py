@@ -36,7 +36,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds",
 _TEXT_INPUTS = INPUT_NAMES[:3]  # the inputs shaped [B, text length]
 _FINGERPRINT = "fingerprint.json"
 _PROGRAM = "model"
-_EXPORT_FORMAT = 1  # bump when what export() writes changes: older caches are then made again
+_EXPORT_FORMAT = 2  # bump when what export() writes changes: older caches are then made again
 
 
 def default_engine(device, processes=1, model_dir=True):

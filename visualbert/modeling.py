@@ -148,8 +148,9 @@ class VisualBertSelfAttention(nn.Layer):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def split_heads(self, x):
-        """[B, L, heads * size] -> [B, L, heads, size] (the fused kernel's layout)."""
-        return x.reshape(x.shape[:2] + [self.num_attention_heads, self.attention_head_size])
+        """[B, L, heads * size] -> [B, L, heads, size] (the fused kernel's layout). The 0s keep B and L as they
+        are: an exported program then reshapes by constants instead of computing each shape at run time."""
+        return x.reshape([0, 0, self.num_attention_heads, self.attention_head_size])
 
     def takes_fused(self, projected, output_attentions, head_mask):
         """Whether this call goes through the fused kernel: an accelerator computing in fp16/bf16."""
@@ -192,7 +193,7 @@ class VisualBertSelfAttention(nn.Layer):
             attention_probs = attention_probs * head_mask
 
         context_layer = paddle.matmul(attention_probs, value_layer).transpose([0, 2, 1, 3])
-        context_layer = context_layer.reshape(context_layer.shape[:2] + [self.all_head_size])
+        context_layer = context_layer.reshape([0, 0, self.all_head_size])
         return context_layer, (attention_probs if output_attentions else None)
 
 

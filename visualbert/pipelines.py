@@ -194,6 +194,9 @@ class _Pipeline:
             raise ValueError(f"unknown engine '{self.engine}' (expected one of: {', '.join(inference.ENGINES)})")
         if self.engine in inference.EXPORTED_ENGINES and device != "cpu":
             raise ValueError(f"the {self.engine} engine runs on the CPU; on a GPU use engine='dygraph'")
+        if not os.path.exists(os.fspath(model)):
+            raise SystemExit(f"error: model {os.fspath(model)}: no such directory (expected a trained model: "
+                             "RUN/best, RUN/model, a checkpoint, or RUN)")
         self.model_dir = pretrained.resolve_model_path(os.fspath(model))
         self.model = _quietly(pretrained.load_model, self.head, self.model_dir, new_head=False,
                               cpu_kernels=self.engine == "dygraph")

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from .atomic import write_file
 from .errors import run_command
 
 PANELS = ("losses", "learning rate", "eval metrics", "other")
@@ -136,13 +137,19 @@ def draw_runs(runs):
     return fig
 
 
+def _image_format(path):
+    """matplotlib's format for ``path`` by its extension (it cannot see the name of the temporary file it
+    writes into), PNG when there is none."""
+    return os.path.splitext(path)[1][1:].lower() or "png"
+
+
 def plot_runs(runs, out_path):
     """Draw ``runs`` ({label: records}) into one PNG at ``out_path``; returns the panel titles."""
     import matplotlib.pyplot as plt
 
     fig = draw_runs(runs)
     try:
-        fig.savefig(out_path, dpi=100)
+        write_file(out_path, lambda f: fig.savefig(f, dpi=100, format=_image_format(out_path)), binary=True)
         return [ax.get_title() for ax in fig.axes]
     finally:
         plt.close(fig)
