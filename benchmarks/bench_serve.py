@@ -35,8 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--images", help="the images to ask about (default: the demo's)")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--engine", choices=("dygraph", "paddle_inference"), default=None,
-                   help="the server's --engine (default: its own default, paddle_inference on the CPU)")
+    p.add_argument("--engine", choices=("dygraph", "paddle_inference", "onnxruntime"), default=None,
+                   help="the server's --engine (default: its own default, onnxruntime on the CPU)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args(argv)
 

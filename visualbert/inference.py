@@ -53,8 +53,9 @@ def add_engine_arg(parser):
     parser.add_argument("--engine", default=None, choices=ENGINES,
                         help="how the model runs: onnxruntime (exported once to <model>/inference/, converted "
                              "to ONNX and run by ONNX Runtime after its BERT optimizer; the default on the CPU, "
-                             "the fastest measured for one question and for batches), paddle_inference (the "
-                             "same export run by Paddle's deployment predictor with oneDNN; CPU) or dygraph "
+                             "the fastest measured for one question, level with paddle_inference on batches), "
+                             "paddle_inference (the same export run by Paddle's deployment predictor with "
+                             "oneDNN; CPU) or dygraph "
                              "(the model as trained; the default on a GPU and across processes); same answers")
 
 

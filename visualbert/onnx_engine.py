@@ -1,7 +1,8 @@
 """``--engine onnxruntime``: the program ``visualbert.inference`` exports, converted to ONNX (paddle2onnx,
 opset 17), fused by ONNX Runtime's BERT optimizer (each layer norm with its residual add, each GELU
-with its bias) and run by ONNX Runtime on the CPU. BENCHMARKS.md measured it the fastest of the
-engines on BERT-base, for one question and at batch 64, with logits within 2.6e-6 of the dygraph model's.
+with its bias) and run by ONNX Runtime on the CPU: the default engine there. BENCHMARKS.md measured it
+the fastest of the engines on BERT-base for one question (1.3x Paddle Inference), level with Paddle
+Inference at batch 64, with logits within 2.9e-6 of the dygraph model's.
 
 The ONNX file sits in the same cache directory as the Paddle Inference program (``<model>/inference/
 model.onnx``), made under the same fingerprint plus the converters' versions, so that a changed model
