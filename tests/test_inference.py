@@ -220,7 +220,7 @@ def test_onnxruntime_with_a_read_only_model_directory_caches_in_the_users_cache(
     assert "inference" not in os.listdir(tmp_path / "model")
 
 
-@pytest.mark.parametrize("missing", ["onnxruntime", "paddle2onnx", "sympy"])
+@pytest.mark.parametrize("missing", ["onnxruntime", "paddle2onnx"])
 def test_onnxruntime_without_its_packages_says_so_in_one_line(tmp_path, tiny_config, monkeypatch, missing):
     head = modeling.VisualBertForQuestionAnswering
     _tiny_model(tiny_config, head, tmp_path / "model")
@@ -241,7 +241,7 @@ def test_a_failed_conversion_leaves_the_cached_program_as_it_was_and_nothing_hal
     program = inference.export(str(tmp_path / "model"), head)
     before = sorted(os.listdir(program))
 
-    def broken(program_prefix, config):
+    def broken(program_prefix):
         print("converter step output")
         raise RuntimeError("the converter failed")
 

@@ -52,7 +52,7 @@ def add_engine_arg(parser):
     """The ``--engine`` switch of the prediction commands (run_predict.py, ask, serve)."""
     parser.add_argument("--engine", default=None, choices=ENGINES,
                         help="how the model runs: onnxruntime (exported once to <model>/inference/, converted "
-                             "to ONNX and run by ONNX Runtime after its BERT optimizer; the default on the CPU, "
+                             "to ONNX and run by ONNX Runtime; the default on the CPU, "
                              "the fastest measured for one question, level with paddle_inference on batches), "
                              "paddle_inference (the same export run by Paddle's deployment predictor with "
                              "oneDNN; CPU) or dygraph "
@@ -157,8 +157,7 @@ def export(model_dir, head, model=None, onnx=False):
             else:
                 _save_program(model, os.path.join(tmp, _PROGRAM))
             if onnx:
-                config = model.config if model is not None else _model_config(model_dir)
-                onnx_engine.convert(os.path.join(tmp, _PROGRAM), config)
+                onnx_engine.convert(os.path.join(tmp, _PROGRAM))
                 made["onnx"] = wanted_onnx
             with open(os.path.join(tmp, _FINGERPRINT), "w") as f:
                 json.dump(made, f)

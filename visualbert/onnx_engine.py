@@ -1,11 +1,13 @@
-"""``--engine onnxruntime``: the program ``visualbert.inference`` exports, converted to ONNX (paddle2onnx,
-opset 17), fused by ONNX Runtime's BERT optimizer (each layer norm with its residual add, each GELU
-with its bias) and run by ONNX Runtime on the CPU: the default engine there. BENCHMARKS.md measured it
-the fastest of the engines on BERT-base for one question (1.3x Paddle Inference), level with Paddle
-Inference at batch 64, with logits within 2.9e-6 of the dygraph model's.
+"""``--engine onnxruntime``, the default engine on the CPU: the program ``visualbert.inference`` exports,
+converted to ONNX (paddle2onnx, opset 17) and run by ONNX Runtime on the CPU, whose own graph
+optimizations (``ORT_ENABLE_ALL``: each GELU with its bias, layer norms with their residual adds,
+Q.K^T with its transpose) apply as the session loads. BENCHMARKS.md measured it the fastest of the
+engines on BERT-base for one question (1.3x Paddle Inference), level with Paddle Inference at batch 64,
+with logits within 2.9e-6 of the dygraph model's; running ONNX Runtime's BERT optimizer over the file
+first made it no faster.
 
 The ONNX file sits in the same cache directory as the Paddle Inference program (``<model>/inference/
-model.onnx``), made under the same fingerprint plus the converters' versions, so that a changed model
+model.onnx``), made under the same fingerprint plus the converter's version, so that a changed model
 or an upgraded converter makes it again; ``inference.export`` writes it, through :func:`convert`.
 """
 import os
@@ -23,7 +25,6 @@ def _modules():
     try:
         import onnxruntime
         import paddle2onnx
-        import sympy  # noqa: F401  onnxruntime's BERT optimizer infers the graph's shapes with it
     except ImportError as e:
         raise SystemExit(f"error: --engine onnxruntime needs the {e.name} package ({e}); install it with "
                          "`pip install -r requirements.txt`, or pass --engine paddle_inference or dygraph") from None
@@ -31,30 +32,21 @@ def _modules():
 
 
 def converter_versions():
-    """What the ONNX file depends on beside the model: the converter's and the optimizer's versions."""
-    onnxruntime, paddle2onnx = _modules()
-    return {"paddle2onnx": paddle2onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": _OPSET}
+    """What the ONNX file depends on beside the model: the converter's version and the opset."""
+    _, paddle2onnx = _modules()
+    return {"paddle2onnx": paddle2onnx.__version__, "opset": _OPSET}
 
 
-def convert(program_prefix, config):
-    """Write ``model.onnx`` beside the Paddle program at ``program_prefix`` (in the directory being written):
-    converted, then optimized for BERT's layers with ``config``'s heads and width."""
-    from onnxruntime.transformers import optimizer
-
+def convert(program_prefix):
+    """Write ``model.onnx`` beside the Paddle program at ``program_prefix`` (in the directory being written)."""
     from . import quiet
 
     _, paddle2onnx = _modules()
-    directory = os.path.dirname(program_prefix)
     graph = program_prefix + ".json" if os.path.isfile(program_prefix + ".json") else program_prefix + ".pdmodel"
-    plain = os.path.join(directory, "plain.onnx")
-    # both report every step (paddle2onnx on stdout, where ask prints its answers): kept for a failure only
+    # it reports every step on stdout, where ask prints its answers: kept for a failure only
     with quiet.output_kept_for_errors():
-        paddle2onnx.export(graph, program_prefix + ".pdiparams", plain, opset_version=_OPSET,
-                           enable_onnx_checker=True)
-        fused = optimizer.optimize_model(plain, model_type="bert", num_heads=config.num_attention_heads,
-                                         hidden_size=config.hidden_size, opt_level=0, use_gpu=False)
-        fused.save_model_to_file(os.path.join(directory, ONNX_FILE))
-    os.remove(plain)
+        paddle2onnx.export(graph, program_prefix + ".pdiparams", os.path.join(os.path.dirname(program_prefix), ONNX_FILE),
+                           opset_version=_OPSET, enable_onnx_checker=True)
 
 
 class OnnxModel(ExportedModel):
