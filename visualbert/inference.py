@@ -52,10 +52,9 @@ def add_engine_arg(parser):
     """The ``--engine`` switch of the prediction commands (run_predict.py, ask, serve)."""
     parser.add_argument("--engine", default=None, choices=ENGINES,
                         help="how the model runs: onnxruntime (exported once to <model>/inference/, converted "
-                             "to ONNX and run by ONNX Runtime; the default on the CPU, "
-                             "the fastest measured for one question, level with paddle_inference on batches), "
-                             "paddle_inference (the same export run by Paddle's deployment predictor with "
-                             "oneDNN; CPU) or dygraph "
+                             "to ONNX and run by ONNX Runtime; the default on the CPU, the fastest measured for "
+                             "one question), paddle_inference (the same export run by Paddle's deployment "
+                             "predictor with oneDNN; CPU; a few percent faster on large batches) or dygraph "
                              "(the model as trained; the default on a GPU and across processes); same answers")
 
 

@@ -2,9 +2,9 @@
 converted to ONNX (paddle2onnx, opset 17) and run by ONNX Runtime on the CPU, whose own graph
 optimizations (``ORT_ENABLE_ALL``: each GELU with its bias, layer norms with their residual adds,
 Q.K^T with its transpose) apply as the session loads. BENCHMARKS.md measured it the fastest of the
-engines on BERT-base for one question (1.3x Paddle Inference), level with Paddle Inference at batch 64,
-with logits within 2.9e-6 of the dygraph model's; running ONNX Runtime's BERT optimizer over the file
-first made it no faster.
+engines on BERT-base for one question (1.3x Paddle Inference), within a few percent of Paddle Inference
+at batch 64, with logits within 3.0e-6 of the dygraph model's; running ONNX Runtime's BERT optimizer
+over the file first made it no faster.
 
 The ONNX file sits in the same cache directory as the Paddle Inference program (``<model>/inference/
 model.onnx``), made under the same fingerprint plus the converter's version, so that a changed model
