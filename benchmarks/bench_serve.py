@@ -3,7 +3,7 @@
     python benchmarks/bench_serve.py [--model RUN/best] [--requests 200] [--clients 8] [--json OUT]
 
 Without ``--model`` it first trains the own-images demo's tiny VQA model (PNG shapes, features by
-``extract --backbone patches``, 4 epochs) in a temporary directory. It starts the server as a user
+``extract --backbone patches_hog``, 4 epochs) in a temporary directory. It starts the server as a user
 would (a subprocess on 127.0.0.1, a free port), sends ``--requests`` multipart ``POST /v1/vqa``
 requests (a demo image and a demo question each, upload included) from ``--clients`` threads, checks
 every answer against the pipeline's answer for that image and question, and prints p50 / p95 / p99
@@ -31,7 +31,7 @@ QUESTIONS = ("what shape is in the picture?", "what color is the shape?", "is th
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="a trained VQA model on patches features (default: train the demo's)")
+    p.add_argument("--model", help="a trained VQA model on features made from images (default: train the demo's)")
     p.add_argument("--images", help="the images to ask about (default: the demo's)")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)

@@ -67,7 +67,7 @@ def run_script(args, env=None, check=True, timeout=900):
 @pytest.fixture(scope="session")
 def shapes_vqa(tmp_path_factory):
     """A small VQA model trained on the own-images demo's shapes (features by ``extract --backbone
-    patches``, which a new image can be run through again): {"dir", "images", "feats", "run", "model"}."""
+    patches_hog``, which a new image can be run through again): {"dir", "images", "feats", "run", "model"}."""
     from visualbert.own_demo import commands, write_shapes
 
     out = tmp_path_factory.mktemp("shapes")

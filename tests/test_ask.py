@@ -132,10 +132,12 @@ def test_model_on_imported_features_says_so_in_one_line_and_takes_store_features
 def test_nlvr2_model_answers_true_or_false_with_its_probability(shapes_vqa, tmp_path, tiny_config):
     from visualbert import provenance
     from visualbert.modeling import VisualBertForVisualReasoning
+    from visualbert.pipelines import read_store_features
 
     record = provenance.of_model(shapes_vqa["model"])
+    feature_dim = read_store_features(str(shapes_vqa["feats"]), "shape_50001")[0].shape[1]
     model = _save_model(VisualBertForVisualReasoning, tiny_config(dropout=0.0, num_labels=2), tmp_path / "nlvr2",
-                        record, visual_dim=768)
+                        record, visual_dim=feature_dim)
     left, right = shapes_vqa["images"] / "shape_50001.png", shapes_vqa["images"] / "shape_50002.png"
     proc = run_script(["-m", "visualbert.ask", "--model", str(model), "--image", str(left), "--image2", str(right),
                        "--question", "the left image has a triangle.", "--json"])

@@ -12,8 +12,8 @@ from visualbert import provenance
 def test_a_trained_run_and_its_saved_models_record_the_stores_provenance(shapes_vqa):
     store_meta = json.loads((shapes_vqa["feats"] / "meta.json").read_text())
     made = store_meta["provenance"]
-    assert made["extractor"] == "visualbert.extract" and made["backbone"] == "patches"
-    assert (made["weights"], made["image_size"], made["patch_size"], made["grid"]) == ("none", 64, 16, 4)
+    assert made["extractor"] == "visualbert.extract" and made["backbone"] == "patches_hog"
+    assert (made["weights"], made["image_size"], made["patch_size"], made["grid"]) == ("none", 64, 4, 4)
     assert made["boxes"] == "grid" and made["dtype"] == "float16" and made["reproducible"] is True
     run_config = json.loads((shapes_vqa["run"] / "run_config.json").read_text())
     assert run_config["feature_provenance"] == made

@@ -352,7 +352,7 @@ def main(argv=None):
     where.add_argument("--out_dir", help="where X_COCO/, X_NLVR/, X_FLICKR/ and X_VCR/ are written (an earlier demo there is replaced; real data there is never touched)")
     where.add_argument("--own_images", metavar="DIR",
                        help="instead: draw PNG images of coloured shapes and official-format VQA questions into DIR (new or "
-                            "empty), then run README's four \"Your own data\" commands on them (extract --backbone patches, "
+                            "empty), then run README's four \"Your own data\" commands on them (extract --backbone patches_hog, "
                             "run_vqa2.py, run_predict.py, evaluate) and print the VQA accuracy")
     parser.add_argument("--seed", type=int, default=0, help="generator seed; same seed, same files (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

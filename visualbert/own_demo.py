@@ -7,7 +7,7 @@ JSON format, as a user with their own pictures would have them::
     DIR/{train,val}_questions.json, DIR/{train,val}_annotations.json   official VQA format, 10 human answers
 
 then runs the four commands of README's "Your own data" section (printed as they run):
-``python -m visualbert.extract --backbone patches``, ``VQA2/run_vqa2.py`` on the JSON files with
+``python -m visualbert.extract --backbone patches_hog``, ``VQA2/run_vqa2.py`` on the JSON files with
 ``--answer_vocab build``, ``VQA2/run_predict.py`` on the val questions, and
 ``python -m visualbert.evaluate vqa``, whose accuracy it reports.
 
@@ -41,7 +41,7 @@ def _draw(rng, shape, color):
 
     shade = int(rng.integers(200, 256))
     im = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (shade, shade, shade))
-    # large and near the centre: 8 x 8 patches of a 32-pixel resize still show the outline
+    # large and near the centre: the outline crosses several of the 4 x 4 cells the features describe
     side = int(rng.integers(IMAGE_SIZE * 6 // 10, IMAGE_SIZE * 8 // 10))
     x, y = (int(v) for v in (IMAGE_SIZE - side) // 2 + rng.integers(-IMAGE_SIZE // 16, IMAGE_SIZE // 16 + 1, size=2))
     draw = ImageDraw.Draw(im)
@@ -118,13 +118,15 @@ def commands(out_dir, config):
     result = os.path.join(out_dir, "result.json")
     j = lambda name: os.path.join(out_dir, name)  # noqa: E731
     return [
-        ["-m", "visualbert.extract", "--image_dir", j("images"), "--output_dir", feats, "--backbone", "patches",
-         "--image_size", "64", "--patch_size", "16", "--num_workers", "2"],
+        # each of 4 x 4 cells: its pixels at 4 x 4 and a histogram of its edge orientations, which carries
+        # the shape (raw pixels alone got 0.94 in 20 epochs; these, 0.97-0.998 in 10, over three seeds)
+        ["-m", "visualbert.extract", "--image_dir", j("images"), "--output_dir", feats, "--backbone", "patches_hog",
+         "--image_size", "64", "--grid", "4", "--patch_size", "4", "--num_workers", "2"],
         ["VQA2/run_vqa2.py", "--train_questions", j("train_questions.json"),
          "--train_annotations", j("train_annotations.json"), "--eval_questions", j("val_questions.json"),
          "--eval_annotations", j("val_annotations.json"), "--features", feats, "--image_key", IMAGE_KEY,
          "--answer_vocab", "build", "--model_name_or_path", config, "--output_dir", run, "--batch_size", "32",
-         "--learning_rate", "2e-3", "--num_train_epochs", "20", "--warmup_proportion", "0.05", "--logging_steps", "40",
+         "--learning_rate", "2e-3", "--num_train_epochs", "10", "--warmup_proportion", "0.05", "--logging_steps", "40",
          "--device", "cpu", "--num_workers", "0", "--seed", "0"],
         ["VQA2/run_predict.py", "--questions", j("val_questions.json"), "--features", feats,
          "--image_key", IMAGE_KEY, "--model_name_or_path", os.path.join(run, "best"), "--output", result,
