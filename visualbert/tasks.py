@@ -188,7 +188,7 @@ def _prediction_engine(prediction, model_name_or_path):
     device = paddle.get_device().split(":")[0]
     name = prediction.engine or inference.default_engine(
         device, processes=dist.get_world_size(),
-        model_dir=os.path.isdir(model_name_or_path) or model_name_or_path.endswith(".pdparams"))
+        model_dir=os.path.isdir(pretrained.resolve_model_path(model_name_or_path)))
     if name in inference.EXPORTED_ENGINES and device != "cpu":
         raise ValueError(f"--engine {name} runs on the CPU; pass --device cpu or --engine dygraph")
     if name in inference.EXPORTED_ENGINES and dist.get_world_size() > 1:
